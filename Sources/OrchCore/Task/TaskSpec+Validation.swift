@@ -1,0 +1,93 @@
+extension TaskSpec {
+    /// The longest stop grace period accepted.
+    public static let maximumStopGracePeriod: Duration = .seconds(3600)
+    /// The shortest health-check interval accepted.
+    public static let minimumHealthInterval: Duration = .milliseconds(100)
+
+    /// Every value out of range, each with its field's path in our JSON shape; empty when
+    /// the spec can be run. Shape problems (wrong types, unknown fields) are the readers'.
+    public func validationProblems() -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        func report(_ path: String, _ message: String) { problems.append(SpecProblem(path: path, message: message)) }
+
+        if let id, let problem = TaskID.problem(with: id.rawValue) { report("id", problem) }
+        if let name, let problem = Identifier.problem(with: name) { report("name", problem) }
+        if image.isEmpty {
+            report("image", "must not be empty")
+        } else if image.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 32 } == true }) {
+            report("image", "must not contain spaces or control characters")
+        } else if image.hasPrefix("-") {
+            report("image", "must not start with '-'")
+        }
+        if let command {
+            if command.isEmpty { report("command", "must hold at least the program to run; omit it to use the image's") }
+            else if command[0].isEmpty { report("command[0]", "the program must not be empty") }
+        }
+        for key in environment.keys.sorted() {
+            if key.isEmpty || key.contains("=") || key.contains("\0") {
+                report(join("environment", key), "a variable's name must be non-empty and contain no '='")
+            } else if environment[key]!.contains("\0") {
+                report(join("environment", key), "must not contain a NUL character")
+            }
+        }
+        validatePorts(report)
+        if resources.millicores < Resources.minimumMillicores {
+            report("resources.cpus", "must be at least 0.01")
+        }
+        if resources.memoryBytes < Resources.minimumMemoryBytes {
+            report("resources.memory", "must be at least 6 MiB (Docker's minimum), found \(ByteCount.format(resources.memoryBytes))")
+        }
+        if let max = restartPolicy.maxRestarts, max < 0 {
+            report("restartPolicy.maxRestarts", "must not be negative")
+        }
+        if stopGracePeriod < .zero || stopGracePeriod > Self.maximumStopGracePeriod {
+            report("stopGracePeriod", "must be between 0s and 1h")
+        }
+        if let healthCheck { validateHealthCheck(healthCheck, report) }
+        if let node = constraints.node, node.isEmpty { report("constraints.node", "must not be empty") }
+        for key in constraints.labels.keys where key.isEmpty {
+            report("constraints.labels", "a label's name must not be empty")
+        }
+        return problems
+    }
+
+    private func validatePorts(_ report: (String, String) -> Void) {
+        var containerPorts: Set<String> = []
+        var hostPorts: Set<String> = []
+        for (index, port) in ports.enumerated() {
+            let path = join("ports", index)
+            if !(1...65535).contains(port.containerPort) {
+                report(join(path, "containerPort"), "must be between 1 and 65535, found \(port.containerPort)")
+            } else if !containerPorts.insert("\(port.containerPort)/\(port.protocol.rawValue)").inserted {
+                report(join(path, "containerPort"), "\(port.containerPort)/\(port.protocol.rawValue) is listed twice")
+            }
+            if let host = port.hostPort {
+                if !(1...65535).contains(host) {
+                    report(join(path, "hostPort"), "must be between 1 and 65535, found \(host)")
+                } else if !hostPorts.insert("\(host)/\(port.protocol.rawValue)").inserted {
+                    report(join(path, "hostPort"), "\(host)/\(port.protocol.rawValue) is asked for twice")
+                }
+            }
+        }
+    }
+
+    private func validateHealthCheck(_ check: HealthCheck, _ report: (String, String) -> Void) {
+        if !check.path.hasPrefix("/") || check.path.contains(where: \.isWhitespace) {
+            report("healthCheck.path", "must start with '/' and contain no spaces, found \"\(check.path)\"")
+        }
+        if !ports.contains(where: { $0.containerPort == check.port && $0.protocol == .tcp }) {
+            let published = ports.filter { $0.protocol == .tcp }.map { String($0.containerPort) }
+            let list = published.isEmpty ? "none is published" : "published: " + published.joined(separator: ", ")
+            report("healthCheck.port", "must be one of the task's published TCP ports (\(list)), found \(check.port)")
+        }
+        if check.interval < Self.minimumHealthInterval {
+            report("healthCheck.interval", "must be at least 100ms")
+        }
+        if check.timeout <= .zero || check.timeout > check.interval {
+            report("healthCheck.timeout", "must be more than 0s and at most the interval")
+        }
+        if check.failureThreshold < 1 {
+            report("healthCheck.failureThreshold", "must be at least 1")
+        }
+    }
+}

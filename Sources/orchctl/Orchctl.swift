@@ -1,0 +1,2 @@
+import ArgumentParser
+@main struct Orchctl: ParsableCommand { func run() {} }
