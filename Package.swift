@@ -44,9 +44,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OrchCoreTests", dependencies: ["OrchCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "OrchRuntimeTests", dependencies: ["OrchCore", "OrchRuntime"], swiftSettings: swiftSettings),
+        // Against the real Docker engine that tools/test.sh starts.
         .testTarget(
             name: "OrchRuntimeIntegrationTests",
-            dependencies: ["OrchCore", "OrchRuntime"],
+            dependencies: [
+                "OrchCore",
+                "OrchRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -43,9 +43,13 @@ extension DockerRuntime {
     public func stop(_ id: ContainerID, grace: Duration) async throws {
         // 304 (already stopped) is a success for us; the engine waits `t` seconds, then kills.
         let seconds = max(0, Int((Double(grace.milliseconds) / 1000).rounded(.up)))
-        _ = try await request(
-            .POST, "/containers/\(id)/stop", query: [("t", String(seconds))], operation: "stop container \(id.short)",
-            timeout: grace + .seconds(30), notFound: .containerNotFound(id.rawValue))
+        do {
+            _ = try await request(
+                .POST, "/containers/\(id)/stop", query: [("t", String(seconds))], operation: "stop container \(id.short)",
+                timeout: grace + .seconds(30), notFound: .containerNotFound(id.rawValue))
+        } catch RuntimeError.engine(_, status: 304, _) {
+            return   // already stopped
+        }
     }
 
     public func remove(_ id: ContainerID) async throws {

@@ -41,7 +41,7 @@ public final class DockerRuntime: ContainerRuntime {
     ///   ``RuntimeError/unsupportedAPIVersion(engine:minimum:supported:)`` when no version fits.
     public static func connect(endpoint: DockerEndpoint = .default, logger: Logger) async throws -> DockerRuntime {
         var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(5))
+        configuration.timeout = .init(connect: .seconds(3))
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         do {

@@ -99,6 +99,12 @@ public struct TaskTransitionError: Error, Sendable, Hashable, CustomStringConver
     public var from: TaskState
     public var event: TaskEvent
 
+    public init(task: TaskID, from: TaskState, event: TaskEvent) {
+        self.task = task
+        self.from = from
+        self.event = event
+    }
+
     public var description: String { "task \(task) is \(from.rawValue): cannot apply \"\(event)\"" }
 }
 
