@@ -44,6 +44,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OrchCoreTests", dependencies: ["OrchCore"], swiftSettings: swiftSettings),
+        // Runs the orchctl that the build puts beside the tests, as a process.
+        .testTarget(name: "OrchctlTests", dependencies: ["orchctl"], swiftSettings: swiftSettings),
         .testTarget(name: "OrchRuntimeTests", dependencies: ["OrchCore", "OrchRuntime"], swiftSettings: swiftSettings),
         // Against the real Docker engine that tools/test.sh starts.
         .testTarget(

@@ -1,2 +1,21 @@
 import ArgumentParser
-@main struct Orchctl: ParsableCommand { func run() {} }
+import Foundation
+import OrchCore
+
+@main
+struct Orchctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "orchctl",
+        abstract: "Runs and drives a small container orchestrator.",
+        discussion: """
+            Examples:
+              orchctl validate -f data/task1.json     check a task file and show it as it would run
+            """,
+        version: "0.1.0",
+        subcommands: [ValidateCommand.self])
+}
+
+/// Prints `message` on stderr as orchctl's one-line error format.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("orchctl: \(message)\n".utf8))
+}

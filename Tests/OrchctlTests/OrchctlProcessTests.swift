@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+
+/// The orchctl built for the tests, next to the test bundle.
+let orchctlPath: String = {
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    while directory.path != "/" {
+        let candidate = directory.appendingPathComponent("orchctl").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    return ".build/debug/orchctl"
+}()
+
+let repositoryRoot = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+struct ProcessResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs orchctl with `arguments` (and `input` on stdin), killing it after 30 s.
+func orchctl(_ arguments: [String], input: String? = nil) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: orchctlPath)
+    process.arguments = arguments
+    process.currentDirectoryURL = repositoryRoot
+    let out = Pipe(), err = Pipe(), stdin = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = stdin
+    try process.run()
+    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    try stdin.fileHandleForWriting.close()
+    let deadline = Date().addingTimeInterval(30)
+    let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+    let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+    while process.isRunning {
+        if Date() > deadline { process.terminate() }
+        Thread.sleep(forTimeInterval: 0.01)
+    }
+    return ProcessResult(
+        status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+        stderr: String(decoding: stderrData, as: UTF8.self))
+}
+
+@Suite("orchctl validate", .timeLimit(.minutes(2)))
+struct OrchctlValidateTests {
+    @Test func validFilePrintsTheNormalizedTask() throws {
+        let result = try orchctl(["validate", "-f", "data/task1.json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try #require(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        #expect((object["resources"] as? [String: Any])?["memory"] as? Int == 64 << 20)
+    }
+
+    @Test func cubeFileFromStdinIsTranslated() throws {
+        let cube = try String(contentsOf: repositoryRoot.appendingPathComponent("data/cube-task.json"), encoding: .utf8)
+        let result = try orchctl(["validate", "--filename", "-"], input: cube)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("\"id\" : \"0f7c9d2e-8b14-4f3a-a6d5-3c2b1e0f9a87\""))
+        #expect(result.stderr.contains("note: Task.State has no effect here"))
+    }
+
+    @Test func invalidFileListsEveryProblemAndExitsOne() throws {
+        let result = try orchctl(["validate", "-f", "-"], input: #"{"image": "", "resources": {"memory": "1MiB"}}"#)
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr.contains("orchctl: -: 2 problems"))
+        #expect(result.stderr.contains("  image: must not be empty"))
+        #expect(result.stderr.contains("  resources.memory: must be at least 6 MiB"))
+    }
+
+    @Test func missingFileIsOneClearLine() throws {
+        let result = try orchctl(["validate", "-f", "no/such/task.json"])
+        #expect(result.status == 2)
+        #expect(result.stderr == "orchctl: no such file: no/such/task.json\n")
+    }
+
+    @Test func helpShowsAnExample() throws {
+        let result = try orchctl(["validate", "--help"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("orchctl validate -f data/task1.json"))
+    }
+}
