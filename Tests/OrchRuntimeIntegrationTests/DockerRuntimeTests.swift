@@ -62,15 +62,8 @@ struct DockerRuntimeTests {
             let first = try await docker.run(docker.config(ports: [PortSpec(containerPort: 8080)]))
             let taken = try #require(try await docker.runtime.inspect(first).publishedPorts.first?.hostPort)
             let second = try await docker.runtime.create(docker.config(ports: [PortSpec(containerPort: 8080, hostPort: taken)]))
-            await #expect(throws: RuntimeError.self) { try await docker.runtime.start(second) }
-            do {
-                try await docker.runtime.start(second)
-            } catch let error as RuntimeError {
-                guard case .portUnavailable = error else {
-                    Issue.record("expected portUnavailable, got \(error)")
-                    return
-                }
-            }
+            let error = await #expect(throws: RuntimeError.self) { try await docker.runtime.start(second) }
+            guard case .portUnavailable? = error else { return Issue.record("expected portUnavailable, got \(String(describing: error))") }
         }
     }
 
@@ -195,15 +188,8 @@ struct DockerRuntimeTests {
             var config = docker.config(command: ["sleep", "30"])
             config.name = "orch-test-\(UUID().uuidString.prefix(8).lowercased())"
             _ = try await docker.runtime.create(config)
-            do {
-                _ = try await docker.runtime.create(config)
-                Issue.record("expected a conflict")
-            } catch let error as RuntimeError {
-                guard case .conflict = error else {
-                    Issue.record("expected conflict, got \(error)")
-                    return
-                }
-            }
+            let error = await #expect(throws: RuntimeError.self) { _ = try await docker.runtime.create(config) }
+            guard case .conflict? = error else { return Issue.record("expected conflict, got \(String(describing: error))") }
         }
     }
 
