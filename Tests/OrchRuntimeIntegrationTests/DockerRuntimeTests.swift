@@ -63,7 +63,7 @@ struct DockerRuntimeTests {
             let taken = try #require(try await docker.runtime.inspect(first).publishedPorts.first?.hostPort)
             let second = try await docker.runtime.create(docker.config(ports: [PortSpec(containerPort: 8080, hostPort: taken)]))
             let error = await #expect(throws: RuntimeError.self) { try await docker.runtime.start(second) }
-            guard case .portUnavailable? = error else { return Issue.record("expected portUnavailable, got \(String(describing: error))") }
+            if case .portUnavailable? = error {} else { Issue.record("expected portUnavailable, got \(String(describing: error))") }
         }
     }
 
@@ -189,7 +189,7 @@ struct DockerRuntimeTests {
             config.name = "orch-test-\(UUID().uuidString.prefix(8).lowercased())"
             _ = try await docker.runtime.create(config)
             let error = await #expect(throws: RuntimeError.self) { _ = try await docker.runtime.create(config) }
-            guard case .conflict? = error else { return Issue.record("expected conflict, got \(String(describing: error))") }
+            if case .conflict? = error {} else { Issue.record("expected conflict, got \(String(describing: error))") }
         }
     }
 
