@@ -33,6 +33,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The cluster protocol between manager and workers (Protocol/WIRE.md).
+        .target(
+            name: "OrchWire",
+            dependencies: [
+                "OrchCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "orchctl",
             dependencies: [
@@ -40,6 +51,17 @@ let package = Package(
                 "OrchRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "OrchWireTests",
+            dependencies: [
+                "OrchCore",
+                "OrchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,0 +1,335 @@
+import NIOCore
+import OrchCore
+
+/// A frame: `u32 length (big-endian, counts the type byte and the payload) | u8 type | payload`.
+public enum Frame {
+    /// The largest frame (the value of the length field) accepted by default: 1 MiB.
+    public static let defaultMaximumBytes = 1 << 20
+    /// Bytes of the length field.
+    public static let headerBytes = 4
+
+    /// Appends `message` as one frame to `buffer`.
+    public static func encode(_ message: WireMessage, into buffer: inout ByteBuffer) {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0), endianness: .big)   // the length, set below
+        var writer = WireWriter(buffer: buffer)
+        writer.u8(message.kind.rawValue)
+        writer.payload(message)
+        buffer = writer.buffer
+        buffer.setInteger(UInt32(buffer.writerIndex - start - headerBytes), at: start, endianness: .big)
+    }
+
+    /// The frame of `message` as bytes.
+    public static func encode(_ message: WireMessage) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        encode(message, into: &buffer)
+        return buffer
+    }
+
+    /// Reads one frame from the front of `buffer`: nil when more bytes are needed (nothing is
+    /// consumed then). The length is checked against `maximumBytes` from the header alone.
+    public static func decode(from buffer: inout ByteBuffer, maximumBytes: Int = defaultMaximumBytes) throws(WireError) -> WireMessage? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else { return nil }
+        guard length > 0 else { throw .emptyFrame }
+        guard Int(length) <= maximumBytes else { throw .frameTooLarge(length: length, limit: maximumBytes) }
+        guard buffer.readableBytes >= headerBytes + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: headerBytes)
+        let body = buffer.readSlice(length: Int(length))!
+        return try decodeBody(body)
+    }
+
+    /// Decodes a frame's body: the type byte and the payload, which must be used up exactly.
+    public static func decodeBody(_ body: ByteBuffer) throws(WireError) -> WireMessage {
+        var reader = WireReader(body)
+        let type = try reader.u8("type")
+        guard let kind = WireMessage.Kind(rawValue: type) else { throw .unknownType(type) }
+        let message = try reader.message(kind)
+        guard reader.buffer.readableBytes == 0 else { throw .trailingBytes(count: reader.buffer.readableBytes) }
+        return message
+    }
+}
+
+// MARK: - Payloads
+
+extension WireWriter {
+    mutating func payload(_ message: WireMessage) {
+        switch message {
+        case .hello(let m):
+            u16(m.oldestVersion); u16(m.newestVersion); string(m.nodeID.rawValue); string(m.name)
+            list(m.addresses) { $0.string($1) }
+            u32(m.capacity.millicores); u64(m.capacity.memoryBytes); u64(m.capacity.diskBytes)
+            map(m.labels); optional(m.joinToken) { $0.string($1) }
+        case .welcome(let m):
+            u16(m.version); duration(m.heartbeatInterval)
+        case .refused(let m):
+            u16(m.code.rawValue); bool(m.permanent); string(m.reason)
+        case .heartbeat(let m):
+            u64(m.sequence)
+            let metrics = m.metrics
+            u32(metrics.cpuMillicoresUsed); u64(metrics.memoryUsedBytes); u64(metrics.memoryTotalBytes)
+            u64(metrics.diskUsedBytes); u64(metrics.diskTotalBytes)
+            u32(metrics.load1Hundredths); u32(metrics.load5Hundredths); u32(metrics.load15Hundredths)
+            u32(metrics.runningTasks)
+        case .assignTask(let m):
+            string(m.task.rawValue); u64(m.attempt); spec(m.spec)
+        case .stopTask(let m):
+            string(m.task.rawValue); u64(m.attempt)
+        case .taskStatus(let m):
+            u64(m.statusID); string(m.task.rawValue); u64(m.attempt); u8(m.state.wireValue)
+            optional(m.container) { $0.string($1.rawValue) }
+            optional(m.exitCode) { $0.i32($1) }
+            optional(m.error) { $0.string($1) }
+            list(m.ports) { writer, port in
+                writer.u16(UInt16(port.containerPort)); writer.u8(port.protocol.wireValue)
+                writer.string(port.hostIP); writer.u16(UInt16(port.hostPort))
+            }
+            u8(m.health.wireValue)
+        case .taskList(let m):
+            list(m.entries) { writer, entry in
+                writer.string(entry.task.rawValue); writer.u64(entry.attempt); writer.u8(entry.state.wireValue)
+                writer.optional(entry.container) { $0.string($1.rawValue) }
+            }
+        case .submitTask(let m):
+            u64(m.requestID); spec(m.spec)
+        case .submitResult(let m):
+            u64(m.requestID); optional(m.task) { $0.string($1.rawValue) }; optional(m.error) { $0.string($1) }
+        case .ack(let m):
+            u64(m.statusID)
+        case .logRequest(let m):
+            u64(m.streamID); string(m.task.rawValue); optional(m.tail) { $0.u32($1) }; bool(m.follow); u32(m.credit)
+        case .logChunk(let m):
+            u64(m.streamID); u8(m.stream.rawValue); bytes(m.bytes)
+        case .logCredit(let m):
+            u64(m.streamID); u32(m.bytes)
+        case .logEnd(let m):
+            u64(m.streamID); optional(m.error) { $0.string($1) }
+        case .goodbye(let m):
+            u8(m.reason.rawValue); string(m.message)
+        case .error(let m):
+            u16(m.code.rawValue); string(m.message)
+        }
+    }
+
+    /// A task spec, field by field (WIRE.md, "task spec").
+    mutating func spec(_ spec: TaskSpec) {
+        optional(spec.id) { $0.string($1.rawValue) }
+        optional(spec.name) { $0.string($1) }
+        string(spec.image)
+        optional(spec.command) { writer, command in writer.list(command) { $0.string($1) } }
+        map(spec.environment)
+        list(spec.ports) { writer, port in
+            writer.u16(UInt16(clamping: port.containerPort)); writer.u8(port.protocol.wireValue)
+            writer.optional(port.hostPort) { $0.u16(UInt16(clamping: $1)) }
+        }
+        u32(UInt32(clamping: spec.resources.millicores)); u64(UInt64(clamping: spec.resources.memoryBytes))
+        u8(spec.restartPolicy.mode.wireValue)
+        optional(spec.restartPolicy.maxRestarts) { $0.u32(UInt32(clamping: $1)) }
+        duration(spec.stopGracePeriod)
+        optional(spec.healthCheck) { writer, check in
+            writer.string(check.path); writer.u16(UInt16(clamping: check.port))
+            writer.duration(check.interval); writer.duration(check.timeout); writer.u32(UInt32(clamping: check.failureThreshold))
+        }
+        optional(spec.constraints.node) { $0.string($1) }
+        map(spec.constraints.labels)
+    }
+}
+
+extension WireReader {
+    mutating func message(_ kind: WireMessage.Kind) throws(WireError) -> WireMessage {
+        switch kind {
+        case .hello:
+            let oldest = try u16("hello.oldestVersion"), newest = try u16("hello.newestVersion")
+            let node = NodeID(rawValue: try string("hello.nodeID")), name = try string("hello.name")
+            let addresses = try list("hello.addresses") { (r: inout WireReader) throws(WireError) in try r.string("hello.addresses[]") }
+            let capacity = Capacity(
+                millicores: try u32("hello.capacity.millicores"), memoryBytes: try u64("hello.capacity.memoryBytes"),
+                diskBytes: try u64("hello.capacity.diskBytes"))
+            let labels = try map("hello.labels")
+            let token = try optional("hello.joinToken") { (r: inout WireReader) throws(WireError) in try r.string("hello.joinToken") }
+            return .hello(Hello(
+                oldestVersion: oldest, newestVersion: newest, nodeID: node, name: name, addresses: addresses,
+                capacity: capacity, labels: labels, joinToken: token))
+        case .welcome:
+            return .welcome(Welcome(version: try u16("welcome.version"), heartbeatInterval: try duration("welcome.heartbeatInterval")))
+        case .refused:
+            return .refused(Refused(
+                code: try enum16("refused.code", as: Refused.Code.self), permanent: try bool("refused.permanent"),
+                reason: try string("refused.reason")))
+        case .heartbeat:
+            let sequence = try u64("heartbeat.sequence")
+            let metrics = MachineMetrics(
+                cpuMillicoresUsed: try u32("heartbeat.cpu"), memoryUsedBytes: try u64("heartbeat.memoryUsed"),
+                memoryTotalBytes: try u64("heartbeat.memoryTotal"), diskUsedBytes: try u64("heartbeat.diskUsed"),
+                diskTotalBytes: try u64("heartbeat.diskTotal"), load1Hundredths: try u32("heartbeat.load1"),
+                load5Hundredths: try u32("heartbeat.load5"), load15Hundredths: try u32("heartbeat.load15"),
+                runningTasks: try u32("heartbeat.runningTasks"))
+            return .heartbeat(Heartbeat(sequence: sequence, metrics: metrics))
+        case .assignTask:
+            return .assignTask(AssignTask(
+                task: try taskID("assign.task"), attempt: try u64("assign.attempt"), spec: try spec("assign.spec")))
+        case .stopTask:
+            return .stopTask(StopTask(task: try taskID("stop.task"), attempt: try u64("stop.attempt")))
+        case .taskStatus:
+            let statusID = try u64("status.statusID"), task = try taskID("status.task"), attempt = try u64("status.attempt")
+            let state = try taskState("status.state")
+            let container = try optional("status.container") { (r: inout WireReader) throws(WireError) in
+                ContainerID(rawValue: try r.string("status.container"))
+            }
+            let exitCode = try optional("status.exitCode") { (r: inout WireReader) throws(WireError) in try r.i32("status.exitCode") }
+            let error = try optional("status.error") { (r: inout WireReader) throws(WireError) in try r.string("status.error") }
+            let ports = try list("status.ports") { (r: inout WireReader) throws(WireError) in
+                PublishedPort(
+                    containerPort: Int(try r.u16("status.ports[].containerPort")),
+                    protocol: try r.portProtocol("status.ports[].protocol"),
+                    hostIP: try r.string("status.ports[].hostIP"), hostPort: Int(try r.u16("status.ports[].hostPort")))
+            }
+            let health = try taskHealth("status.health")
+            return .taskStatus(TaskStatus(
+                statusID: statusID, task: task, attempt: attempt, state: state, container: container,
+                exitCode: exitCode, error: error, ports: ports, health: health))
+        case .taskList:
+            let entries = try list("taskList.entries") { (r: inout WireReader) throws(WireError) in
+                TaskList.Entry(
+                    task: try r.taskID("taskList.entries[].task"), attempt: try r.u64("taskList.entries[].attempt"),
+                    state: try r.taskState("taskList.entries[].state"),
+                    container: try r.optional("taskList.entries[].container") { (r: inout WireReader) throws(WireError) in
+                        ContainerID(rawValue: try r.string("taskList.entries[].container"))
+                    })
+            }
+            return .taskList(TaskList(entries: entries))
+        case .submitTask:
+            return .submitTask(SubmitTask(requestID: try u64("submit.requestID"), spec: try spec("submit.spec")))
+        case .submitResult:
+            let request = try u64("submitResult.requestID")
+            let task = try optional("submitResult.task") { (r: inout WireReader) throws(WireError) in try r.taskID("submitResult.task") }
+            let error = try optional("submitResult.error") { (r: inout WireReader) throws(WireError) in try r.string("submitResult.error") }
+            return .submitResult(SubmitResult(requestID: request, task: task, error: error))
+        case .ack:
+            return .ack(Ack(statusID: try u64("ack.statusID")))
+        case .logRequest:
+            let stream = try u64("logRequest.streamID"), task = try taskID("logRequest.task")
+            let tail = try optional("logRequest.tail") { (r: inout WireReader) throws(WireError) in try r.u32("logRequest.tail") }
+            return .logRequest(LogRequest(
+                streamID: stream, task: task, tail: tail, follow: try bool("logRequest.follow"), credit: try u32("logRequest.credit")))
+        case .logChunk:
+            return .logChunk(LogData(
+                streamID: try u64("logChunk.streamID"), stream: try `enum`("logChunk.stream", as: LogData.Stream.self),
+                bytes: try bytes("logChunk.bytes")))
+        case .logCredit:
+            return .logCredit(LogCredit(streamID: try u64("logCredit.streamID"), bytes: try u32("logCredit.bytes")))
+        case .logEnd:
+            let stream = try u64("logEnd.streamID")
+            let error = try optional("logEnd.error") { (r: inout WireReader) throws(WireError) in try r.string("logEnd.error") }
+            return .logEnd(LogEnd(streamID: stream, error: error))
+        case .goodbye:
+            return .goodbye(Goodbye(reason: try `enum`("goodbye.reason", as: Goodbye.Reason.self), message: try string("goodbye.message")))
+        case .error:
+            return .error(ErrorMessage(code: try enum16("error.code", as: WireErrorCode.self), message: try string("error.message")))
+        }
+    }
+
+    mutating func spec(_ field: String) throws(WireError) -> TaskSpec {
+        let id = try optional("\(field).id") { (r: inout WireReader) throws(WireError) in try r.taskID("\(field).id") }
+        let name = try optional("\(field).name") { (r: inout WireReader) throws(WireError) in try r.string("\(field).name") }
+        let image = try string("\(field).image")
+        let command = try optional("\(field).command") { (r: inout WireReader) throws(WireError) in
+            try r.list("\(field).command") { (r: inout WireReader) throws(WireError) in try r.string("\(field).command[]") }
+        }
+        let environment = try map("\(field).environment")
+        let ports = try list("\(field).ports") { (r: inout WireReader) throws(WireError) in
+            PortSpec(
+                containerPort: Int(try r.u16("\(field).ports[].containerPort")),
+                protocol: try r.portProtocol("\(field).ports[].protocol"),
+                hostPort: try r.optional("\(field).ports[].hostPort") { (r: inout WireReader) throws(WireError) in
+                    Int(try r.u16("\(field).ports[].hostPort"))
+                })
+        }
+        let resources = Resources(
+            millicores: Int(try u32("\(field).resources.millicores")),
+            memoryBytes: Int(clamping: try u64("\(field).resources.memoryBytes")))
+        let mode = try restartMode("\(field).restartPolicy.mode")
+        let maxRestarts = try optional("\(field).restartPolicy.maxRestarts") { (r: inout WireReader) throws(WireError) in
+            Int(try r.u32("\(field).restartPolicy.maxRestarts"))
+        }
+        let grace = try duration("\(field).stopGracePeriod")
+        let check = try optional("\(field).healthCheck") { (r: inout WireReader) throws(WireError) in
+            HealthCheck(
+                path: try r.string("\(field).healthCheck.path"), port: Int(try r.u16("\(field).healthCheck.port")),
+                interval: try r.duration("\(field).healthCheck.interval"), timeout: try r.duration("\(field).healthCheck.timeout"),
+                failureThreshold: Int(try r.u32("\(field).healthCheck.failureThreshold")))
+        }
+        let node = try optional("\(field).constraints.node") { (r: inout WireReader) throws(WireError) in
+            try r.string("\(field).constraints.node")
+        }
+        let labels = try map("\(field).constraints.labels")
+        return TaskSpec(
+            id: id, name: name, image: image, command: command, environment: environment, ports: ports,
+            resources: resources, restartPolicy: RestartPolicy(mode: mode, maxRestarts: maxRestarts),
+            stopGracePeriod: grace, healthCheck: check, constraints: PlacementConstraints(node: node, labels: labels))
+    }
+
+    mutating func taskID(_ field: String) throws(WireError) -> TaskID { TaskID(rawValue: try string(field)) }
+
+    mutating func enum16<T: RawRepresentable>(_ field: String, as: T.Type) throws(WireError) -> T where T.RawValue == UInt16 {
+        let raw = try u16(field)
+        guard let value = T(rawValue: raw) else { throw .invalidValue(field: field, value: UInt64(raw)) }
+        return value
+    }
+
+    mutating func taskState(_ field: String) throws(WireError) -> TaskState {
+        let raw = try u8(field)
+        guard let state = TaskState.wireValues[raw] else { throw .invalidValue(field: field, value: UInt64(raw)) }
+        return state
+    }
+
+    mutating func taskHealth(_ field: String) throws(WireError) -> TaskHealth {
+        let raw = try u8(field)
+        guard let health = TaskHealth.wireValues[raw] else { throw .invalidValue(field: field, value: UInt64(raw)) }
+        return health
+    }
+
+    mutating func portProtocol(_ field: String) throws(WireError) -> PortProtocol {
+        switch try u8(field) {
+        case 0: .tcp
+        case 1: .udp
+        case let other: throw .invalidValue(field: field, value: UInt64(other))
+        }
+    }
+
+    mutating func restartMode(_ field: String) throws(WireError) -> RestartMode {
+        switch try u8(field) {
+        case 0: .never
+        case 1: .onFailure
+        case 2: .always
+        case let other: throw .invalidValue(field: field, value: UInt64(other))
+        }
+    }
+}
+
+// MARK: - Enum values on the wire
+
+extension TaskState {
+    static let wireValues: [UInt8: TaskState] = [
+        0: .pending, 1: .scheduled, 2: .running, 3: .stopping, 4: .completed, 5: .failed, 6: .lost,
+    ]
+    var wireValue: UInt8 { Self.wireValues.first { $0.value == self }!.key }
+}
+
+extension TaskHealth {
+    static let wireValues: [UInt8: TaskHealth] = [0: .none, 1: .starting, 2: .healthy, 3: .unhealthy]
+    var wireValue: UInt8 { Self.wireValues.first { $0.value == self }!.key }
+}
+
+extension PortProtocol {
+    var wireValue: UInt8 { self == .tcp ? 0 : 1 }
+}
+
+extension RestartMode {
+    var wireValue: UInt8 {
+        switch self {
+        case .never: 0
+        case .onFailure: 1
+        case .always: 2
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import NIOCore
+import OrchCore
+@testable import OrchWire
+import Testing
+
+let vectorsDirectory = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("Protocol/vectors")
+
+/// The bytes of a vector file: hex digits, with `#` comments and white space ignored.
+func vectorBytes(_ url: URL) throws -> [UInt8] {
+    let text = try String(contentsOf: url, encoding: .utf8)
+    let hex = text.split(separator: "\n").map { $0.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "" }
+        .joined().filter { !$0.isWhitespace }
+    var bytes: [UInt8] = []
+    var index = hex.startIndex
+    while index < hex.endIndex {
+        let next = hex.index(index, offsetBy: 2)
+        bytes.append(try #require(UInt8(hex[index..<next], radix: 16), "bad hex in \(url.lastPathComponent)"))
+        index = next
+    }
+    return bytes
+}
+
+/// What each vector must decode to, written from the vector's own comment.
+let expectedMessages: [String: WireMessage] = [
+    "hello": .hello(Hello(
+        oldestVersion: 1, newestVersion: 1, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"], joinToken: nil)),
+    "welcome": .welcome(Welcome(version: 1, heartbeatInterval: .seconds(1))),
+    "refused": .refused(Refused(code: .noCommonVersion, permanent: true, reason: "no common version")),
+    "heartbeat": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics(
+        cpuMillicoresUsed: 1500, memoryUsedBytes: 256 << 20, memoryTotalBytes: 1 << 30, diskUsedBytes: 1 << 30,
+        diskTotalBytes: 10 << 30, load1Hundredths: 150, load5Hundredths: 100, load15Hundredths: 50, runningTasks: 3))),
+    "assign_task": .assignTask(AssignTask(task: TaskID(rawValue: "t1"), attempt: 2, spec: TaskSpec(
+        id: TaskID(rawValue: "t1"), image: "img", command: ["sleep", "9"], environment: ["A": "1"],
+        ports: [PortSpec(containerPort: 8080)], resources: .default, restartPolicy: RestartPolicy(mode: .onFailure, maxRestarts: 3),
+        healthCheck: HealthCheck(path: "/h", port: 8080, interval: .seconds(10), timeout: .seconds(2), failureThreshold: 3)))),
+    "stop_task": .stopTask(StopTask(task: TaskID(rawValue: "t1"), attempt: 2)),
+    "task_status": .taskStatus(TaskStatus(
+        statusID: 5, task: TaskID(rawValue: "t1"), attempt: 2, state: .running, container: ContainerID(rawValue: "c1"),
+        ports: [PublishedPort(containerPort: 8080, protocol: .tcp, hostIP: "127.0.0.1", hostPort: 32768)], health: .healthy)),
+    "task_status_failed": .taskStatus(TaskStatus(
+        statusID: 6, task: TaskID(rawValue: "t1"), attempt: 2, state: .failed, exitCode: -1, error: "boom")),
+    "task_list": .taskList(TaskList(entries: [
+        .init(task: TaskID(rawValue: "t1"), attempt: 2, state: .running, container: ContainerID(rawValue: "c1")),
+        .init(task: TaskID(rawValue: "t2"), attempt: 1, state: .completed),
+    ])),
+    "submit_task": .submitTask(SubmitTask(requestID: 9, spec: TaskSpec(image: "img", constraints: PlacementConstraints(node: "n1")))),
+    "submit_result": .submitResult(SubmitResult(requestID: 9, task: TaskID(rawValue: "t3"), error: nil)),
+    "ack": .ack(Ack(statusID: 5)),
+    "log_request": .logRequest(LogRequest(streamID: 1, task: TaskID(rawValue: "t1"), tail: 100, follow: true, credit: 65536)),
+    "log_chunk": .logChunk(LogData(streamID: 1, stream: .stdout, bytes: Array("hi\n".utf8))),
+    "log_credit": .logCredit(LogCredit(streamID: 1, bytes: 65536)),
+    "log_end": .logEnd(LogEnd(streamID: 1, error: nil)),
+    "goodbye": .goodbye(Goodbye(reason: .restarting, message: "upgrade")),
+    "error": .error(ErrorMessage(code: .unexpectedMessage, message: "hello first")),
+]
+
+func vectorNames(_ folder: URL) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".hex") }
+        .map { String($0.dropLast(4)) }.sorted()
+}
+
+/// The name of a wire error as malformed vectors write it.
+func errorName(_ error: WireError) -> String {
+    switch error {
+    case .frameTooLarge: "frame_too_large"
+    case .emptyFrame: "empty_frame"
+    case .unknownType: "unknown_type"
+    case .truncated: "truncated"
+    case .invalidUTF8: "invalid_utf8"
+    case .listTooLong: "list_too_long"
+    case .invalidValue: "invalid_value"
+    case .trailingBytes: "trailing_bytes"
+    }
+}
+
+@Suite struct VectorTests {
+    @Test func everyMessageTypeHasAVector() throws {
+        let names = try vectorNames(vectorsDirectory)
+        #expect(Set(names) == Set(expectedMessages.keys))
+        #expect(Set(expectedMessages.values.map(\.kind)) == Set(WireMessage.Kind.allCases))
+    }
+
+    @Test("Each vector decodes to its message and encodes back to the same bytes", arguments: expectedMessages.keys.sorted())
+    func vectorRoundTrips(name: String) throws {
+        let bytes = try vectorBytes(vectorsDirectory.appendingPathComponent("\(name).hex"))
+        var buffer = ByteBuffer(bytes: bytes)
+        let message = try Frame.decode(from: &buffer)
+        #expect(message == expectedMessages[name])
+        #expect(buffer.readableBytes == 0)
+        #expect(Array(Frame.encode(try #require(expectedMessages[name])).readableBytesView) == bytes)
+    }
+
+    @Test("Each malformed vector gives its documented error", arguments: try vectorNames(vectorsDirectory.appendingPathComponent("malformed")))
+    func malformedVectorIsRefused(name: String) throws {
+        let url = vectorsDirectory.appendingPathComponent("malformed/\(name).hex")
+        let firstLine = try String(contentsOf: url, encoding: .utf8).split(separator: "\n").first ?? ""
+        let expected = try #require(firstLine.split(separator: "# error: ").last.map(String.init))
+        var buffer = ByteBuffer(bytes: try vectorBytes(url))
+        #expect {
+            _ = try Frame.decode(from: &buffer)
+        } throws: { error in
+            (error as? WireError).map(errorName) == expected
+        }
+    }
+
+    @Test func versionNegotiationPicksTheHighestCommonVersion() {
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 1)
+        #expect(ProtocolVersion.negotiate(peerOldest: 2, peerNewest: 5) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 0, peerNewest: 0) == nil)
+    }
+}
