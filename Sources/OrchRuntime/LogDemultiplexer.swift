@@ -38,7 +38,7 @@ public struct LogDemultiplexer: Sendable {
                 let payload = Array(bytes[index..<end])
                 remaining -= payload.count
                 index = end
-                if let last = chunks.last, last.stream == stream, chunks.count > 0 {
+                if let last = chunks.last, last.stream == stream {
                     chunks[chunks.count - 1].bytes += payload
                 } else {
                     chunks.append(LogChunk(stream: stream, bytes: payload))

@@ -312,12 +312,29 @@ extension TaskState {
     static let wireValues: [UInt8: TaskState] = [
         0: .pending, 1: .scheduled, 2: .running, 3: .stopping, 4: .completed, 5: .failed, 6: .lost,
     ]
-    var wireValue: UInt8 { Self.wireValues.first { $0.value == self }!.key }
+    var wireValue: UInt8 {
+        switch self {
+        case .pending: 0
+        case .scheduled: 1
+        case .running: 2
+        case .stopping: 3
+        case .completed: 4
+        case .failed: 5
+        case .lost: 6
+        }
+    }
 }
 
 extension TaskHealth {
     static let wireValues: [UInt8: TaskHealth] = [0: .none, 1: .starting, 2: .healthy, 3: .unhealthy]
-    var wireValue: UInt8 { Self.wireValues.first { $0.value == self }!.key }
+    var wireValue: UInt8 {
+        switch self {
+        case .none: 0
+        case .starting: 1
+        case .healthy: 2
+        case .unhealthy: 3
+        }
+    }
 }
 
 extension PortProtocol {
