@@ -93,3 +93,18 @@ public struct ReconnectBackoff: Sendable, Hashable {
     /// A connection held: the next failure starts from `initial` again.
     public mutating func reset() { failures = 0 }
 }
+
+/// Writes messages to one connection, each write waiting until its frame has reached the
+/// socket. That is the backpressure of the cluster protocol: a peer that stops reading
+/// stalls its writers once the kernel's buffers are full, and each writer holds at most one
+/// message. (`NIOAsyncChannel`'s own writer learns that the channel is not writable only
+/// after the event loop has caught up, so a fast producer can queue without bound before it.)
+public struct WireSender: Sendable {
+    public let channel: any Channel
+
+    public init(_ connection: WireChannel) { channel = connection.channel }
+
+    public func write(_ message: WireMessage) async throws {
+        try await channel.writeAndFlush(message).get()
+    }
+}

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import OrchCore
@@ -127,6 +128,79 @@ struct TransportTests {
             }
         }
     }
+    /// A server writes 256 MiB of log chunks to a peer that has stopped reading: its writes
+    /// wait (backpressure) instead of piling up in memory, and all arrive once the peer reads.
+    @Test func aPeerThatStopsReadingIsMetWithBackpressure() async throws {
+        let chunk = [UInt8](repeating: 0x61, count: 60 << 10)
+        let total = chunk.count * 4096   // 240 MiB
+        // In flight at most: the kernel's socket buffers (both ends), NIO's write watermark
+        // and the reader's few buffered reads.
+        let inFlight = kernelBufferLimit("tcp_rmem") + kernelBufferLimit("tcp_wmem") + (8 << 20)
+        let accepted = Mutex(0)
+        let listener = try await WireListener.bind(host: "127.0.0.1", port: 0)
+        let port = try #require(listener.localAddress.port)
+        let serving = Task {
+            try await listener.run { connection in
+                let outbound = WireSender(connection)
+                try? await connection.executeThenClose { inbound, _ in
+                    var messages = inbound.makeAsyncIterator()
+                    guard case .hello? = try await messages.next() else { return }
+                    while accepted.withLock({ $0 }) < total {
+                        try await outbound.write(.logChunk(LogData(streamID: 1, stream: .stdout, bytes: chunk)))
+                        accepted.withLock { $0 += chunk.count }
+                    }
+                }
+            }
+        }
+        defer { serving.cancel() }
+
+        let reader = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+            }
+        let residentBefore = residentBytes()
+        let received = try await reader.executeThenClose { inbound, outbound in
+            var frame = ByteBuffer()
+            Frame.encode(hello(1), into: &frame)
+            try await outbound.write(frame)
+            // Not reading: the server's writes must stall well short of the total.
+            var stalledAt = 0
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(20)
+            while clock.now < deadline {
+                let before = accepted.withLock { $0 }
+                try await Task.sleep(for: .milliseconds(500))
+                let after = accepted.withLock { $0 }
+                if after == before, after > 0 { stalledAt = after; break }
+            }
+            #expect(stalledAt > 0, "the server's writes stall while the peer does not read")
+            #expect(stalledAt < inFlight, "at most the socket buffers and the write watermark are in flight, not \(stalledAt) bytes")
+            let growth = residentBytes() - residentBefore
+            #expect(growth < 100 << 20, "resident memory grew by \(growth) bytes while 240 MiB waited to be written")
+            // Reading again: everything arrives.
+            var bytes = 0
+            for try await buffer in inbound {
+                bytes += buffer.readableBytes
+                if bytes >= total { break }
+            }
+            return bytes
+        }
+        #expect(received > total, "all \(total) bytes of log data arrive, framed")
+        #expect(accepted.withLock { $0 } == total)
+    }
+}
+
+/// The largest buffer the kernel gives one TCP socket (the third field of /proc/sys/net/ipv4/NAME).
+func kernelBufferLimit(_ name: String) -> Int {
+    let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/\(name)", encoding: .utf8)) ?? ""
+    return text.split(whereSeparator: \.isWhitespace).last.flatMap { Int($0) } ?? (8 << 20)
+}
+
+/// This process's resident memory, from /proc/self/statm.
+func residentBytes() -> Int {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = statm.split(separator: " ")
+    return fields.count > 1 ? (Int(fields[1]) ?? 0) * 4096 : 0
 }
 
 @Suite struct ReconnectBackoffTests {
