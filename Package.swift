@@ -16,6 +16,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The domain: tasks, states, validation, Cube's task files. No I/O.
@@ -44,12 +46,47 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What the manager's and the worker's HTTP APIs share: the error shape, JSON bodies.
+        .target(
+            name: "OrchHTTP",
+            dependencies: ["OrchCore", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: swiftSettings
+        ),
+        // The worker: runs assigned tasks on Docker, pushes heartbeats and status, serves its HTTP API.
+        .target(
+            name: "OrchWorker",
+            dependencies: [
+                "OrchCore",
+                "OrchWire",
+                "OrchRuntime",
+                "OrchHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Peers for tests: a manager side that speaks the real protocol over TCP.
+        .target(
+            name: "OrchTestSupport",
+            dependencies: [
+                "OrchCore",
+                "OrchWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/Support",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "orchctl",
             dependencies: [
                 "OrchCore",
                 "OrchRuntime",
+                "OrchWire",
+                "OrchWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -59,9 +96,22 @@ let package = Package(
             dependencies: [
                 "OrchCore",
                 "OrchWire",
+                "OrchTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "OrchWorkerTests", dependencies: ["OrchWorker"], exclude: ["Samples"], swiftSettings: swiftSettings),
+        // The worker against a test peer speaking the real protocol and the real Docker engine.
+        .testTarget(
+            name: "OrchWorkerIntegrationTests",
+            dependencies: [
+                "OrchCore", "OrchWire", "OrchRuntime", "OrchWorker", "OrchTestSupport", "orchctl",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

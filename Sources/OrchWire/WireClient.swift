@@ -61,7 +61,7 @@ public struct WireClientHandlers: Sendable {
 public actor WireClient {
     public let host: String
     public let port: Int
-    private let hello: Hello
+    private var hello: Hello
     private let handshakeTimeout: Duration
     private var backoff: ReconnectBackoff
     private let logger: Logger
@@ -89,6 +89,9 @@ public actor WireClient {
     public nonisolated var states: AsyncStream<ConnectionState> { stateStream.stream }
 
     public var isConnected: Bool { writer != nil }
+
+    /// The addresses sent in the next hello (a listener on port 0 knows its port only once it runs).
+    public func advertise(addresses: [String]) { hello.addresses = addresses }
 
     /// Terminal statuses not yet acknowledged, oldest first.
     public var unacknowledged: [TaskStatus] { outbox.resend }

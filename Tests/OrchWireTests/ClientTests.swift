@@ -3,141 +3,8 @@ import NIOPosix
 import OrchCore
 @testable import OrchWire
 import Synchronization
+import OrchTestSupport
 import Testing
-
-/// What the scripted manager saw, in order.
-enum ManagerEvent: Sendable {
-    case connected(Int, Hello)
-    case message(Int, WireMessage)
-    case closed(Int)
-}
-
-/// A manager side for the client's tests, over real loopback TCP: answers hello as told,
-/// reports every message, and lets the test write to or drop each connection.
-final class ScriptedManager: Sendable {
-    let log = Mutex<[ManagerEvent]>([])
-    private let state = Mutex<(count: Int, writers: [Int: NIOAsyncChannelOutboundWriter<WireMessage>], channels: [Int: any Channel])>(
-        (0, [:], [:]))
-    /// The answer to the next hellos: nil = welcome; a refusal otherwise.
-    let refusals = Mutex<[Refused]>([])
-    /// Read hello and never answer it.
-    let silent = Mutex(false)
-    let heartbeatInterval: Duration
-
-    init(heartbeatInterval: Duration = .milliseconds(50)) { self.heartbeatInterval = heartbeatInterval }
-
-    func serve(_ connection: WireChannel) async {
-        let index = state.withLock { $0.count += 1; return $0.count }
-        state.withLock { $0.channels[index] = connection.channel }
-        defer {
-            state.withLock { $0.writers[index] = nil; $0.channels[index] = nil }
-            record(.closed(index))
-        }
-        try? await connection.executeThenClose { inbound, outbound in
-            var messages = inbound.makeAsyncIterator()
-            guard case .hello(let hello)? = try await messages.next() else { return }
-            if silent.withLock({ $0 }) {
-                while try await messages.next() != nil {}
-                return
-            }
-            let refusal = refusals.withLock { $0.isEmpty ? nil : $0.removeFirst() }
-            if let refusal {
-                try await outbound.write(.refused(refusal))
-                return
-            }
-            try await outbound.write(.welcome(Welcome(version: ProtocolVersion.newest, heartbeatInterval: heartbeatInterval)))
-            state.withLock { $0.writers[index] = outbound }
-            record(.connected(index, hello))
-            while let message = try await messages.next() {
-                record(.message(index, message))
-            }
-        }
-    }
-
-    private func record(_ event: ManagerEvent) { log.withLock { $0.append(event) } }
-
-    func send(_ message: WireMessage, on connection: Int) async throws {
-        let writer = try #require(state.withLock { $0.writers[connection] })
-        try await writer.write(message)
-    }
-
-    /// Closes every open connection, as a manager that restarts would.
-    func dropAll() async {
-        let channels = state.withLock { Array($0.channels.values) }
-        for channel in channels { try? await channel.close() }
-    }
-}
-
-/// Reads the manager's events in order, with a deadline on every wait.
-struct EventReader {
-    let manager: ScriptedManager
-    var cursor = 0
-
-    init(_ manager: ScriptedManager) { self.manager = manager }
-
-    /// The next event that `match` accepts; earlier ones are passed to `skipped`.
-    mutating func next<T>(
-        within timeout: Duration = .seconds(10), _ what: String,
-        skipped: (ManagerEvent) -> Void = { _ in }, _ match: (ManagerEvent) -> T?
-    ) async throws -> T {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let cursor = self.cursor
-            let fresh = manager.log.withLock { Array($0[cursor...]) }
-            for event in fresh {
-                self.cursor += 1
-                if let value = match(event) { return value }
-                skipped(event)
-            }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        throw TestTimeout(what: what)
-    }
-}
-
-struct TestTimeout: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}
-
-/// Records a client's states so that tests can wait for one, with a deadline.
-final class StateRecorder: Sendable {
-    let log = Mutex<[ConnectionState]>([])
-    let cursor = Mutex(0)
-
-    init(_ client: WireClient) {
-        let states = client.states
-        Task { [self] in for await state in states { log.withLock { $0.append(state) } } }
-    }
-
-    /// The next state (after those already returned) that `match` accepts.
-    func next(_ what: String, within timeout: Duration = .seconds(10), _ match: (ConnectionState) -> Bool) async throws -> ConnectionState {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let found: ConnectionState? = cursor.withLock { cursor in
-                let states = log.withLock { $0 }
-                while cursor < states.count {
-                    cursor += 1
-                    if match(states[cursor - 1]) { return states[cursor - 1] }
-                }
-                return nil
-            }
-            if let found { return found }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        throw TestTimeout(what: what)
-    }
-}
-
-/// Runs `body` until `deadline`; nil if it did not finish in time.
-func withDeadline<T: Sendable>(_ deadline: ContinuousClock.Instant, _ body: @escaping @Sendable () async -> T) async -> T? {
-    await withTaskGroup(of: T?.self) { group in
-        group.addTask { await body() }
-        group.addTask { try? await Task.sleep(until: deadline); return nil }
-        defer { group.cancelAll() }
-        return await group.next() ?? nil
-    }
-}
 
 func makeClient(port: Int, handshakeTimeout: Duration = .seconds(5)) -> WireClient {
     WireClient(
@@ -155,11 +22,8 @@ func handlers(
         taskList: { tasks }, metrics: { MachineMetrics(cpuMillicoresUsed: 250, runningTasks: 1) }, received: received)
 }
 
-/// A listener serving `manager` on `port` (0 = any), run until the returned task is cancelled.
 func startListener(_ manager: ScriptedManager, port: Int = 0) async throws -> (port: Int, task: Task<Void, any Error>) {
-    let listener = try await WireListener.bind(host: "127.0.0.1", port: port)
-    let task = Task { try await listener.run { await manager.serve($0) } }
-    return (try #require(listener.localAddress.port), task)
+    try await manager.listen(port: port)
 }
 
 let taskA = TaskID(rawValue: "task-a")

@@ -1,0 +1,205 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import OrchCore
+import OrchRuntime
+import OrchWire
+import ServiceLifecycle
+import Synchronization
+
+/// A worker: dials the manager and keeps that connection, runs what it is assigned on the
+/// container runtime, pushes heartbeats, metrics and task status, serves logs over the
+/// cluster protocol and its own HTTP API for operators on its host.
+///
+/// Run it as a `Service`: on graceful shutdown (SIGINT, SIGTERM) it says goodbye
+/// ("restarting", or "draining" with `drain`) and leaves its containers running, to be
+/// adopted when it comes back.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    public let node: NodeID
+    public let capacity: Capacity
+    let runtime: any ContainerRuntime
+    let supervisor: TaskSupervisor
+    let client: WireClient
+    let logs: LogRelay
+    private let metrics: Mutex<MachineSampler>
+    private let submissions = Mutex<(next: UInt64, waiting: [UInt64: CheckedContinuation<SubmitResult, Never>])>((1, [:]))
+    private let logger: Logger
+    /// The HTTP API's real address once it listens.
+    public let httpAddress = Mutex<String?>(nil)
+
+    public init(configuration: WorkerConfiguration, runtime: any ContainerRuntime, logger: Logger = Logger(label: "orch.worker")) throws {
+        self.configuration = configuration
+        self.runtime = runtime
+        self.logger = logger
+        node = try NodeIdentity.loadOrCreate(in: configuration.stateDirectory)
+        var sampler = MachineSampler(diskPath: configuration.stateDirectory)
+        let first = try? sampler.sample()
+        metrics = Mutex(sampler)
+        capacity = Capacity(
+            millicores: configuration.cpus.map { UInt32(($0 * 1000).rounded()) } ?? UInt32((first?.cpuCount ?? 1) * 1000),
+            memoryBytes: configuration.memoryBytes.map { UInt64($0) } ?? first?.memory.totalBytes ?? 0,
+            diskBytes: first?.disk.totalBytes ?? 0)
+        let hello = Hello(
+            nodeID: node, name: configuration.name, addresses: ["\(configuration.httpHost):\(configuration.httpPort)"],
+            capacity: capacity, labels: configuration.labels, joinToken: configuration.joinToken)
+        let client = WireClient(host: configuration.managerHost, port: configuration.managerPort, hello: hello, logger: logger)
+        self.client = client
+        supervisor = TaskSupervisor(
+            node: node, runtime: runtime, publishAddress: configuration.publishAddress, logger: logger,
+            report: { await client.send(status: $0) })
+        logs = LogRelay(runtime: runtime, send: { try await client.send($0) })
+    }
+
+    public func run() async throws {
+        logger.info("worker \(configuration.name) is node \(node), offering \(capacity.millicores) millicores and \(ByteCount.format(Int(capacity.memoryBytes)))")
+        let running = AsyncStream<String>.makeStream()
+        let app = Application(
+            router: WorkerAPI(worker: self).router(),
+            configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-worker"),
+            onServerRunning: { channel in
+                let address = "\(channel.localAddress?.ipAddress ?? "127.0.0.1"):\(channel.localAddress?.port ?? 0)"
+                running.continuation.yield(address)
+                running.continuation.finish()
+            },
+            logger: logger)
+        do {
+            try await serve(app, running: running.stream)
+        } catch is ShutdownRequested {
+            return
+        }
+    }
+
+    private struct ShutdownRequested: Error {}
+
+    private func serve(_ app: some ApplicationProtocol, running: AsyncStream<String>) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await app.runService() }
+            var addresses = running.makeAsyncIterator()
+            guard let address = await addresses.next() else { return }
+            httpAddress.withLock { $0 = address }
+            logger.info("listening on \(address)")
+            await client.advertise(addresses: [address])
+
+            // Container events are followed and existing containers adopted before the
+            // manager is dialed, so that no exit of an assigned task can be missed.
+            let ready = AsyncStream<Void>.makeStream()
+            group.addTask { await self.watchEvents(ready: ready.continuation) }
+            for await _ in ready.stream { break }
+            group.addTask {
+                try await self.client.run(WireClientHandlers(
+                    taskList: { await self.supervisor.taskList() },
+                    metrics: { await self.machineMetrics() },
+                    received: { await self.received($0) }))
+            }
+            group.addTask {
+                // Graceful shutdown: say goodbye, leave the containers running, end everything.
+                try? await gracefulShutdown()
+                let reason: Goodbye.Reason = self.configuration.drain ? .draining : .restarting
+                try? await self.client.send(.goodbye(Goodbye(reason: reason, message: "worker \(self.configuration.name) is stopping")))
+                self.logger.info("stopping (\(reason == .draining ? "draining" : "restarting")); containers keep running")
+                throw ShutdownRequested()
+            }
+        }
+    }
+
+    /// The attempts this worker holds, as its API shows them.
+    public func tasks() async -> [WorkerTaskDTO] { await supervisor.snapshot() }
+
+    // MARK: - Messages from the manager
+
+    private func received(_ message: WireMessage) async {
+        switch message {
+        case .assignTask(let assignment):
+            Task { await supervisor.assign(assignment) }
+        case .stopTask(let stop):
+            Task { await supervisor.stop(stop.task, attempt: stop.attempt) }
+        case .logRequest(let request):
+            let container = await supervisor.container(of: request.task)
+            await logs.open(request, container: container)
+        case .logCredit(let credit):
+            await logs.credit(credit)
+        case .logEnd(let end):
+            await logs.end(end.streamID)
+        case .submitResult(let result):
+            let waiter = submissions.withLock { $0.waiting.removeValue(forKey: result.requestID) }
+            waiter?.resume(returning: result)
+        default:
+            logger.debug("ignoring \(message.kind) from the manager")
+        }
+    }
+
+    // MARK: - Container events
+
+    /// Follows the runtime's events for this node's containers; when the stream breaks (the
+    /// engine restarted), subscribes again and looks for exits missed meanwhile.
+    private func watchEvents(ready: AsyncStream<Void>.Continuation) async {
+        defer { ready.finish() }
+        var backoff = ReconnectBackoff(initial: .milliseconds(200), maximum: .seconds(5))
+        var random = SystemRandomNumberGenerator()
+        var adopted = false
+        while !Task.isCancelled {
+            do {
+                let events = try await runtime.events(labels: await supervisor.ownLabels)
+                // Subscribed first, then adopted: no exit falls between the two.
+                try await supervisor.adopt()
+                adopted = true
+                ready.finish()
+                backoff.reset()
+                for try await event in events { await supervisor.containerEvent(event) }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("container events interrupted\(adopted ? "" : " before adoption"): \(error)")
+                ready.finish()   // the manager is dialed all the same; exits are found on the next adoption
+            }
+            try? await Task.sleep(for: backoff.nextDelay(using: &random))
+        }
+    }
+
+    // MARK: - Metrics
+
+    func machineMetrics() async -> MachineMetrics {
+        let running = await supervisor.runningCount
+        guard let sample = try? metrics.withLock({ try $0.sample() }) else { return MachineMetrics(runningTasks: UInt32(running)) }
+        return MachineMetrics(
+            cpuMillicoresUsed: sample.cpuMillicoresUsed, memoryUsedBytes: sample.memory.usedBytes,
+            memoryTotalBytes: sample.memory.totalBytes, diskUsedBytes: sample.disk.usedBytes, diskTotalBytes: sample.disk.totalBytes,
+            load1Hundredths: sample.load.load1, load5Hundredths: sample.load.load5, load15Hundredths: sample.load.load15,
+            runningTasks: UInt32(running))
+    }
+
+    // MARK: - Submissions from the worker's API
+
+    /// Forwards a task to the manager, pinned to this node, and waits for its id.
+    func submit(_ spec: TaskSpec, timeout: Duration = .seconds(10)) async throws -> TaskID {
+        guard await client.isConnected else { throw WorkerError.notConnected }
+        var spec = spec
+        spec.constraints.node = node.rawValue
+        let requestID = submissions.withLock { state in
+            defer { state.next += 1 }
+            return state.next
+        }
+        let timer = Task {
+            try await Task.sleep(for: timeout)
+            let waiter = submissions.withLock { $0.waiting.removeValue(forKey: requestID) }
+            waiter?.resume(returning: SubmitResult(requestID: requestID, task: nil, error: nil))
+        }
+        defer { timer.cancel() }
+        let result = await withCheckedContinuation { continuation in
+            submissions.withLock { $0.waiting[requestID] = continuation }
+            Task { [spec] in
+                do {
+                    try await client.send(.submitTask(SubmitTask(requestID: requestID, spec: spec)))
+                } catch {
+                    let waiter = submissions.withLock { $0.waiting.removeValue(forKey: requestID) }
+                    waiter?.resume(returning: SubmitResult(requestID: requestID, task: nil, error: nil))
+                }
+            }
+        }
+        if let task = result.task { return task }
+        if let error = result.error { throw WorkerError.submitRefused(error) }
+        throw await client.isConnected ? WorkerError.submitTimedOut : WorkerError.notConnected
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import Hummingbird
+import OrchCore
+import OrchHTTP
+import OrchRuntime
+import OrchWire
+
+/// The worker's HTTP API, for operators on its host:
+///
+/// | route | meaning |
+/// |---|---|
+/// | GET /tasks | this worker's tasks |
+/// | POST /tasks | a task file, forwarded to the manager pinned to this node (503 while not connected) |
+/// | DELETE /tasks/{taskID} | stops the task's container here |
+/// | GET /tasks/{taskID}/logs?tail=N | the task's output, as text |
+/// | GET /stats | the machine metrics and the worker's identity |
+struct WorkerAPI: Sendable {
+    let worker: Worker
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: APIErrorMiddleware())
+        router.get("tasks") { _, _ in
+            try JSONBody(await worker.supervisor.snapshot())
+        }
+        router.post("tasks") { request, _ in
+            try await submit(request)
+        }
+        router.delete("tasks/:taskID") { _, context in
+            let task = try taskID(context)
+            guard let attempt = await worker.supervisor.attempt(of: task) else { throw unknownTask(task) }
+            await worker.supervisor.stop(task, attempt: attempt)
+            return try JSONBody(["id": task.rawValue, "state": "stopping"], status: .accepted)
+        }
+        router.get("tasks/:taskID/logs") { request, context in
+            let task = try taskID(context)
+            guard let container = await worker.supervisor.container(of: task) else { throw unknownTask(task) }
+            let tail = request.uri.queryParameters.get("tail", as: Int.self)
+            var text = ByteBuffer()
+            for try await chunk in try await worker.runtime.logs(container, tail: tail, follow: false) {
+                text.writeBytes(chunk.bytes)
+                if text.readableBytes > 16 << 20 { break }
+            }
+            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: text))
+        }
+        router.get("stats") { _, _ in
+            let metrics = await worker.machineMetrics()
+            return try JSONBody(WorkerStatsDTO(
+                node: worker.node.rawValue, name: worker.configuration.name, connected: await worker.client.isConnected,
+                capacity: .init(millicores: Int(worker.capacity.millicores), memoryBytes: Int(worker.capacity.memoryBytes), diskBytes: Int(worker.capacity.diskBytes)),
+                metrics: .init(metrics)))
+        }
+        return router
+    }
+
+    private func submit(_ request: Request) async throws -> JSONBody<[String: String]> {
+        let body = try await request.body.collect(upTo: TaskFile.maximumBytes + 1)
+        let submission: TaskSubmission
+        do {
+            submission = try TaskFile.decode(Data(buffer: body))
+        } catch {
+            throw APIError(
+                .badRequest, code: "invalid_task",
+                message: error.problems.count == 1 ? "invalid task: \(error.problems[0])" : "invalid task: \(error.problems.count) problems",
+                details: error.problems)
+        }
+        if submission.intent == .stop {
+            guard let id = submission.spec.id, let attempt = await worker.supervisor.attempt(of: id) else {
+                throw APIError(.notFound, code: "task_not_found", message: "no task \(submission.spec.id?.rawValue ?? "(no id)") on this worker")
+            }
+            await worker.supervisor.stop(id, attempt: attempt)
+            return try JSONBody(["id": id.rawValue, "state": "stopping"], status: .accepted)
+        }
+        do {
+            let id = try await worker.submit(submission.spec)
+            return try JSONBody(["id": id.rawValue], status: .created)
+        } catch let error as WorkerError {
+            switch error {
+            case .submitRefused: throw APIError(.badRequest, code: "task_refused", message: error.description)
+            default: throw APIError(.serviceUnavailable, code: "manager_unavailable", message: error.description)
+            }
+        }
+    }
+
+    private func taskID(_ context: BasicRequestContext) throws -> TaskID {
+        let text = try context.parameters.require("taskID")
+        if let problem = TaskID.problem(with: text) {
+            throw APIError(.badRequest, code: "invalid_task_id", message: "task id \(text.prefix(80)) \(problem)")
+        }
+        return TaskID(rawValue: text)
+    }
+
+    private func unknownTask(_ task: TaskID) -> APIError {
+        APIError(.notFound, code: "task_not_found", message: "no task with id \(task) on this worker")
+    }
+}
+
+/// What GET /stats answers.
+struct WorkerStatsDTO: Codable, Sendable {
+    struct CapacityDTO: Codable, Sendable {
+        var millicores: Int
+        var memoryBytes: Int
+        var diskBytes: Int
+    }
+    struct MetricsDTO: Codable, Sendable {
+        var cpuMillicoresUsed: Int
+        var memoryUsedBytes: Int
+        var memoryTotalBytes: Int
+        var diskUsedBytes: Int
+        var diskTotalBytes: Int
+        var load1: Double
+        var load5: Double
+        var load15: Double
+        var runningTasks: Int
+
+        init(_ metrics: MachineMetrics) {
+            cpuMillicoresUsed = Int(metrics.cpuMillicoresUsed)
+            memoryUsedBytes = Int(metrics.memoryUsedBytes)
+            memoryTotalBytes = Int(metrics.memoryTotalBytes)
+            diskUsedBytes = Int(metrics.diskUsedBytes)
+            diskTotalBytes = Int(metrics.diskTotalBytes)
+            load1 = Double(metrics.load1Hundredths) / 100
+            load5 = Double(metrics.load5Hundredths) / 100
+            load15 = Double(metrics.load15Hundredths) / 100
+            runningTasks = Int(metrics.runningTasks)
+        }
+    }
+    var node: String
+    var name: String
+    var connected: Bool
+    var capacity: CapacityDTO
+    var metrics: MetricsDTO
+}

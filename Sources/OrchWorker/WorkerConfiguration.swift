@@ -1,0 +1,81 @@
+import Foundation
+import OrchCore
+
+/// How a worker is run (`orchctl worker`).
+public struct WorkerConfiguration: Sendable {
+    public var managerHost = "127.0.0.1"
+    public var managerPort = 5556
+    /// The worker's own HTTP API (port 0: any free port).
+    public var httpHost = "127.0.0.1"
+    public var httpPort = 5557
+    public var name: String
+    /// Where the node id is kept; default `~/.orch/worker-NAME`.
+    public var stateDirectory: String
+    /// Overrides the detected CPUs (so that two workers on one host each offer a share).
+    public var cpus: Double?
+    /// Overrides the detected memory, in bytes.
+    public var memoryBytes: Int?
+    /// On exit, say "draining" (move my tasks) instead of "restarting" (keep them for a while).
+    public var drain = false
+    public var labels: [String: String] = [:]
+    /// Where published ports bind.
+    public var publishAddress = "127.0.0.1"
+    public var joinToken: String?
+
+    public init(name: String, stateDirectory: String? = nil) {
+        self.name = name
+        self.stateDirectory = stateDirectory ?? Self.defaultStateDirectory(name: name)
+    }
+
+    public static func defaultStateDirectory(name: String) -> String {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+        return "\(home)/.orch/worker-\(name)"
+    }
+
+    public static var defaultName: String {
+        ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
+    }
+}
+
+/// The worker's stable node id, kept in its state directory so that a restarted worker is
+/// the same node and finds its own containers.
+public enum NodeIdentity {
+    public static let fileName = "node-id"
+
+    /// Reads the node id from `directory`, creating the directory and a new id when there is none.
+    public static func loadOrCreate(in directory: String) throws -> NodeID {
+        let path = "\(directory)/\(fileName)"
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard TaskID.problem(with: id) == nil else {
+                throw WorkerError.badStateDirectory("\(path) holds no valid node id (\"\(id.prefix(40))\"); remove it to make a new one")
+            }
+            return NodeID(rawValue: id)
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let id = NodeID.random()
+            // Written to a temporary file and renamed, so that a crash never leaves half an id.
+            try Data((id.rawValue + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+            return id
+        } catch {
+            throw WorkerError.badStateDirectory("cannot keep the node id in \(directory): \(error.localizedDescription)")
+        }
+    }
+}
+
+public enum WorkerError: Error, Sendable, Hashable, CustomStringConvertible {
+    case badStateDirectory(String)
+    case notConnected
+    case submitTimedOut
+    case submitRefused(String)
+
+    public var description: String {
+        switch self {
+        case .badStateDirectory(let text): text
+        case .notConnected: "no connection to the manager; try again when the worker is connected"
+        case .submitTimedOut: "the manager did not answer the submission in time"
+        case .submitRefused(let reason): "the manager refused the task: \(reason)"
+        }
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import OrchCore
+import OrchRuntime
+import OrchTestSupport
+import OrchWire
+import OrchWorker
+import Testing
+
+@Suite("Worker with a test peer (Docker)", .serialized, .timeLimit(.minutes(3)))
+struct WorkerDockerTests {
+    @Test func anAssignmentBecomesARunningContainerAndItsStatusArrives() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            let hello = try await harness.waitForConnection(1, &events)
+            #expect(hello.nodeID == harness.worker.node)
+            #expect(hello.capacity.millicores > 0 && hello.capacity.memoryBytes > 0)
+            #expect(hello.addresses.first?.hasPrefix("127.0.0.1:") == true && hello.addresses.first != "127.0.0.1:0",
+                    "the hello carries the API's real address")
+            let beat = try await events.next("a heartbeat with metrics") { if case .message(_, .heartbeat(let beat)) = $0 { beat } else { nil } }
+            #expect(beat.metrics.memoryTotalBytes > 0)
+
+            let task = TaskID(rawValue: "web-\(UUID().uuidString.prefix(6).lowercased())")
+            try await harness.assign(task, TaskSpec(image: testImage, ports: [PortSpec(containerPort: 8080)]))
+            let running = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            let container = try #require(running.container)
+            let port = try #require(running.ports.first)
+            #expect(port.containerPort == 8080 && port.hostIP == "127.0.0.1" && port.hostPort > 0)
+            let info = try await harness.runtime.inspect(container)
+            #expect(info.running)
+            #expect(info.labels[ContainerLabel.node] == harness.worker.node.rawValue)
+            #expect(info.labels[ContainerLabel.task] == task.rawValue && info.labels[ContainerLabel.attempt] == "1")
+            // The container answers on the published port.
+            let page = try await httpWhenUp("http://127.0.0.1:\(port.hostPort)/")
+            #expect(page.contains("hello from orch-busybox"))
+            #expect(harness.statuses(of: task).map(\.state) == [.running], "one status so far, in order")
+            let ids = harness.statuses(of: task).map(\.statusID)
+            #expect(ids == ids.sorted())
+        }
+    }
+
+    @Test func theSameAssignmentSentTwiceStartsOneContainer() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "twice")
+            try await harness.assign(task, sleeper())
+            try await harness.assign(task, sleeper())
+            _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            try await harness.assign(task, sleeper())
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await harness.containers(of: task).count == 1)
+            #expect(await harness.worker.tasks().count == 1)
+        }
+    }
+
+    @Test func aTaskThatExitsNonZeroIsReportedFailedWithItsCode() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "fails")
+            try await harness.assign(task, TaskSpec(image: testImage, command: ["sh", "-c", "sleep 0.3; exit 3"]))
+            let failed = try await waitForStatus(&events, task, "failed") { $0.state.isTerminal }
+            #expect(failed.state == .failed)
+            #expect(failed.exitCode == 3)
+            #expect(harness.statuses(of: task).map(\.state) == [.running, .failed])
+        }
+    }
+
+    @Test func anImageThatCannotBeHadIsReportedFailedWithDockersError() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "no-image")
+            try await harness.assign(task, TaskSpec(image: "orch-no-such-image-\(UUID().uuidString.prefix(6).lowercased()):1"))
+            let failed = try await waitForStatus(&events, task, "failed") { $0.state.isTerminal }
+            #expect(failed.state == .failed)
+            #expect(failed.error?.contains("orch-no-such-image") == true, "error: \(failed.error ?? "none")")
+            #expect(try await harness.containers(of: task).isEmpty)
+        }
+    }
+
+    @Test func aStopRequestStopsTheTaskWithinASecond() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "stopped")
+            try await harness.assign(task, sleeper())
+            _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            let clock = ContinuousClock()
+            let asked = clock.now
+            try await harness.stop(task)
+            let done = try await waitForStatus(&events, task, "completed") { $0.state.isTerminal }
+            let took = clock.now - asked
+            #expect(done.state == .completed, "a user stop completes, whatever the exit code")
+            #expect(took < .seconds(1), "stopped in \(took)")
+            #expect(harness.statuses(of: task).map(\.state) == [.running, .stopping, .completed])
+            let deadline = clock.now + .seconds(5)
+            while try await !harness.containers(of: task).isEmpty, clock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(try await harness.containers(of: task).isEmpty, "a stopped task's container is removed")
+        }
+    }
+
+    @Test func aStopForAnAttemptThatIsNotCurrentIsHarmless() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "keeps-running")
+            try await harness.assign(task, attempt: 2, sleeper())
+            _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            try await harness.stop(task, attempt: 1)
+            try await harness.stop(TaskID(rawValue: "unknown"), attempt: 1)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(harness.statuses(of: task).map(\.state) == [.running])
+            #expect(try await harness.containers(of: task).first?.state == "running")
+        }
+    }
+
+    @Test func aHealthCheckTurnsHealthyThenUnhealthyWhenTheHealthPageGoes() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "health")
+            // The fixture serves /health for about two seconds, then removes it and lives on.
+            let spec = TaskSpec(
+                image: testImage, command: ["sh", "-c", "httpd -f -p 8080 -h /www & sleep 2; rm /www/health; wait"],
+                ports: [PortSpec(containerPort: 8080)],
+                healthCheck: HealthCheck(path: "/health", port: 8080, interval: .milliseconds(200), timeout: .seconds(1), failureThreshold: 2))
+            try await harness.assign(task, spec)
+            let running = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            #expect(running.health == .starting)
+            _ = try await waitForStatus(&events, task, "healthy") { $0.health == .healthy }
+            let unhealthy = try await waitForStatus(&events, task, "unhealthy") { $0.health == .unhealthy }
+            #expect(unhealthy.state == .running, "the container lives on; the manager decides on restarts")
+            #expect(try await harness.containers(of: task).first?.state == "running")
+        }
+    }
+
+    @Test func aCutConnectionIsReestablishedWithTheTaskListAndUnacknowledgedStatuses() async throws {
+        try await WorkerHarness.with(autoAck: false) { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let runner = TaskID(rawValue: "runner")
+            let quitter = TaskID(rawValue: "quitter")
+            try await harness.assign(runner, sleeper())
+            try await harness.assign(quitter, TaskSpec(image: testImage, command: ["sh", "-c", "exit 4"]))
+            _ = try await waitForStatus(&events, runner, "running") { $0.state == .running }
+            let failed = try await waitForStatus(&events, quitter, "failed") { $0.state == .failed }
+
+            await harness.peer.dropAll()
+            try await harness.waitForConnection(2, &events)
+            let list = try await events.next("task list") { if case .message(2, .taskList(let list)) = $0 { list } else { nil } }
+            #expect(list.entries.contains { $0.task == runner && $0.state == .running && $0.attempt == 1 })
+            #expect(list.entries.contains { $0.task == quitter && $0.state == .failed })
+            let again = try await waitForStatus(&events, quitter, "re-sent failed status") { $0.state == .failed }
+            #expect(again.statusID == failed.statusID && again.exitCode == 4)
+            #expect(try await harness.containers(of: runner).count == 1, "nothing restarted")
+        }
+    }
+
+    @Test func logsAreServedWithFlowControl() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "talker")
+            try await harness.assign(task, TaskSpec(image: testImage, command: ["sh", "-c", "echo first-line-of-output; sleep 300"]))
+            _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            try await Task.sleep(for: .milliseconds(300))
+            let connection = try #require(harness.peer.currentConnection)
+            try await harness.peer.send(.logRequest(LogRequest(streamID: 7, task: task, tail: nil, follow: true, credit: 5)), on: connection)
+            let first = try await events.next("first chunk") { if case .message(_, .logChunk(let chunk)) = $0 { chunk } else { nil } }
+            #expect(first.streamID == 7 && first.bytes.count <= 5)
+            try await Task.sleep(for: .milliseconds(300))
+            let sent = harness.peer.messages.compactMap { if case .logChunk(let c) = $0 { c.bytes.count } else { nil } }.reduce(0, +)
+            #expect(sent == 5, "no more than the credit granted")
+            try await harness.peer.send(.logCredit(LogCredit(streamID: 7, bytes: 1000)), on: connection)
+            var text = ""
+            while !text.contains("first-line-of-output") {
+                let chunk = try await events.next("more chunks") { if case .message(_, .logChunk(let chunk)) = $0 { chunk } else { nil } }
+                let bytes: [UInt8] = harness.peer.messages.flatMap { message -> [UInt8] in
+                    if case .logChunk(let c) = message { return c.bytes }
+                    return []
+                }
+                text = String(decoding: bytes, as: UTF8.self)
+                _ = chunk
+            }
+            #expect(text.hasPrefix("first-line-of-output"))
+            // The manager ends the stream; a request for an unknown task ends at once with an error.
+            try await harness.peer.send(.logEnd(LogEnd(streamID: 7, error: nil)), on: connection)
+            try await harness.peer.send(.logRequest(LogRequest(streamID: 8, task: TaskID(rawValue: "nope"), tail: 10, follow: false, credit: 100)), on: connection)
+            let end = try await events.next("end of stream 8") { if case .message(_, .logEnd(let end)) = $0, end.streamID == 8 { end } else { nil } }
+            #expect(end.error?.contains("not on this worker") == true)
+        }
+    }
+
+    @Test func twoWorkersOnOneEngineNeverTouchEachOthersContainers() async throws {
+        let peer = ScriptedManager(heartbeatInterval: .milliseconds(100))
+        try await WorkerHarness.with(name: "one", peer: peer) { one in
+            var events = EventReader(peer)
+            try await one.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "shared-name")
+            try await one.assign(task, sleeper())
+            _ = try await waitForStatus(&events, task, "running on one") { $0.state == .running }
+            try await WorkerHarness.with(name: "two", peer: peer) { two in
+                let hello = try await two.waitForConnection(2, &events)
+                #expect(hello.nodeID != one.worker.node)
+                let list = try await events.next("two's task list") { if case .message(2, .taskList(let list)) = $0 { list } else { nil } }
+                #expect(list.entries.isEmpty, "two adopts nothing of one's")
+                // A stop sent to two for one's task changes nothing.
+                try await peer.send(.stopTask(StopTask(task: task, attempt: 1)), on: 2)
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(try await one.containers(of: task).first?.state == "running")
+                #expect(await two.worker.tasks().isEmpty)
+            }
+            #expect(try await one.containers(of: task).first?.state == "running", "two's clean-up left one's container alone")
+        }
+    }
+}
