@@ -117,7 +117,7 @@ let package = Package(
         ),
         .testTarget(name: "OrchCoreTests", dependencies: ["OrchCore"], swiftSettings: swiftSettings),
         // Runs the orchctl that the build puts beside the tests, as a process.
-        .testTarget(name: "OrchctlTests", dependencies: ["orchctl"], swiftSettings: swiftSettings),
+        .testTarget(name: "OrchctlTests", dependencies: ["orchctl", "OrchTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "OrchRuntimeTests", dependencies: ["OrchCore", "OrchRuntime"], swiftSettings: swiftSettings),
         // Against the real Docker engine that tools/test.sh starts.
         .testTarget(

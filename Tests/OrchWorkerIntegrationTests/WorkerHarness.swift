@@ -164,3 +164,19 @@ func httpWhenUp(_ url: String) async throws -> String {
     }
     throw TestTimeout(what: "\(url) to answer (last: \(last))")
 }
+
+/// Waits for a status of `task` that `match` accepts among everything received so far
+/// (unlike an `EventReader`, it does not consume: statuses of several tasks can be awaited in any order).
+func awaitStatus(
+    _ peer: ScriptedManager, _ task: TaskID, _ what: String, within timeout: Duration = .seconds(20),
+    _ match: (TaskStatus) -> Bool = { _ in true }
+) async throws -> TaskStatus {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        for message in peer.messages {
+            if case .taskStatus(let status) = message, status.task == task, match(status) { return status }
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    throw TestTimeout(what: "\(task): \(what)")
+}

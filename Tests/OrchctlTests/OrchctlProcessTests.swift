@@ -1,19 +1,6 @@
 import Foundation
+import OrchTestSupport
 import Testing
-
-/// The orchctl built for the tests, next to the test bundle.
-let orchctlPath: String = {
-    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    while directory.path != "/" {
-        let candidate = directory.appendingPathComponent("orchctl").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        directory = directory.deletingLastPathComponent()
-    }
-    return ".build/debug/orchctl"
-}()
-
-let repositoryRoot = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 struct ProcessResult {
     var status: Int32
