@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOPosix
@@ -116,7 +119,7 @@ public actor WireClient {
             } catch is CancellationError {
                 break
             } catch {
-                reason = "\(error)"
+                reason = Self.describe(error)
             }
             detach()
             if Task.isCancelled { break }
@@ -150,6 +153,18 @@ public actor WireClient {
     /// when no connection is up.
     public func send(_ message: WireMessage) async throws {
         try await write(message)
+    }
+
+    /// A connection error as one short line ("cannot connect: Connection refused").
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? NIOConnectionError {
+            let io = error.connectionErrors.lazy.compactMap { $0.error as? IOError }.first
+            if let io, let text = strerror(io.errnoCode) { return "cannot connect: \(String(cString: text))" }
+            if error.dnsAAAAError != nil || error.dnsAError != nil { return "cannot resolve \(error.host)" }
+            return "cannot connect to \(error.host):\(error.port)"
+        }
+        if let error = error as? ChannelError, case .connectTimeout = error { return "cannot connect: timed out" }
+        return "\(error)"
     }
 
     // MARK: - One connection
