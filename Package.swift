@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The domain: tasks, states, validation, Cube's task files. No I/O.
@@ -50,6 +53,28 @@ let package = Package(
         .target(
             name: "OrchHTTP",
             dependencies: ["OrchCore", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: swiftSettings
+        ),
+        // The manager's durable state: SQLite through GRDB (WAL), behind the ManagerStore protocol.
+        .target(
+            name: "OrchStore",
+            dependencies: ["OrchCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        // The manager: nodes, placement, the control loop, the REST gateway.
+        .target(
+            name: "OrchManager",
+            dependencies: [
+                "OrchCore",
+                "OrchWire",
+                "OrchStore",
+                "OrchHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The worker: runs assigned tasks on Docker, pushes heartbeats and status, serves its HTTP API.
@@ -85,6 +110,7 @@ let package = Package(
                 "OrchRuntime",
                 "OrchWire",
                 "OrchWorker",
+                "OrchManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -113,6 +139,12 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "OrchStoreTests", dependencies: ["OrchCore", "OrchStore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OrchManagerTests",
+            dependencies: ["OrchCore", "OrchWire", "OrchStore", "OrchManager", "OrchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OrchCoreTests", dependencies: ["OrchCore"], swiftSettings: swiftSettings),

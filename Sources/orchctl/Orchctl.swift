@@ -9,11 +9,12 @@ struct Orchctl: AsyncParsableCommand {
         abstract: "Runs and drives a small container orchestrator.",
         discussion: """
             Examples:
+              orchctl manager                         run a manager (REST on 127.0.0.1:5555)
               orchctl worker --manager 127.0.0.1:5556   run a worker for the manager there
               orchctl validate -f data/task1.json     check a task file and show it as it would run
             """,
         version: "0.1.0",
-        subcommands: [WorkerCommand.self, ValidateCommand.self])
+        subcommands: [ManagerCommand.self, WorkerCommand.self, ValidateCommand.self])
 }
 
 /// Prints `message` on stderr as orchctl's one-line error format.

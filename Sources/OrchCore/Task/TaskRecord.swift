@@ -77,6 +77,9 @@ public enum TaskEvent: Sendable, Hashable, CustomStringConvertible {
     case abandoned(reason: String)
     /// The health check's verdict changed.
     case healthChanged(TaskHealth)
+    /// The health check failed past its threshold: the attempt is ended as failed, and its
+    /// restart policy decides what comes next.
+    case healthFailed
 
     public var description: String {
         switch self {
@@ -89,6 +92,7 @@ public enum TaskEvent: Sendable, Hashable, CustomStringConvertible {
         case .requeued(let reason): "requeued: \(reason)"
         case .abandoned(let reason): "abandoned: \(reason)"
         case .healthChanged(let health): "health \(health.rawValue)"
+        case .healthFailed: "health check failed"
         }
     }
 }
@@ -164,6 +168,11 @@ extension TaskRecord {
         case .abandoned(let reason):
             try next.move(to: .failed, for: event)
             next.error = reason
+            next.finishedAt = now
+        case .healthFailed:
+            try next.move(to: desiredState == .stop ? .completed : .failed, for: event)
+            next.health = .unhealthy
+            next.error = "health check failed"
             next.finishedAt = now
         case .healthChanged(let health):
             guard state == .running, spec.healthCheck != nil else {

@@ -1,0 +1,126 @@
+import Foundation
+
+/// A task as the manager's REST gateway shows it.
+public struct TaskDTO: Codable, Sendable, Hashable {
+    public var id: TaskID
+    public var name: String?
+    public var image: String
+    public var state: TaskState
+    public var desiredState: DesiredState
+    public var node: NodeID?
+    public var nodeName: String?
+    public var container: ContainerID?
+    public var attempt: Int
+    public var restarts: Int
+    public var exitCode: Int?
+    public var error: String?
+    public var health: TaskHealth
+    public var ports: [PublishedPort]
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    public var spec: TaskSpec
+    /// The task's history, oldest first (GET /tasks/{taskID} only).
+    public var events: [TaskEventDTO]?
+
+    public init(_ record: TaskRecord, nodeName: String?, events: [TaskHistoryEntry]? = nil) {
+        id = record.id
+        name = record.spec.name
+        image = record.spec.image
+        state = record.state
+        desiredState = record.desiredState
+        node = record.node
+        self.nodeName = nodeName
+        container = record.containerID
+        attempt = record.attempt
+        restarts = record.restartCount
+        exitCode = record.exitCode
+        error = record.error
+        health = record.health
+        ports = record.hostPorts
+        createdAt = record.createdAt
+        updatedAt = record.updatedAt
+        startedAt = record.startedAt
+        finishedAt = record.finishedAt
+        spec = record.spec
+        self.events = events?.map { TaskEventDTO(at: $0.at, state: $0.state, message: $0.message) }
+    }
+}
+
+public struct TaskEventDTO: Codable, Sendable, Hashable {
+    public var at: Date
+    public var state: TaskState
+    public var message: String
+}
+
+/// A node as the manager's REST gateway shows it.
+public struct NodeDTO: Codable, Sendable, Hashable {
+    public struct Resources: Codable, Sendable, Hashable {
+        public var millicores: Int
+        public var memoryBytes: Int
+        public init(millicores: Int, memoryBytes: Int) {
+            self.millicores = millicores
+            self.memoryBytes = memoryBytes
+        }
+    }
+    public struct Metrics: Codable, Sendable, Hashable {
+        public var cpuMillicoresUsed: Int
+        public var memoryUsedBytes: Int
+        public var memoryTotalBytes: Int
+        public var diskUsedBytes: Int
+        public var diskTotalBytes: Int
+        public var load1: Double
+        public var load5: Double
+        public var load15: Double
+        public var runningTasks: Int
+        public init(
+            cpuMillicoresUsed: Int, memoryUsedBytes: Int, memoryTotalBytes: Int, diskUsedBytes: Int, diskTotalBytes: Int,
+            load1: Double, load5: Double, load15: Double, runningTasks: Int
+        ) {
+            self.cpuMillicoresUsed = cpuMillicoresUsed
+            self.memoryUsedBytes = memoryUsedBytes
+            self.memoryTotalBytes = memoryTotalBytes
+            self.diskUsedBytes = diskUsedBytes
+            self.diskTotalBytes = diskTotalBytes
+            self.load1 = load1
+            self.load5 = load5
+            self.load15 = load15
+            self.runningTasks = runningTasks
+        }
+    }
+    /// up: heartbeating; down: silent past the grace period, or gone; restarting: said
+    /// goodbye "restarting" and is waited for; draining: said goodbye "draining".
+    public enum State: String, Codable, Sendable, Hashable, CaseIterable {
+        case up, down, restarting, draining
+    }
+    public var id: NodeID
+    public var name: String
+    public var addresses: [String]
+    public var state: State
+    public var labels: [String: String]
+    public var capacity: NodeCapacity
+    public var reserved: Resources
+    public var metrics: Metrics?
+    /// Tasks whose current attempt is on this node and not ended.
+    public var tasks: Int
+    public var joinedAt: Date
+    public var lastHeartbeat: Date?
+
+    public init(
+        id: NodeID, name: String, addresses: [String], state: State, labels: [String: String], capacity: NodeCapacity,
+        reserved: Resources, metrics: Metrics?, tasks: Int, joinedAt: Date, lastHeartbeat: Date?
+    ) {
+        self.id = id
+        self.name = name
+        self.addresses = addresses
+        self.state = state
+        self.labels = labels
+        self.capacity = capacity
+        self.reserved = reserved
+        self.metrics = metrics
+        self.tasks = tasks
+        self.joinedAt = joinedAt
+        self.lastHeartbeat = lastHeartbeat
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import OrchCore
+import OrchWire
+
+extension Cluster {
+    /// Places every pending task that may be placed now. A task that fits nowhere stays
+    /// pending with the reason; it is tried again once capacity may have appeared.
+    func placePending(now: Date = Date()) {
+        guard !pending.isEmpty else { return }
+        let instant = clock.now
+        var waiting: [TaskID] = []
+        var index = 0
+        let fullPass = capacityChanged
+        capacityChanged = false
+        while index < pending.count {
+            let id = pending[index]
+            index += 1
+            guard let record = tasks[id], record.state == .pending, record.desiredState == .run else {
+                notBefore[id] = nil
+                continue
+            }
+            if let due = notBefore[id], due > instant {
+                waiting.append(id)
+                continue
+            }
+            // Unless capacity changed, a task already found to fit nowhere is not tried again.
+            if !fullPass, record.error?.hasPrefix(Self.nowherePrefix) == true {
+                waiting.append(id)
+                continue
+            }
+            switch scheduler.place(record.spec, on: schedulingNodes) {
+            case .node(let node):
+                notBefore[id] = nil
+                assign(id, to: node, now: now)
+            case .nowhere(let reason):
+                waiting.append(id)
+                let text = Self.nowherePrefix + reason
+                if tasks[id]?.error != text {
+                    tasks[id]?.error = text
+                    if let updated = tasks[id] { persist([.saveTask(updated)]) }
+                    logger.info("\(id) waits: \(reason)", metadata: ["task": "\(id)"])
+                }
+            }
+        }
+        pending = waiting
+    }
+
+    static let nowherePrefix = "waiting for a node: "
+
+    /// Gives `id` a new attempt on `node` and sends it the assignment.
+    func assign(_ id: TaskID, to node: NodeID, now: Date = Date()) {
+        guard change(id, .placed(on: node), now: now), let record = tasks[id] else { return }
+        reserve(id, on: node)
+        metrics.placed()
+        nodes[node]?.link?.send(.assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec)))
+    }
+
+    // MARK: - The scheduler's view of the nodes
+
+    func addSchedulingNode(_ id: NodeID) {
+        guard let entry = nodes[id], schedulingIndex[id] == nil else { return }
+        schedulingIndex[id] = schedulingNodes.count
+        schedulingNodes.append(Self.schedulingNode(entry, tasks: tasks))
+    }
+
+    /// What the scheduler sees of a node: its capacity, and what its tasks reserve.
+    static func schedulingNode(_ entry: NodeEntry, tasks: [TaskID: TaskRecord]) -> SchedulingNode {
+        var reserved = ResourceAmount.zero
+        var ports = Set<Int>()
+        for task in entry.tasks {
+            guard let spec = tasks[task]?.spec else { continue }
+            reserved.millicores += spec.resources.millicores
+            reserved.memoryBytes += spec.resources.memoryBytes
+            ports.formUnion(spec.ports.compactMap(\.hostPort))
+        }
+        return SchedulingNode(
+            id: entry.record.id, name: entry.record.name, isUp: entry.state == .up && entry.link != nil, labels: entry.record.labels,
+            capacity: ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes),
+            reserved: reserved, usedHostPorts: ports)
+    }
+
+    func removeSchedulingNode(_ id: NodeID) {
+        guard let index = schedulingIndex.removeValue(forKey: id) else { return }
+        schedulingNodes.remove(at: index)
+        for position in index..<schedulingNodes.count { schedulingIndex[schedulingNodes[position].id] = position }
+    }
+
+    /// Refreshes what the scheduler sees of a node's state and identity.
+    func refreshSchedulingNode(_ id: NodeID) {
+        guard let entry = nodes[id], let index = schedulingIndex[id] else { return }
+        let up = entry.state == .up && entry.link != nil
+        if up && !schedulingNodes[index].isUp { capacityChanged = true }
+        schedulingNodes[index].isUp = up
+        schedulingNodes[index].name = entry.record.name
+        schedulingNodes[index].labels = entry.record.labels
+        schedulingNodes[index].capacity = ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes)
+    }
+
+    func recordMeasured(_ id: NodeID, _ metrics: MachineMetrics) {
+        guard let index = schedulingIndex[id] else { return }
+        schedulingNodes[index].measured = ResourceAmount(millicores: Int(metrics.cpuMillicoresUsed), memoryBytes: Int(metrics.memoryUsedBytes))
+    }
+
+    func adjustReservation(_ id: NodeID, by spec: TaskSpec, sign: Int) {
+        guard let index = schedulingIndex[id] else { return }
+        schedulingNodes[index].reserved.millicores += sign * spec.resources.millicores
+        schedulingNodes[index].reserved.memoryBytes += sign * spec.resources.memoryBytes
+        for port in spec.ports.compactMap(\.hostPort) {
+            if sign > 0 { schedulingNodes[index].usedHostPorts.insert(port) } else { schedulingNodes[index].usedHostPorts.remove(port) }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Hummingbird
+import Logging
+import OrchCore
+import OrchStore
+import OrchWire
+import ServiceLifecycle
+import Synchronization
+
+/// A manager: keeps every task and node in SQLite, places tasks with its scheduler, keeps
+/// them in their desired state from what the workers push, and serves the REST gateway.
+///
+/// Run it as a `Service`. Starting on a data directory that holds state resumes it: every
+/// task and node comes back, and the workers are reconciled as they reconnect.
+public final class Manager: Service, Sendable {
+    public let configuration: ManagerConfiguration
+    let store: any ManagerStore
+    let cluster: Cluster
+    let metrics: ManagerMetrics
+    let logger: Logger
+    /// The real addresses once listening (port 0 becomes the chosen port).
+    public let httpAddress = Mutex<String?>(nil)
+    public let wireAddress = Mutex<String?>(nil)
+
+    public init(configuration: ManagerConfiguration, logger: Logger = Logger(label: "orch.manager")) async throws {
+        self.configuration = configuration
+        self.logger = logger
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw ManagerError.dataDirectory("cannot use \(configuration.dataDirectory): \(error.localizedDescription)")
+        }
+        let store: SQLiteStore
+        do {
+            store = try SQLiteStore(path: configuration.databasePath, durability: configuration.fsync ? .powerLoss : .processCrash)
+        } catch {
+            throw ManagerError.dataDirectory("cannot open \(configuration.databasePath): \(error)")
+        }
+        self.store = store
+        let snapshot = try await store.load()
+        metrics = ManagerMetrics()
+        cluster = Cluster(configuration: configuration, snapshot: snapshot, metrics: metrics, logger: logger)
+        if !snapshot.tasks.isEmpty || !snapshot.nodes.isEmpty {
+            logger.info("resumed \(snapshot.tasks.count) tasks and \(snapshot.nodes.count) nodes from \(configuration.databasePath)")
+        }
+    }
+
+    public func run() async throws {
+        let listener = try await WireListener.bind(
+            host: configuration.wireHost, port: configuration.wirePort, maximumFrameBytes: configuration.maximumFrameBytes)
+        let wire = "\(listener.localAddress.ipAddress ?? configuration.wireHost):\(listener.localAddress.port ?? configuration.wirePort)"
+        wireAddress.withLock { $0 = wire }
+        logger.info("cluster protocol listening on \(wire)")
+        let app = Application(
+            router: RESTGateway(cluster: cluster, store: store, metrics: metrics).router(),
+            configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
+            onServerRunning: { channel in
+                let address = "\(channel.localAddress?.ipAddress ?? "127.0.0.1"):\(channel.localAddress?.port ?? 0)"
+                self.httpAddress.withLock { $0 = address }
+                self.logger.info("listening on \(address)")
+            },
+            logger: logger)
+        let gateway = WireGateway(cluster: cluster, logger: logger)
+        do {
+            try await serve(app: app, listener: listener, gateway: gateway)
+        } catch is ShutdownRequested {
+            logger.info("stopping; the state is in \(configuration.databasePath)")
+        }
+    }
+
+    private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.commitJournal() }
+            group.addTask { try await app.runService() }
+            group.addTask { try await listener.run { await gateway.serve($0) } }
+            group.addTask { try await self.controlLoop() }
+            group.addTask {
+                try? await gracefulShutdown()
+                throw ShutdownRequested()
+            }
+        }
+    }
+
+    /// Ends the serving group on graceful shutdown.
+    struct ShutdownRequested: Error {}
+
+    /// Writes the cluster's journal to the store, in order, one batch per commit.
+    private func commitJournal() async throws {
+        for await _ in cluster.journalReady {
+            let (changes, waiters) = await cluster.takeJournal()
+            do {
+                try await store.apply(changes)
+                for waiter in waiters { waiter.resume() }
+            } catch {
+                logger.error("writing the state failed: \(error)")
+                for waiter in waiters { waiter.resume(throwing: error) }
+            }
+        }
+    }
+
+    /// The timer: heartbeat deadlines and restart backoffs. Everything else is driven by
+    /// the events that cause it (a submission, a status, a connection).
+    private func controlLoop() async throws {
+        let period = min(configuration.heartbeatGrace / 10, .milliseconds(250))
+        while true {
+            try await Task.sleep(for: period)
+            await cluster.tick()
+        }
+    }
+}
+
+public enum ManagerError: Error, Sendable, CustomStringConvertible {
+    case dataDirectory(String)
+
+    public var description: String {
+        switch self {
+        case .dataDirectory(let text): text
+        }
+    }
+}

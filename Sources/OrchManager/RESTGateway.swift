@@ -1,0 +1,141 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import OrchCore
+import OrchHTTP
+import OrchStore
+
+/// The manager's REST gateway (Protocol/openapi.yaml describes every route).
+struct RESTGateway: Sendable {
+    let cluster: Cluster
+    let store: any ManagerStore
+    let metrics: ManagerMetrics
+
+    static let defaultLimit = 1000
+    static let maximumLimit = 10000
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: APIErrorMiddleware())
+        router.get("healthz") { _, _ in JSONBody(["status": "ok"]) }
+        router.get("metrics") { _, _ in
+            let (tasks, nodes) = await cluster.counts()
+            let text = metrics.render(tasks: tasks, nodes: nodes)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        router.get("tasks") { request, _ in try await listTasks(request) }
+        router.post("tasks") { request, _ in try await submit(request) }
+        router.get("tasks/:taskID") { _, context in
+            let id = try await resolveTask(context)
+            guard let record = await cluster.task(id) else { throw notFound(id.rawValue) }
+            let history = try await store.history(of: id)
+            return JSONBody(await cluster.dto(record, events: history))
+        }
+        router.delete("tasks/:taskID") { _, context in
+            let id = try await resolveTask(context)
+            do {
+                let record = try await cluster.stop(id)
+                return JSONBody(await cluster.dto(record), status: .accepted)
+            } catch let error as ClusterError {
+                throw Self.apiError(error)
+            }
+        }
+        router.get("nodes") { _, _ in JSONBody(await cluster.listNodes()) }
+        router.delete("nodes/:nodeID") { _, context in
+            let text = try context.parameters.require("nodeID")
+            do {
+                let id = try await cluster.resolveNode(text)
+                try await cluster.removeNode(id)
+                return Response(status: .noContent)
+            } catch let error as ClusterError {
+                throw Self.apiError(error)
+            }
+        }
+        return router
+    }
+
+    private func listTasks(_ request: Request) async throws -> JSONBody<[TaskDTO]> {
+        let query = request.uri.queryParameters
+        var state: TaskState?
+        if let text = query.get("state") {
+            guard let parsed = TaskState(rawValue: text.lowercased()) else {
+                throw APIError(.badRequest, code: "invalid_query", message: "state must be one of \(TaskState.allCases.map(\.rawValue).joined(separator: ", ")), not \(text)")
+            }
+            state = parsed
+        }
+        var node: NodeID?
+        if let text = query.get("node") {
+            do { node = try await cluster.resolveNode(text) } catch { throw Self.apiError(error) }
+        }
+        var limit = Self.defaultLimit
+        if let text = query.get("limit") {
+            guard let parsed = Int(text), (1...Self.maximumLimit).contains(parsed) else {
+                throw APIError(.badRequest, code: "invalid_query", message: "limit must be a number from 1 to \(Self.maximumLimit), not \(text)")
+            }
+            limit = parsed
+        }
+        let after = query.get("after").map { TaskID(rawValue: $0) }
+        let (tasks, more) = await cluster.listTasks(state: state, node: node, after: after, limit: limit)
+        var headers = HTTPFields()
+        if more, let last = tasks.last {
+            var next = "/tasks?limit=\(limit)&after=\(last.id.rawValue)"
+            if let state { next += "&state=\(state.rawValue)" }
+            if let node { next += "&node=\(node.rawValue)" }
+            headers[HTTPField.Name("Link")!] = "<\(next)>; rel=\"next\""
+        }
+        return JSONBody(tasks, headers: headers)
+    }
+
+    private func submit(_ request: Request) async throws -> JSONBody<TaskDTO> {
+        let body = try await request.body.collect(upTo: TaskFile.maximumBytes + 1)
+        let submission: TaskSubmission
+        do {
+            submission = try TaskFile.decode(Data(buffer: body))
+        } catch {
+            throw APIError(
+                .badRequest, code: "invalid_task",
+                message: error.problems.count == 1 ? "invalid task: \(error.problems[0])" : "invalid task: \(error.problems.count) problems",
+                details: error.problems)
+        }
+        do {
+            if submission.intent == .stop {
+                // Cube stops a task by posting its event again with State 3.
+                guard let id = submission.spec.id else {
+                    throw APIError(.badRequest, code: "invalid_task", message: "a stop event needs the task's id")
+                }
+                let record = try await cluster.stop(id)
+                return JSONBody(await cluster.dto(record), status: .accepted)
+            }
+            let (record, created) = try await cluster.submit(submission.spec)
+            return JSONBody(await cluster.dto(record), status: created ? .created : .ok, headers: [.location: "/tasks/\(record.id.rawValue)"])
+        } catch let error as ClusterError {
+            throw Self.apiError(error)
+        }
+    }
+
+    private func resolveTask(_ context: BasicRequestContext) async throws -> TaskID {
+        let text = try context.parameters.require("taskID")
+        do {
+            return try await cluster.resolveTask(text)
+        } catch {
+            throw Self.apiError(error)
+        }
+    }
+
+    private func notFound(_ id: String) -> APIError {
+        APIError(.notFound, code: "task_not_found", message: "no task with id \(id)")
+    }
+
+    static func apiError(_ error: ClusterError) -> APIError {
+        switch error {
+        case .taskNotFound: APIError(.notFound, code: "task_not_found", message: error.description)
+        case .nodeNotFound: APIError(.notFound, code: "node_not_found", message: error.description)
+        case .ambiguousTaskID, .ambiguousNodeID: APIError(.conflict, code: "ambiguous_id", message: error.description)
+        case .taskConflict: APIError(.conflict, code: "task_conflict", message: error.description)
+        case .nodeIsUp: APIError(.conflict, code: "node_is_up", message: error.description)
+        case .storage: APIError(.internalServerError, code: "storage_failed", message: error.description)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import Logging
+import NIOCore
+import OrchCore
+import OrchWire
+
+/// The manager's end of the cluster protocol: one connection per worker. The first message
+/// must be hello (within `handshakeTimeout`); then the worker's messages go to the cluster
+/// in order, and the cluster's messages to the worker are written by one writer per
+/// connection, each write waiting for the socket.
+struct WireGateway: Sendable {
+    let cluster: Cluster
+    let logger: Logger
+    var handshakeTimeout: Duration = .seconds(10)
+
+    func serve(_ connection: WireChannel) async {
+        let sender = WireSender(connection)
+        let channel = connection.channel
+        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(handshakeTimeout.nanoseconds)) { channel.close(promise: nil) }
+        var joined: NodeLink?
+        do {
+            try await connection.executeThenClose { inbound, _ in
+                var messages = inbound.makeAsyncIterator()
+                guard case .hello(let hello)? = try await messages.next() else {
+                    try? await sender.write(.error(ErrorMessage(code: .unexpectedMessage, message: "the first message must be hello")))
+                    return
+                }
+                timer.cancel()
+                switch await cluster.join(hello) {
+                case .refused(let refused):
+                    logger.warning("refused node \(hello.name) (\(hello.nodeID)): \(refused.reason)")
+                    try await sender.write(.refused(refused))
+                    return
+                case .welcome(let welcome, let link):
+                    joined = link
+                    try await sender.write(.welcome(welcome))
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for await message in link.messages { try await sender.write(message) }
+                        }
+                        defer { group.cancelAll() }
+                        while let message = try await messages.next() {
+                            await cluster.received(message, from: link.node, link: link)
+                        }
+                    }
+                }
+            }
+        } catch {
+            logger.debug("connection ended: \(error)")
+        }
+        timer.cancel()
+        if let joined { await cluster.disconnected(joined.node, link: joined) }
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import OrchCore
+
+/// One change to the manager's durable state.
+public enum StoreChange: Sendable, Hashable {
+    /// Inserts or replaces a task.
+    case saveTask(TaskRecord)
+    /// Appends a line to a task's history.
+    case appendHistory(TaskHistoryEntry)
+    /// Inserts or replaces a node.
+    case saveNode(NodeRecord)
+    case deleteNode(NodeID)
+}
+
+/// The manager's durable state: tasks, their history, nodes. The manager depends on this
+/// protocol only, so that another store (PostgreSQL, for several managers) can be added
+/// without touching it.
+public protocol ManagerStore: Sendable {
+    /// Everything kept, as the manager loads it when it starts.
+    func load() async throws -> StoreSnapshot
+    /// Applies `changes` in one transaction; durable when it returns (see `Durability`).
+    func apply(_ changes: [StoreChange]) async throws
+    /// A task's history, oldest first.
+    func history(of task: TaskID) async throws -> [TaskHistoryEntry]
+}
+
+public struct StoreSnapshot: Sendable, Hashable {
+    public var tasks: [TaskRecord]
+    public var nodes: [NodeRecord]
+
+    public init(tasks: [TaskRecord], nodes: [NodeRecord]) {
+        self.tasks = tasks
+        self.nodes = nodes
+    }
+}
+
+/// How far a committed write survives.
+public enum Durability: Sendable, Hashable {
+    /// WAL with `synchronous = NORMAL`: survives a killed process.
+    case processCrash
+    /// WAL with `synchronous = FULL`: survives a power loss too (`--fsync`).
+    case powerLoss
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OrchCore
+import OrchManager
+import ServiceLifecycle
+
+extension SchedulerKind: ExpressibleByArgument {}
+
+struct ManagerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manager",
+        abstract: "Runs a manager: keeps tasks in SQLite, places them on workers, serves the REST API.",
+        discussion: """
+            Workers dial the cluster address (--wire); people and programs use the REST API (--http).
+            State lives in --data; a manager started again on the same directory resumes every task
+            and node and reconciles with the workers as they reconnect.
+
+            Examples:
+              orchctl manager                                        REST on 127.0.0.1:5555, workers on 127.0.0.1:5556
+              orchctl manager --data /var/lib/orch --scheduler spread
+              orchctl manager --http 127.0.0.1:0 --wire 127.0.0.1:0 --heartbeat-grace 3s
+            """)
+
+    @Option(help: ArgumentHelp("Where the REST API listens (port 0: any free port).", valueName: "host:port"))
+    var http: String = "127.0.0.1:5555"
+
+    @Option(help: ArgumentHelp("Where workers connect (the cluster protocol).", valueName: "host:port"))
+    var wire: String = "127.0.0.1:5556"
+
+    @Option(help: ArgumentHelp("The state directory (default: ~/.orch/manager).", valueName: "dir"))
+    var data: String?
+
+    @Option(help: "How tasks are placed: epvm, roundrobin, spread or binpack.")
+    var scheduler: SchedulerKind = .epvm
+
+    @Option(help: ArgumentHelp("How often workers heartbeat, e.g. 1s or 500ms.", valueName: "duration"))
+    var heartbeatInterval: String = "1s"
+
+    @Option(help: ArgumentHelp("A worker silent this long is down and its tasks move, e.g. 5s.", valueName: "duration"))
+    var heartbeatGrace: String = "5s"
+
+    @Option(help: ArgumentHelp("How long the tasks of a restarting worker are kept for it.", valueName: "duration"))
+    var restartWindow: String = "30s"
+
+    @Flag(help: "Make every write survive a power loss, not only a crash (slower).")
+    var fsync = false
+
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, warning, error.", valueName: "level"))
+    var logLevel: String = "info"
+
+    func validate() throws {
+        _ = try HostPort.parse(http, option: "--http")
+        _ = try HostPort.parse(wire, option: "--wire")
+        for (option, text) in [("--heartbeat-interval", heartbeatInterval), ("--heartbeat-grace", heartbeatGrace), ("--restart-window", restartWindow)] {
+            guard let duration = DurationText.parse(text), duration > .zero else {
+                throw ValidationError("\(option): \"\(text)\" is not a duration such as 500ms, 5s or 1m")
+            }
+        }
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: \"\(logLevel)\" is not one of trace, debug, info, warning, error") }
+    }
+
+    func run() async throws {
+        let logger = makeLogger(label: "orch.manager", level: logLevel)
+        var configuration = ManagerConfiguration(dataDirectory: data)
+        let httpAddress = try HostPort.parse(http, option: "--http")
+        let wireAddress = try HostPort.parse(wire, option: "--wire")
+        configuration.httpHost = httpAddress.host
+        configuration.httpPort = httpAddress.port
+        configuration.wireHost = wireAddress.host
+        configuration.wirePort = wireAddress.port
+        configuration.scheduler = scheduler
+        configuration.heartbeatInterval = DurationText.parse(heartbeatInterval) ?? .seconds(1)
+        configuration.heartbeatGrace = DurationText.parse(heartbeatGrace) ?? .seconds(5)
+        configuration.restartWindow = DurationText.parse(restartWindow) ?? .seconds(30)
+        configuration.fsync = fsync
+        do {
+            let manager = try await Manager(configuration: configuration, logger: logger)
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: manager)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}

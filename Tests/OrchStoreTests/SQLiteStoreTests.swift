@@ -1,0 +1,87 @@
+import Foundation
+import OrchCore
+@testable import OrchStore
+import Testing
+
+func temporaryDatabase() -> String {
+    let directory = NSTemporaryDirectory() + "orch-store-\(UUID().uuidString.prefix(8))"
+    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    return directory + "/manager.sqlite"
+}
+
+func record(_ id: String, at seconds: Double = 0) -> TaskRecord {
+    TaskRecord(
+        id: TaskID(rawValue: id),
+        spec: TaskSpec(
+            name: "web", image: "orch-busybox:latest", command: ["httpd", "-f"], environment: ["A": "1"],
+            ports: [PortSpec(containerPort: 8080, hostPort: 18080)], resources: Resources(millicores: 250, memoryBytes: 64 << 20),
+            restartPolicy: RestartPolicy(mode: .onFailure, maxRestarts: 3),
+            healthCheck: HealthCheck(path: "/health", port: 8080)),
+        now: Date(timeIntervalSince1970: 1_700_000_000 + seconds))
+}
+
+@Suite("SQLite store (real files)", .timeLimit(.minutes(2)))
+struct SQLiteStoreTests {
+    @Test func anEmptyFileIsMigratedToTheCurrentSchema() async throws {
+        let path = temporaryDatabase()
+        #expect(!FileManager.default.fileExists(atPath: path))
+        let store = try SQLiteStore(path: path)
+        #expect(try await store.appliedMigrations() == ["v1: tasks, task history, nodes"])
+        #expect(try await store.load() == StoreSnapshot(tasks: [], nodes: []))
+        // Opening it again migrates nothing twice.
+        let again = try SQLiteStore(path: path)
+        #expect(try await again.appliedMigrations().count == 1)
+    }
+
+    @Test func tasksHistoryAndNodesSurviveAReopen() async throws {
+        let path = temporaryDatabase()
+        var task = record("t1")
+        let node = NodeRecord(
+            id: NodeID(rawValue: "n1"), name: "w1", addresses: ["127.0.0.1:5557"],
+            capacity: NodeCapacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"],
+            joinedAt: Date(timeIntervalSince1970: 1_700_000_000), lastSeenAt: Date(timeIntervalSince1970: 1_700_000_010))
+        do {
+            let store = try SQLiteStore(path: path)
+            try await store.apply([.saveTask(task), .saveNode(node),
+                                   .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))])
+            try task.apply(.placed(on: node.id), at: task.createdAt.addingTimeInterval(1))
+            try await store.apply([.saveTask(task),
+                                   .appendHistory(TaskHistoryEntry(task: task.id, at: task.updatedAt, state: .scheduled, message: "placed on n1"))])
+        }
+        let reopened = try SQLiteStore(path: path)
+        let snapshot = try await reopened.load()
+        #expect(snapshot.tasks == [task], "the record comes back field for field, spec included")
+        #expect(snapshot.nodes == [node])
+        #expect(try await reopened.history(of: task.id).map(\.message) == ["accepted", "placed on n1"])
+        try await reopened.apply([.deleteNode(node.id)])
+        #expect(try await reopened.load().nodes.isEmpty)
+    }
+
+    @Test func concurrentWritersAreAllCommitted() async throws {
+        let path = temporaryDatabase()
+        let store = try SQLiteStore(path: path, durability: .powerLoss)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    for index in 0..<50 {
+                        let task = record("w\(writer)-\(index)", at: Double(index))
+                        try await store.apply([.saveTask(task),
+                                               .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))])
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let reopened = try SQLiteStore(path: path)
+        let tasks = try await reopened.load().tasks
+        #expect(tasks.count == 400)
+        #expect(Set(tasks.map(\.id.rawValue)).count == 400)
+        #expect(try await reopened.history(of: TaskID(rawValue: "w7-49")).count == 1)
+    }
+
+    @Test func aFileThatIsNotADatabaseIsAClearError() async throws {
+        let path = temporaryDatabase()
+        try Data("this is not sqlite, just text that is long enough to be a header".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: (any Error).self) { try SQLiteStore(path: path) }
+    }
+}
