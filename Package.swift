@@ -144,7 +144,12 @@ let package = Package(
         .testTarget(name: "OrchStoreTests", dependencies: ["OrchCore", "OrchStore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OrchManagerTests",
-            dependencies: ["OrchCore", "OrchWire", "OrchStore", "OrchManager", "OrchTestSupport"],
+            dependencies: [
+                "OrchCore", "OrchWire", "OrchStore", "OrchManager", "OrchTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OrchCoreTests", dependencies: ["OrchCore"], swiftSettings: swiftSettings),

@@ -69,11 +69,19 @@ extension Cluster {
             logger.info("node \(entry.record.name) is restarting; its tasks are kept for \(DurationText.format(configuration.restartWindow))")
         case .draining:
             entry.state = .draining
-            entry.tasksLostAt = clock.now
+            entry.tasksLostAt = nil
             logger.info("node \(entry.record.name) is draining; its tasks move")
         }
         nodes[node] = entry
         refreshSchedulingNode(node)
+        if goodbye.reason == .draining {
+            // Moved at once; the node, while still connected, is told to stop the old attempts.
+            for id in entry.tasks.sorted() {
+                guard let record = tasks[id] else { continue }
+                entry.link?.send(.stopTask(StopTask(task: id, attempt: UInt64(record.attempt))))
+            }
+            loseTasks(of: node)
+        }
     }
 
     /// A connection ended. A node that said goodbye keeps the state it asked for; any other
