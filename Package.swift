@@ -99,6 +99,8 @@ let package = Package(
                 "OrchCore",
                 "OrchWire",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Tests/Support",
             swiftSettings: swiftSettings
@@ -138,6 +140,16 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Real processes: a manager and workers on loopback with the real Docker engine.
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "OrchCore", "OrchTestSupport", "orchctl",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -105,6 +105,14 @@ extension Cluster {
         guard let index = schedulingIndex[id] else { return }
         schedulingNodes[index].reserved.millicores += sign * spec.resources.millicores
         schedulingNodes[index].reserved.memoryBytes += sign * spec.resources.memoryBytes
+        // A measurement is a snapshot: what is placed after it is not in it yet, so it is
+        // added on top until the next heartbeat measures again. Otherwise a burst of
+        // placements between two heartbeats would all go to the node measured least busy.
+        if sign > 0, var measured = schedulingNodes[index].measured {
+            measured.millicores += spec.resources.millicores
+            measured.memoryBytes += spec.resources.memoryBytes
+            schedulingNodes[index].measured = measured
+        }
         for port in spec.ports.compactMap(\.hostPort) {
             if sign > 0 { schedulingNodes[index].usedHostPorts.insert(port) } else { schedulingNodes[index].usedHostPorts.remove(port) }
         }

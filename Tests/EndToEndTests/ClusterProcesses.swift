@@ -1,0 +1,155 @@
+import AsyncHTTPClient
+import Foundation
+import NIOHTTP1
+import OrchCore
+import OrchTestSupport
+import Testing
+
+/// A free TCP port on 127.0.0.1 (bound, read and released).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestTimeout(what: "a socket") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw TestTimeout(what: "a free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func temporaryDirectory(_ name: String) -> String {
+    let path = NSTemporaryDirectory() + "orch-e2e-\(name)-\(UUID().uuidString.prefix(8))"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// A manager and its workers as real `orchctl` processes on loopback, killed at the end;
+/// every container of their nodes is removed.
+final class ClusterProcesses: @unchecked Sendable {
+    let httpPort: Int
+    let wirePort: Int
+    let data: String
+    var manager: LaunchedProcess
+    var workers: [String: LaunchedProcess] = [:]
+    var workerStateDirs: [String: String] = [:]
+    var api: String { "http://127.0.0.1:\(httpPort)" }
+
+    init(grace: String = "2s") async throws {
+        httpPort = try freePort()
+        wirePort = try freePort()
+        data = temporaryDirectory("manager")
+        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace)
+        try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
+    }
+
+    static func launchManager(http: Int, wire: Int, data: String, grace: String) throws -> LaunchedProcess {
+        try LaunchedProcess(orchctl: [
+            "manager", "--http", "127.0.0.1:\(http)", "--wire", "127.0.0.1:\(wire)", "--data", data,
+            "--heartbeat-interval", "200ms", "--heartbeat-grace", grace, "--restart-window", "2s",
+        ])
+    }
+
+    /// Kills the manager with SIGKILL and starts it again on the same directory and ports.
+    func restartManager(grace: String = "2s") async throws {
+        manager.signal(SIGKILL)
+        _ = try await manager.waitForExit()
+        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace)
+        try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
+    }
+
+    /// Starts (or starts again) the worker `name` offering a share of the machine.
+    func startWorker(_ name: String) async throws {
+        let stateDir = workerStateDirs[name] ?? temporaryDirectory("worker-\(name)")
+        workerStateDirs[name] = stateDir
+        workers[name] = try LaunchedProcess(orchctl: [
+            "worker", "--manager", "127.0.0.1:\(wirePort)", "--http", "127.0.0.1:0", "--name", name,
+            "--state-dir", stateDir, "--cpus", "1", "--memory", "1GiB",
+        ])
+        try await workers[name]!.waitForOutput("connected to the manager")
+    }
+
+    func killWorker(_ name: String) async throws {
+        workers[name]?.signal(SIGKILL)
+        _ = try await workers[name]?.waitForExit()
+    }
+
+    func nodeID(of name: String) throws -> String {
+        let path = try #require(workerStateDirs[name]) + "/node-id"
+        return try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func tearDown() async {
+        for worker in workers.values { worker.signal(SIGKILL) }
+        manager.signal(SIGKILL)
+        for name in workerStateDirs.keys {
+            guard let node = try? nodeID(of: name) else { continue }
+            let ids = (try? dockerPS(label: "orch.node=\(node)")) ?? []
+            if !ids.isEmpty { _ = try? runDocker(["rm", "-f"] + ids) }
+        }
+    }
+
+    // MARK: - REST
+
+    func submit(_ spec: String) async throws -> String {
+        let answer = try await http(.POST, "\(api)/tasks", body: spec)
+        guard answer.status == 201 else { throw TestTimeout(what: "a 201 for the submission, got \(answer.status): \(answer.body)") }
+        return try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])["id"] as! String
+    }
+
+    func tasks() async throws -> [[String: Any]] {
+        let answer = try await http(.GET, "\(api)/tasks")
+        return try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]])
+    }
+
+    func nodes() async throws -> [[String: Any]] {
+        let answer = try await http(.GET, "\(api)/nodes")
+        return try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]])
+    }
+
+    /// Waits until `condition` holds for the task list.
+    @discardableResult
+    func waitForTasks(_ what: String, within timeout: Duration = .seconds(30), _ condition: ([[String: Any]]) -> Bool) async throws -> [[String: Any]] {
+        let deadline = ContinuousClock.now + timeout
+        var last: [[String: Any]] = []
+        while ContinuousClock.now < deadline {
+            if let list = try? await tasks() {
+                last = list
+                if condition(list) { return list }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let summary = last.map { "\($0["id"] as? String ?? "?"): \($0["state"] as? String ?? "?") on \($0["nodeName"] as? String ?? "-")" }
+        throw TestTimeout(what: "\(what); tasks: \(summary)")
+    }
+}
+
+/// Runs the docker CLI (test side only: checking what the engine holds).
+func runDocker(_ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["docker"] + arguments
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// Ids of the containers (running or not) carrying `label`.
+func dockerPS(label: String, runningOnly: Bool = false) throws -> [String] {
+    try runDocker(["ps", "-q"] + (runningOnly ? [] : ["-a"]) + ["--filter", "label=\(label)"])
+        .split(separator: "\n").map(String.init)
+}
+
+extension [String: Any] {
+    var state: String { self["state"] as? String ?? "" }
+    var node: String { self["node"] as? String ?? "" }
+    var attempt: Int { self["attempt"] as? Int ?? 0 }
+}
