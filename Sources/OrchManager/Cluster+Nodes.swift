@@ -90,6 +90,7 @@ extension Cluster {
         guard var entry = nodes[node], entry.link === link else { return }
         entry.link = nil
         link.close()
+        logStreams.finishAll(from: node, reason: "the worker disconnected")
         if entry.state == .up {
             // Silent from now on: the grace period runs from its last heartbeat.
             entry.tasksLostAt = (entry.lastHeartbeat ?? clock.now) + configuration.heartbeatGrace

@@ -11,6 +11,7 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
     case nodeIsUp(String)
     case ambiguousNodeID(String, matches: [NodeID])
     case storage(String)
+    case noLogs(String)
 
     public var description: String {
         switch self {
@@ -23,6 +24,7 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .ambiguousNodeID(let prefix, let matches):
             "the id prefix \(prefix) matches \(matches.count) nodes: \(matches.prefix(5).map(\.rawValue).joined(separator: ", "))"
         case .storage(let text): "the task could not be stored: \(text)"
+        case .noLogs(let text): "no logs: \(text)"
         }
     }
 }
@@ -103,6 +105,10 @@ extension Cluster {
             goodbye(node, bye)
         case .submitTask(let submit):
             link.send(.submitResult(await submitPinned(submit, from: node)))
+        case .logChunk(let data):
+            logStreams.deliver(data)
+        case .logEnd(let end):
+            logStreams.finish(end.streamID, error: end.error)
         default:
             logger.debug("ignoring \(message.kind) from \(node)")
         }
@@ -193,6 +199,19 @@ extension Cluster {
             }
         }
         placePending(now: now)
+    }
+
+    // MARK: - Logs
+
+    /// Asks the worker that runs `id` for its output; the link to grant credit and end it.
+    func openLogs(_ id: TaskID, tail: Int?, follow: Bool) throws(ClusterError) -> (stream: UInt64, events: AsyncStream<LogStreams.Event>, link: NodeLink) {
+        guard let record = tasks[id] else { throw .taskNotFound(id.rawValue) }
+        guard let node = record.node, record.containerID != nil else { throw .noLogs("task \(id) has not run yet (\(record.state.rawValue))") }
+        guard let link = nodes[node]?.link else { throw .noLogs("the node of task \(id) is not connected") }
+        let (stream, events) = logStreams.open(from: node)
+        link.send(.logRequest(LogRequest(
+            streamID: stream, task: id, tail: tail.map { UInt32(clamping: max($0, 0)) }, follow: follow, credit: LogStreams.credit)))
+        return (stream, events, link)
     }
 
     // MARK: - Views

@@ -28,6 +28,7 @@ public actor Cluster {
     let configuration: ManagerConfiguration
     let logger: Logger
     let metrics: ManagerMetrics
+    let logStreams = LogStreams()
     let clock = ContinuousClock()
     var scheduler: Scheduler
 

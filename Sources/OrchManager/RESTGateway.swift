@@ -4,6 +4,7 @@ import Hummingbird
 import OrchCore
 import OrchHTTP
 import OrchStore
+import OrchWire
 
 /// The manager's REST gateway (Protocol/openapi.yaml describes every route).
 struct RESTGateway: Sendable {
@@ -42,6 +43,7 @@ struct RESTGateway: Sendable {
                 throw Self.apiError(error)
             }
         }
+        router.get("tasks/:taskID/logs") { request, context in try await logs(request, context) }
         router.get("nodes") { _, _ in JSONBody(await cluster.listNodes()) }
         router.delete("nodes/:nodeID") { _, context in
             let text = try context.parameters.require("nodeID")
@@ -115,6 +117,45 @@ struct RESTGateway: Sendable {
         }
     }
 
+    /// The task's output, relayed from its worker; with `follow=true` it streams until the
+    /// task ends or the client goes away (then the worker is told to stop sending).
+    private func logs(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try await resolveTask(context)
+        let query = request.uri.queryParameters
+        var tail: Int?
+        if let text = query.get("tail") {
+            guard let value = Int(text), value >= 0 else {
+                throw APIError(.badRequest, code: "invalid_query", message: "tail must be a number of lines, not \(text)")
+            }
+            tail = value
+        }
+        let follow = ["1", "true", "yes"].contains(query.get("follow")?.lowercased() ?? "")
+        let opened: (stream: UInt64, events: AsyncStream<LogStreams.Event>, link: NodeLink)
+        do { opened = try await cluster.openLogs(id, tail: tail, follow: follow) } catch { throw Self.apiError(error) }
+        let (stream, events, link) = opened
+        let body = ResponseBody { writer in
+            var ended = false
+            defer {
+                if !ended {
+                    link.send(.logEnd(LogEnd(streamID: stream, error: nil)))
+                    cluster.logStreams.finish(stream, error: nil)
+                }
+            }
+            for await event in events {
+                switch event {
+                case .output(let bytes):
+                    try await writer.write(ByteBuffer(bytes: bytes))
+                    link.send(.logCredit(LogCredit(streamID: stream, bytes: UInt32(bytes.count))))
+                case .end(let error):
+                    ended = true
+                    if let error { try await writer.write(ByteBuffer(string: "\n[orch: \(error)]\n")) }
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
+    }
+
     private func resolveTask(_ context: BasicRequestContext) async throws -> TaskID {
         let text = try context.parameters.require("taskID")
         do {
@@ -136,6 +177,7 @@ struct RESTGateway: Sendable {
         case .taskConflict: APIError(.conflict, code: "task_conflict", message: error.description)
         case .nodeIsUp: APIError(.conflict, code: "node_is_up", message: error.description)
         case .storage: APIError(.internalServerError, code: "storage_failed", message: error.description)
+        case .noLogs: APIError(.conflict, code: "logs_unavailable", message: error.description)
         }
     }
 }

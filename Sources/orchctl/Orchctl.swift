@@ -14,7 +14,10 @@ struct Orchctl: AsyncParsableCommand {
               orchctl validate -f data/task1.json     check a task file and show it as it would run
             """,
         version: "0.1.0",
-        subcommands: [ManagerCommand.self, WorkerCommand.self, ValidateCommand.self])
+        subcommands: [
+            ManagerCommand.self, WorkerCommand.self, DevCommand.self, RunCommand.self, StatusCommand.self, StopCommand.self,
+            NodesCommand.self, LogsCommand.self, ValidateCommand.self,
+        ])
 }
 
 /// Prints `message` on stderr as orchctl's one-line error format.

@@ -1,0 +1,163 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import OrchCore
+
+/// Options every client command takes.
+struct ClientOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The manager's REST API (env ORCH_API).", valueName: "url"))
+    var api: String = ProcessInfo.processInfo.environment["ORCH_API"] ?? "http://127.0.0.1:5555"
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard let url = URL(string: api), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+            throw ValidationError("--api: \"\(api)\" is not a URL such as http://127.0.0.1:5555")
+        }
+    }
+
+    var client: APIClient { APIClient(base: api.hasSuffix("/") ? String(api.dropLast()) : api) }
+}
+
+/// A failure a client command reports as one line, with its exit code.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    var exitCode: Int32 = 1
+}
+
+/// The manager's REST API, for orchctl's client commands.
+struct APIClient: Sendable {
+    let base: String
+
+    struct Answer {
+        var status: Int
+        var body: ByteBuffer
+        var text: String { String(buffer: body) }
+    }
+
+    func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, timeout: TimeAmount = .seconds(30)) async throws -> Answer {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        } catch {
+            throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
+        }
+        let bytes = try await response.body.collect(upTo: 64 << 20)
+        return Answer(status: Int(response.status.code), body: bytes)
+    }
+
+    /// Decodes a 2xx answer as `T`, or throws the server's error as one line.
+    func decode<T: Decodable>(_ type: T.Type, from answer: Answer) throws -> T {
+        guard (200..<300).contains(answer.status) else { throw Self.failure(answer) }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            return try decoder.decode(T.self, from: Data(buffer: answer.body))
+        } catch {
+            throw CommandFailure(description: "the manager answered something unexpected: \(error)")
+        }
+    }
+
+    /// The server's error body as a failure: its message, then every detail on a line.
+    static func failure(_ answer: Answer) -> CommandFailure {
+        let decoder = JSONDecoder()
+        guard let body = try? decoder.decode(APIErrorBody.self, from: Data(buffer: answer.body)) else {
+            return CommandFailure(description: "the manager answered \(answer.status): \(answer.text.prefix(200))")
+        }
+        var text = body.error.message
+        let details = body.error.details ?? []
+        if !(details.count == 1 && text.contains(details[0].description)) {
+            for detail in details { text += "\n  \(detail)" }
+        }
+        return CommandFailure(description: text)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
+        if text.contains("Timeout") || text.contains("timeout") { return "timed out" }
+        return text
+    }
+
+    /// Streams a GET's body to `output` as it arrives.
+    func stream(_ path: String, to output: FileHandle) async throws {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .GET
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        } catch {
+            throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
+        }
+        guard response.status == .ok else {
+            let bytes = try await response.body.collect(upTo: 1 << 20)
+            throw Self.failure(Answer(status: Int(response.status.code), body: bytes))
+        }
+        for try await chunk in response.body {
+            output.write(Data(buffer: chunk))
+        }
+    }
+}
+
+/// Pretty JSON of a server answer, for `--json`.
+func printJSON(_ answer: APIClient.Answer) {
+    if let object = try? JSONSerialization.jsonObject(with: Data(buffer: answer.body)),
+       let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) {
+        print(String(decoding: pretty, as: UTF8.self))
+    } else {
+        print(answer.text)
+    }
+}
+
+/// A table with a header row, columns padded to their widest cell.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for row in rows { for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { index, cell in
+            index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }
+    print(line(header))
+    for row in rows { print(line(row)) }
+}
+
+/// "5s", "3m", "2h", "4d": how long ago `date` was.
+func age(since date: Date, now: Date = Date()) -> String {
+    let seconds = max(0, Int(now.timeIntervalSince(date)))
+    switch seconds {
+    case ..<60: return "\(seconds)s"
+    case ..<3600: return "\(seconds / 60)m"
+    case ..<86400: return "\(seconds / 3600)h"
+    default: return "\(seconds / 86400)d"
+    }
+}
+
+/// "0.4s", "12.0s", "3m05s": an elapsed time for progress lines.
+func elapsedText(_ duration: Duration) -> String {
+    let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    if seconds < 60 { return String(format: "%.1fs", seconds) }
+    return String(format: "%dm%02ds", Int(seconds) / 60, Int(seconds) % 60)
+}
+
+/// Runs a client command body, turning failures into one line on stderr and an exit code.
+func runClient(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let failure as CommandFailure {
+        printError(failure.description)
+        throw ExitCode(failure.exitCode)
+    } catch let error as CLIError {
+        printError(error.localizedDescription)
+        throw ExitCode(1)
+    }
+}

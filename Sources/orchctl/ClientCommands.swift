@@ -1,0 +1,243 @@
+import ArgumentParser
+import Foundation
+import OrchCore
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Submits a task from a JSON file (ours or Cube's) and prints its id.",
+        discussion: """
+            The file is checked by the manager; every problem is listed with its field's path.
+            With --wait, orchctl follows the task until it runs (or fails), showing its progress.
+
+            Examples:
+              orchctl run -f data/task1.json
+              orchctl run -f data/task1.json --wait
+              orchctl task --filename data/cube-task.json       (Cube's command, same thing)
+              cat task.json | orchctl run -f -
+            """,
+        aliases: ["task"])
+
+    @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("The task file, or - for standard input.", valueName: "file"))
+    var file: String
+
+    @Flag(help: "Wait until the task runs, showing progress.")
+    var wait = false
+
+    @Option(help: ArgumentHelp("How long --wait waits, e.g. 60s or 5m.", valueName: "duration"))
+    var timeout: String = "2m"
+
+    @OptionGroup var options: ClientOptions
+
+    func validate() throws {
+        guard DurationText.parse(timeout) != nil else { throw ValidationError("--timeout: \"\(timeout)\" is not a duration such as 60s") }
+    }
+
+    func run() async throws {
+        try await runClient {
+            let data = try readTaskFile(file)
+            let client = options.client
+            let answer = try await client.request(.POST, "/tasks", body: data)
+            let task = try client.decode(TaskDTO.self, from: answer)
+            if options.json && !wait {
+                printJSON(answer)
+            } else {
+                print(task.id.rawValue)
+            }
+            guard wait else { return }
+            try await waitUntilRunning(task.id, client: client, timeout: DurationText.parse(timeout) ?? .seconds(120))
+        }
+    }
+
+    /// Follows the task's state on stderr until it runs, ends, or the timeout passes.
+    func waitUntilRunning(_ id: TaskID, client: APIClient, timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        var last = ""
+        let started = ContinuousClock.now
+        while ContinuousClock.now < deadline {
+            let task = try client.decode(TaskDTO.self, from: try await client.request(.GET, "/tasks/\(id.rawValue)"))
+            var line = "\(task.state.rawValue)"
+            if let node = task.nodeName ?? task.node?.rawValue { line += " on \(node)" }
+            if task.state == .pending, let reason = task.error { line += ": \(reason)" }
+            if line != last {
+                let elapsed = ContinuousClock.now - started
+                FileHandle.standardError.write(Data("[\(elapsedText(elapsed))] \(line)\n".utf8))
+                last = line
+            }
+            switch task.state {
+            case .running:
+                let ports = task.ports.map { "\($0.hostIP):\($0.hostPort)->\($0.containerPort)" }.joined(separator: ", ")
+                FileHandle.standardError.write(Data("running as \(task.container?.short ?? "?")\(ports.isEmpty ? "" : ", ports \(ports)")\n".utf8))
+                return
+            case .completed:
+                return
+            case .failed:
+                throw CommandFailure(description: "task \(id) failed: \(task.error ?? "exit code \(task.exitCode.map(String.init) ?? "?")")")
+            default:
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        throw CommandFailure(description: "task \(id) is not running after \(DurationText.format(timeout)) (still \(last)); `orchctl status \(id)` shows why")
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Shows every task in a table, or one task with its history.",
+        discussion: """
+            A unique prefix of an id is enough.
+
+            Examples:
+              orchctl status
+              orchctl status 3f2a
+              orchctl status --json
+            """)
+
+    @Argument(help: ArgumentHelp("A task id or a unique prefix of one.", valueName: "id"))
+    var id: String?
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = options.client
+            if let id {
+                let answer = try await client.request(.GET, "/tasks/\(id)")
+                let task = try client.decode(TaskDTO.self, from: answer)
+                if options.json { printJSON(answer); return }
+                printTask(task)
+            } else {
+                let answer = try await client.request(.GET, "/tasks")
+                let tasks = try client.decode([TaskDTO].self, from: answer)
+                if options.json { printJSON(answer); return }
+                printTable(
+                    ["ID", "NAME", "STATE", "NODE", "CONTAINER", "AGE", "RESTARTS"],
+                    tasks.map { task in
+                        [String(task.id.rawValue.prefix(12)), task.name ?? "-", task.state.rawValue, task.nodeName ?? "-",
+                         task.container?.short ?? "-", age(since: task.createdAt), String(task.restarts)]
+                    })
+            }
+        }
+    }
+
+    func printTask(_ task: TaskDTO) {
+        var lines: [(String, String)] = [
+            ("id", task.id.rawValue), ("name", task.name ?? "-"), ("image", task.image),
+            ("state", task.state.rawValue + (task.desiredState == .stop ? " (stop requested)" : "")),
+            ("node", task.nodeName.map { "\($0) (\(task.node?.rawValue ?? ""))" } ?? "-"),
+            ("container", task.container?.rawValue ?? "-"), ("attempt", String(task.attempt)), ("restarts", String(task.restarts)),
+            ("health", task.health.rawValue),
+        ]
+        if !task.ports.isEmpty {
+            lines.append(("ports", task.ports.map { "\($0.hostIP):\($0.hostPort)->\($0.containerPort)/\($0.protocol.rawValue)" }.joined(separator: ", ")))
+        }
+        if let code = task.exitCode { lines.append(("exit code", String(code))) }
+        if let error = task.error { lines.append(("reason", error)) }
+        lines.append(("created", "\(ISO8601DateFormatter().string(from: task.createdAt)) (\(age(since: task.createdAt)) ago)"))
+        for (key, value) in lines { print("\(key.padding(toLength: 10, withPad: " ", startingAt: 0)) \(value)") }
+        if let events = task.events, !events.isEmpty {
+            print("\nevents:")
+            let formatter = ISO8601DateFormatter()
+            for event in events { print("  \(formatter.string(from: event.at))  \(event.state.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(event.message)") }
+        }
+    }
+}
+
+struct StopCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stop",
+        abstract: "Stops a task: it ends Completed and is not restarted.",
+        discussion: """
+            Examples:
+              orchctl stop 3f2a
+            """)
+
+    @Argument(help: ArgumentHelp("A task id or a unique prefix of one.", valueName: "id"))
+    var id: String
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = options.client
+            let answer = try await client.request(.DELETE, "/tasks/\(id)")
+            let task = try client.decode(TaskDTO.self, from: answer)
+            if options.json { printJSON(answer); return }
+            print("\(task.id.rawValue) \(task.state.rawValue)")
+        }
+    }
+}
+
+struct NodesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nodes",
+        abstract: "Shows the worker nodes: state, capacity, use and tasks.",
+        discussion: """
+            Examples:
+              orchctl nodes
+              orchctl node --json
+            """,
+        aliases: ["node"])
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = options.client
+            let answer = try await client.request(.GET, "/nodes")
+            let nodes = try client.decode([NodeDTO].self, from: answer)
+            if options.json { printJSON(answer); return }
+            printTable(
+                ["NAME", "ADDRESS", "STATE", "CPUS", "MEMORY", "DISK", "TASKS", "HEARTBEAT"],
+                nodes.map { node in
+                    let cpus = "\(Self.cpus(node.reserved.millicores))/\(Self.cpus(node.capacity.millicores))"
+                    let memory = "\(ByteCount.format(node.reserved.memoryBytes))/\(ByteCount.format(node.capacity.memoryBytes))"
+                    let disk = node.metrics.map { "\(ByteCount.format($0.diskUsedBytes))/\(ByteCount.format($0.diskTotalBytes))" } ?? "-"
+                    return [node.name, node.addresses.first ?? "-", node.state.rawValue, cpus, memory, disk, String(node.tasks),
+                            node.lastHeartbeat.map { age(since: $0) + " ago" } ?? "-"]
+                })
+        }
+    }
+
+    static func cpus(_ millicores: Int) -> String {
+        millicores % 1000 == 0 ? String(millicores / 1000) : String(format: "%.2f", Double(millicores) / 1000)
+    }
+}
+
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs",
+        abstract: "Prints a task's container output, relayed from its worker.",
+        discussion: """
+            With --follow the output streams until the task ends or Ctrl-C.
+
+            Examples:
+              orchctl logs 3f2a
+              orchctl logs 3f2a --tail 20 --follow
+            """)
+
+    @Argument(help: ArgumentHelp("A task id or a unique prefix of one.", valueName: "id"))
+    var id: String
+
+    @Flag(name: .shortAndLong, help: "Keep printing new output.")
+    var follow = false
+
+    @Option(help: ArgumentHelp("Only the last N lines.", valueName: "N"))
+    var tail: Int?
+
+    @OptionGroup var options: ClientOptions
+
+    func validate() throws {
+        if let tail, tail < 0 { throw ValidationError("--tail must be 0 or more") }
+    }
+
+    func run() async throws {
+        try await runClient {
+            var query: [String] = []
+            if follow { query.append("follow=true") }
+            if let tail { query.append("tail=\(tail)") }
+            try await options.client.stream("/tasks/\(id)/logs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")), to: .standardOutput)
+        }
+    }
+}

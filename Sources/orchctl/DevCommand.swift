@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OrchCore
+import OrchManager
+import OrchRuntime
+import OrchWorker
+import ServiceLifecycle
+
+struct DevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev",
+        abstract: "Runs a manager and one local worker in one process: a cluster to try things on.",
+        discussion: """
+            State goes to a temporary directory unless --data is given (then the manager keeps it
+            in DIR/manager and the worker its identity in DIR/worker). Ctrl-C stops both; the
+            containers are left running and adopted next time with the same --data.
+
+            Examples:
+              orchctl dev
+              orchctl dev --data ~/.orch/dev --http 127.0.0.1:8080
+            """)
+
+    @Option(help: ArgumentHelp("Where the REST API listens.", valueName: "host:port"))
+    var http: String = "127.0.0.1:5555"
+
+    @Option(help: ArgumentHelp("Where the worker connects (the cluster protocol).", valueName: "host:port"))
+    var wire: String = "127.0.0.1:5556"
+
+    @Option(help: ArgumentHelp("Where the worker's own API listens.", valueName: "host:port"))
+    var workerHttp: String = "127.0.0.1:5557"
+
+    @Option(help: ArgumentHelp("Keep the state here instead of a temporary directory.", valueName: "dir"))
+    var data: String?
+
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, warning, error.", valueName: "level"))
+    var logLevel: String = "info"
+
+    func validate() throws {
+        _ = try HostPort.parse(http, option: "--http")
+        _ = try HostPort.parse(wire, option: "--wire")
+        _ = try HostPort.parse(workerHttp, option: "--worker-http")
+        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: \"\(logLevel)\" is not one of trace, debug, info, warning, error") }
+    }
+
+    func run() async throws {
+        let logger = makeLogger(label: "orch.dev", level: logLevel)
+        let root = data ?? NSTemporaryDirectory() + "orch-dev-\(UUID().uuidString.prefix(8))"
+        let httpAddress = try HostPort.parse(http, option: "--http")
+        let wireAddress = try HostPort.parse(wire, option: "--wire")
+        let workerAddress = try HostPort.parse(workerHttp, option: "--worker-http")
+
+        var managerConfiguration = ManagerConfiguration(dataDirectory: "\(root)/manager")
+        managerConfiguration.httpHost = httpAddress.host
+        managerConfiguration.httpPort = httpAddress.port
+        managerConfiguration.wireHost = wireAddress.host
+        managerConfiguration.wirePort = wireAddress.port
+
+        var workerConfiguration = WorkerConfiguration(name: "local", stateDirectory: "\(root)/worker")
+        workerConfiguration.managerHost = wireAddress.host == "0.0.0.0" ? "127.0.0.1" : wireAddress.host
+        workerConfiguration.managerPort = wireAddress.port
+        workerConfiguration.httpHost = workerAddress.host
+        workerConfiguration.httpPort = workerAddress.port
+
+        do {
+            let manager = try await Manager(configuration: managerConfiguration, logger: logger)
+            let runtime = try await DockerRuntime.connect(logger: logger)
+            let worker = try Worker(configuration: workerConfiguration, runtime: runtime, logger: logger)
+            logger.info("dev cluster: REST on \(http), state in \(root)")
+            // Started in order (the manager listens before the worker dials), stopped in reverse.
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: manager), .init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            try? await runtime.shutdown()
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,563 @@
+#!/usr/bin/env python3
+"""Checks a running manager's REST API against Protocol/openapi.yaml.
+
+    python3 tools/check_openapi.py --api http://127.0.0.1:PORT [--spec Protocol/openapi.yaml]
+
+Exercises every route and every error code the gateway answers, on a manager with or
+without workers, and validates each response with openapi-core: its status code is
+documented for the operation, its content type and body match the schema (which
+refuses unknown fields), its headers match, and an error carries the expected `code`.
+The requests the script means to be valid are validated against the spec too, and
+the ones the server must refuse (a state that does not exist, limit=0, a body that
+is not JSON) must be refused by the spec as well.
+
+With a node up, it also waits for a task to run and to complete, so that the fields
+only a placed task has (node, container, ports, startedAt, exitCode) are validated.
+
+Prints one line per check (`ok   ...` or `FAIL ...: reason`) and a summary. Exits 0 when
+every check passed, 1 when one failed (an API that does not answer fails), 2 on a
+usage error. Needs the packages of tools/requirements-test.txt.
+
+Tasks it creates are named `oacheck-RUN-...` (RUN: random per run), plus `amb-1` and
+`amb-2` for the ambiguous-prefix case; they run `sleep 1` or `exit 0`, and the one that
+would run on (the Cube one) is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import urlparse
+
+TIMEOUT = 10  # seconds, for every request
+IMAGE = "orch-busybox:latest"
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "Protocol" / "openapi.yaml"
+
+
+def _summary_of(exc: BaseException, limit: int = 600) -> str:
+    """An openapi-core exception as one readable line: the schema errors found anywhere in
+    its chain (each with its path in the body), else the first exception's own text."""
+    messages: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        for schema_error in getattr(error, "schema_errors", None) or []:
+            where = "/".join(str(p) for p in getattr(schema_error, "absolute_path", [])) or "(top)"
+            messages.append(f"{where}: {_short(str(getattr(schema_error, 'message', schema_error)), 200)}")
+        # HeadersError and friends keep several errors in `context`.
+        pending += [e for e in getattr(error, "context", None) or [] if isinstance(e, BaseException)]
+        pending += [e for e in (error.__cause__, error.__context__) if e is not None]
+    if messages:
+        text = f"{type(exc).__name__}: " + "; ".join(dict.fromkeys(messages))
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return _short(text, limit)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Unreachable(Exception):
+    """The API did not answer its first request: every other check would fail the same way."""
+
+
+class Checker:
+    def __init__(self, api: str, spec_path: str):
+        import requests
+        from openapi_core import Config, OpenAPI
+        from openapi_core import V30RequestValidator, V30ResponseValidator
+        from openapi_core import V31RequestValidator, V31ResponseValidator
+        import yaml
+
+        self.requests = requests
+        with open(spec_path, encoding="utf-8") as handle:
+            version = str(yaml.safe_load(handle).get("openapi", ""))
+        if version.startswith("3.0"):
+            config = Config(request_validator_cls=V30RequestValidator, response_validator_cls=V30ResponseValidator)
+        else:
+            config = Config(request_validator_cls=V31RequestValidator, response_validator_cls=V31ResponseValidator)
+        # Loading also validates the document itself (openapi-spec-validator).
+        self.openapi = OpenAPI.from_file_path(spec_path, config=config)
+        self.api = api.rstrip("/")
+        self.session = requests.Session()
+        self.passed = 0
+        self.failed = 0
+        self.notes = 0
+
+    # -- reporting
+
+    def ok(self, label: str) -> None:
+        self.passed += 1
+        print(f"ok   {label}", flush=True)
+
+    def fail(self, label: str, reason: str) -> None:
+        self.failed += 1
+        print(f"FAIL {label}: {reason}", flush=True)
+
+    def note(self, label: str, reason: str) -> None:
+        self.notes += 1
+        print(f"--   {label}: {reason}", flush=True)
+
+    # -- one request
+
+    def send(self, method: str, path: str, *, body: Optional[bytes] = None):
+        """Sends one request; returns (prepared request, response or None, error text)."""
+        requests = self.requests
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        prepared = requests.Request(method, self.api + path, data=body, headers=headers).prepare()
+        try:
+            response = self.session.send(prepared, timeout=TIMEOUT, allow_redirects=False)
+        except requests.RequestException as error:
+            return prepared, None, f"no answer from the API: {type(error).__name__}: {_short(str(error))}"
+        return prepared, response, None
+
+    def validation_problems(self, prepared, response, request_valid: Optional[bool]) -> list[str]:
+        """What openapi-core finds wrong with this exchange (response; request when asked)."""
+        from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+
+        problems: list[str] = []
+        openapi_request = RequestsOpenAPIRequest(prepared)
+        if request_valid is not None:
+            try:
+                self.openapi.validate_request(openapi_request)
+                if not request_valid:
+                    problems.append("the spec accepts this request, which the server refuses")
+            except Exception as error:  # openapi-core raises several exception types
+                if request_valid:
+                    problems.append(f"request does not match the spec: {_summary_of(error)}")
+        try:
+            self.openapi.validate_response(openapi_request, RequestsOpenAPIResponse(response))
+        except Exception as error:
+            problems.append(f"response does not match the spec: {_summary_of(error)}")
+        return problems
+
+    def call(
+        self,
+        method: str,
+        template: str,
+        path: str,
+        expect: int | Iterable[int],
+        *,
+        note: str = "",
+        body: Any = None,
+        raw_body: Optional[bytes] = None,
+        code: Optional[str] = None,
+        request_valid: Optional[bool] = True,
+        check: Optional[Callable[[Any], Optional[str]]] = None,
+        report: bool = True,
+    ):
+        """Sends a request, validates the exchange, reports one line; returns the response
+        (None when the API did not answer) and whether every check passed."""
+        expected = {expect} if isinstance(expect, int) else set(expect)
+        shown = "/".join(str(s) for s in sorted(expected))
+        label = f"{method} {template} {shown}" + (f" {code}" if code else "") + (f" ({note})" if note else "")
+        data = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else None)
+        prepared, response, error = self.send(method, path, body=data)
+        if response is None:
+            self.fail(label, error or "no answer")
+            return None, False
+        problems: list[str] = []
+        if response.status_code not in expected:
+            problems.append(f"expected {shown}, got {response.status_code}: {_short(response.text)}")
+        problems += self.validation_problems(prepared, response, request_valid)
+        if code is not None:
+            try:
+                got = response.json().get("error", {}).get("code")
+            except (ValueError, AttributeError):
+                got = None
+            if got != code:
+                problems.append(f"expected the error code {code}, got {got!r}")
+        if check is not None and not problems:
+            try:
+                reason = check(response)
+            except Exception as error:  # a body of an unexpected shape
+                reason = f"{type(error).__name__}: {error}"
+            if reason:
+                problems.append(reason)
+        if problems:
+            self.fail(label, "; ".join(problems))
+        elif report:
+            self.ok(label)
+        return response, not problems
+
+
+def task_file(task_id: Optional[str] = None, command: Optional[list[str]] = None, **extra: Any) -> dict:
+    task: dict[str, Any] = {"image": IMAGE}
+    if task_id:
+        task["id"] = task_id
+    if command:
+        task["command"] = command
+    task.update(extra)
+    return task
+
+
+def cube_event(task_id: Optional[str], state: int) -> dict:
+    """A Cube task event in the shape of data/cube-task.json."""
+    task: dict[str, Any] = {
+        "State": 1,
+        "Name": "cube-web-1",
+        "Image": IMAGE,
+        "Memory": 67108864,
+        "ExposedPorts": {"8080/tcp": {}},
+        "PortBindings": {"8080/tcp": ""},
+        "RestartPolicy": "on-failure",
+        "HealthCheck": "/health",
+    }
+    if task_id is not None:
+        task["ID"] = task_id
+    return {"ID": str(uuid.uuid4()), "State": state, "Timestamp": "2026-01-01T10:00:00Z", "Task": task}
+
+
+def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
+    c = checker
+    run_id = uuid.uuid4().hex[:8]
+    dup_id = f"oacheck-{run_id}-dup"
+    cube_id = f"oacheck-{run_id}-cube"
+    missing_id = f"oacheck-{run_id}-missing"
+    full_id = f"oacheck-{run_id}-full"
+
+    def body_of(response) -> Any:
+        return response.json() if response is not None else None
+
+    # -- health and metrics
+
+    response, _ = c.call("GET", "/healthz", "/healthz", 200,
+                         check=lambda r: None if r.json() == {"status": "ok"} else f"unexpected body {r.text!r}")
+    if response is None:
+        raise Unreachable()
+
+    def metrics_check(r) -> Optional[str]:
+        missing = [name for name in ("orch_tasks{state=\"pending\"}", "orch_nodes{state=\"up\"}",
+                                     "orch_task_submissions_total") if name not in r.text]
+        return f"missing {', '.join(missing)}" if missing else None
+
+    c.call("GET", "/metrics", "/metrics", 200, check=metrics_check)
+
+    # -- what is there already
+
+    response, _ = c.call("GET", "/tasks", "/tasks", 200, note="no filter")
+    existing = body_of(response) or []
+    response, _ = c.call("GET", "/nodes", "/nodes", 200)
+    nodes = body_of(response) or []
+    up_nodes = [n for n in nodes if n.get("state") == "up"]
+    down_nodes = [n for n in nodes if n.get("state") == "down"]
+    print(f"     ({len(existing)} tasks, {len(nodes)} nodes of which {len(up_nodes)} up)", flush=True)
+
+    # -- submitting
+
+    def created_check(r) -> Optional[str]:
+        task = r.json()
+        if r.headers.get("Location") != f"/tasks/{task['id']}":
+            return f"Location {r.headers.get('Location')!r} does not name /tasks/{task['id']}"
+        if task["desiredState"] != "run" or task["spec"]["image"] != IMAGE:
+            return f"unexpected task {task}"
+        return None
+
+    oneshot = task_file(command=["sh", "-c", "echo hello from a one-shot task; exit 0"],
+                        resources={"cpus": 0.1, "memory": "16MiB"}, name="oneshot")
+    response, _ = c.call("POST", "/tasks", "/tasks", 201, note="our shape, id chosen by the manager",
+                         body=oneshot, check=created_check)
+    oneshot_id = (body_of(response) or {}).get("id") if response is not None and response.status_code == 201 else None
+
+    dup = task_file(dup_id, ["sleep", "1"])
+    response, _ = c.call("POST", "/tasks", "/tasks", 201, note="explicit id", body=dup, check=created_check)
+    first = body_of(response) if response is not None and response.status_code == 201 else None
+
+    def same_task(r) -> Optional[str]:
+        task = r.json()
+        if first is None:
+            return "the first submission failed"
+        if task["id"] != dup_id or task["createdAt"] != first["createdAt"]:
+            return f"not the task created first: {task['id']} created {task['createdAt']}"
+        return created_check(r)
+
+    c.call("POST", "/tasks", "/tasks", 200, note="the same task again", body=dup, check=same_task)
+    c.call("POST", "/tasks", "/tasks", 409, code="task_conflict", note="same id, another spec",
+           body=task_file(dup_id, ["sleep", "2"]))
+
+    def details_check(paths: list[str]) -> Callable[[Any], Optional[str]]:
+        def check(r) -> Optional[str]:
+            got = [d["path"] for d in r.json()["error"].get("details", [])]
+            missing = [p for p in paths if p not in got]
+            return f"details lack the paths {missing} (got {got})" if missing else None
+        return check
+
+    c.call("POST", "/tasks", "/tasks", 400, code="invalid_task", note="malformed JSON",
+           raw_body=b'{"image": "orch-busybox:latest",', request_valid=False, check=details_check([""]))
+    c.call("POST", "/tasks", "/tasks", 400, code="invalid_task", note="not an object",
+           raw_body=b"[]", request_valid=False, check=details_check([""]))
+    c.call("POST", "/tasks", "/tasks", 400, code="invalid_task", note="invalid spec, every problem",
+           body={"image": "", "resources": {"memory": "1KiB"}},
+           check=details_check(["image", "resources.memory"]))
+    c.call("POST", "/tasks", "/tasks", 400, code="invalid_task", note="unknown field",
+           body={"image": IMAGE, "restartpolicy": "always"}, check=details_check(["restartpolicy"]))
+    c.call("POST", "/tasks", "/tasks", 400, code="invalid_task", note="empty body",
+           raw_body=b"", request_valid=False, check=details_check([""]))
+
+    # Every field, in short forms; pinned to a node that does not exist, so it never runs.
+    full = {
+        "id": full_id, "name": "full", "image": IMAGE, "command": "echo hi", "environment": ["A=1", "B=x=y"],
+        "ports": [8080, "53/udp", {"containerPort": 9000, "hostPort": 19000}],
+        "resources": {"cpus": "250m", "memory": "32MiB"}, "restartPolicy": "on-failure",
+        "stopGracePeriod": "1m30.5s", "healthCheck": "/health",
+        "constraints": {"node": f"oacheck-{run_id}-nowhere", "labels": {"disk": "ssd"}},
+    }
+    normalized = {
+        "id": full_id, "name": "full", "image": IMAGE, "command": ["/bin/sh", "-c", "echo hi"],
+        "environment": {"A": "1", "B": "x=y"},
+        "ports": [{"containerPort": 8080, "protocol": "tcp"}, {"containerPort": 53, "protocol": "udp"},
+                  {"containerPort": 9000, "hostPort": 19000, "protocol": "tcp"}],
+        "resources": {"cpus": 0.25, "memory": 32 << 20}, "restartPolicy": {"mode": "on-failure"},
+        "stopGracePeriod": "1m30.5s",
+        "healthCheck": {"path": "/health", "port": 8080, "interval": "10s", "timeout": "2s", "failureThreshold": 3},
+        "constraints": {"node": f"oacheck-{run_id}-nowhere", "labels": {"disk": "ssd"}},
+    }
+
+    def normalized_check(r) -> Optional[str]:
+        spec = r.json()["spec"]
+        return None if spec == normalized else f"spec not normalized as docs/TASKS.md says: {spec}"
+
+    c.call("POST", "/tasks", "/tasks", 201, note="every field, in short forms", body=full,
+           check=lambda r: created_check(r) or normalized_check(r))
+
+    big = json.dumps({"image": IMAGE, "name": "x" * (2 << 20)}).encode()
+    c.call("POST", "/tasks", "/tasks", 413, code="bad_request", note="a 2 MiB body", raw_body=big, request_valid=None)
+
+    # -- reading one task
+
+    def detail_check(task_id: str) -> Callable[[Any], Optional[str]]:
+        def check(r) -> Optional[str]:
+            task = r.json()
+            if task["id"] != task_id:
+                return f"got task {task['id']}, expected {task_id}"
+            if task["events"][0]["state"] != "pending":
+                return f"the first event is {task['events'][0]}, expected the acceptance"
+            return None
+        return check
+
+    c.call("GET", "/tasks/{taskID}", f"/tasks/{dup_id}", 200, note="full id, with events",
+           check=detail_check(dup_id))
+    c.call("GET", "/tasks/{taskID}", f"/tasks/{dup_id[:-1]}", 200, note="unique prefix",
+           check=detail_check(dup_id))
+    c.call("GET", "/tasks/{taskID}", f"/tasks/{missing_id}", 404, code="task_not_found")
+
+    # -- ambiguous prefixes (the two tasks may exist from an earlier run: 200)
+
+    for name in ("amb-1", "amb-2"):
+        c.call("POST", "/tasks", "/tasks", (200, 201), note=f"{name}", body=task_file(name, ["sleep", "1"]))
+    c.call("GET", "/tasks/{taskID}", "/tasks/amb-", 409, code="ambiguous_id", note="amb- matches amb-1 and amb-2")
+    c.call("DELETE", "/tasks/{taskID}", "/tasks/amb-", 409, code="ambiguous_id", note="amb-")
+
+    # -- listing
+
+    def all_in(field: str, value: str) -> Callable[[Any], Optional[str]]:
+        def check(r) -> Optional[str]:
+            tasks = r.json()
+            wrong = [t["id"] for t in tasks if t.get(field) != value]
+            if wrong:
+                return f"tasks whose {field} is not {value}: {wrong[:5]}"
+            if any("events" in t for t in tasks):
+                return "a listed task carries events"
+            return None
+        return check
+
+    c.call("GET", "/tasks", "/tasks?state=pending", 200, note="state=pending", check=all_in("state", "pending"))
+
+    link_holder: dict[str, str] = {}
+
+    def first_page(r) -> Optional[str]:
+        tasks = r.json()
+        if len(tasks) != 1:
+            return f"expected 1 task, got {len(tasks)}"
+        link = r.headers.get("Link")
+        expected = f'</tasks?limit=1&after={tasks[0]["id"]}>; rel="next"'
+        if link != expected:
+            return f"Link is {link!r}, expected {expected!r} (at least 2 tasks exist)"
+        link_holder["next"] = link[1:link.index(">")]
+        link_holder["first"] = tasks[0]["id"]
+        return None
+
+    c.call("GET", "/tasks", "/tasks?limit=1", 200, note="limit=1, Link to the next page", check=first_page)
+    if "next" in link_holder:
+        def second_page(r) -> Optional[str]:
+            tasks = r.json()
+            if len(tasks) != 1 or tasks[0]["id"] == link_holder["first"]:
+                return f"the next page repeats or is empty: {[t['id'] for t in tasks]}"
+            return None
+        c.call("GET", "/tasks", link_holder["next"], 200, note="the Link's next page", check=second_page)
+    else:
+        c.fail("GET /tasks 200 (the Link's next page)", "no Link to follow")
+
+    def no_link(r) -> Optional[str]:
+        return f"a Link on the last page: {r.headers['Link']}" if "Link" in r.headers else None
+
+    c.call("GET", "/tasks", "/tasks?limit=10000", 200, note="limit=10000, no Link", check=no_link)
+    c.call("GET", "/tasks", "/tasks?state=bogus", 400, code="invalid_query", note="state=bogus", request_valid=False)
+    c.call("GET", "/tasks", "/tasks?limit=0", 400, code="invalid_query", note="limit=0", request_valid=False)
+    c.call("GET", "/tasks", "/tasks?limit=10001", 400, code="invalid_query", note="limit=10001", request_valid=False)
+    c.call("GET", "/tasks", "/tasks?limit=abc", 400, code="invalid_query", note="limit=abc", request_valid=False)
+    c.call("GET", "/tasks", f"/tasks?node={missing_id}", 404, code="node_not_found", note="unknown node")
+    if nodes:
+        node = nodes[0]
+        c.call("GET", "/tasks", f"/tasks?node={node['id']}", 200, note="node=<a listed node>",
+               check=all_in("node", node["id"]))
+    else:
+        c.note("GET /tasks 200 (node=<a listed node>)", "not exercised: no node is listed")
+
+    # -- stopping
+
+    def stopped(r) -> Optional[str]:
+        task = r.json()
+        if task["desiredState"] != "stop" or task["state"] not in ("stopping", "completed", "failed"):
+            return f"desiredState {task['desiredState']}, state {task['state']} after a stop"
+        return None
+
+    c.call("DELETE", "/tasks/{taskID}", f"/tasks/{dup_id}", 202, check=stopped)
+    c.call("DELETE", "/tasks/{taskID}", f"/tasks/{full_id}", 202, note="a pending task completes at once",
+           check=lambda r: stopped(r) or (None if r.json()["state"] == "completed" else f"state {r.json()['state']}"))
+    c.call("DELETE", "/tasks/{taskID}", f"/tasks/{missing_id}", 404, code="task_not_found")
+
+    # -- Cube's shape: a run event, then the stop event (State 3)
+
+    def cube_created(r) -> Optional[str]:
+        spec = r.json()["spec"]
+        if spec["id"] != cube_id or spec.get("name") != "cube-web-1":
+            return f"unexpected spec {spec}"
+        if spec["ports"] != [{"containerPort": 8080, "protocol": "tcp"}] or spec.get("healthCheck", {}).get("path") != "/health":
+            return f"Cube's ports or health check not translated: {spec}"
+        return None
+
+    c.call("POST", "/tasks", "/tasks", 201, note="Cube's task event", body=cube_event(cube_id, 2),
+                               check=cube_created)
+
+    if up_nodes:
+        wait_for(c, cube_id, ("running",), wait, "running on a node, with its container and ports",
+                 lambda t: None if t.get("container") and t.get("node") and t.get("nodeName") and t["ports"]
+                 and t.get("startedAt") else f"a running task without container, node or ports: {t}")
+    else:
+        c.note("GET /tasks/{taskID} 200 (a running task)", "not exercised: no node is up")
+
+    c.call("POST", "/tasks", "/tasks", 202, note="Cube's stop event, State 3", body=cube_event(cube_id, 3), check=stopped)
+    c.call("POST", "/tasks", "/tasks", 404, code="task_not_found", note="Cube's stop event for an unknown task",
+           body=cube_event(missing_id, 3))
+    c.call("POST", "/tasks", "/tasks", 400, code="invalid_task", note="Cube's stop event without Task.ID",
+           body=cube_event(None, 3))
+
+    if up_nodes:
+        wait_for(c, cube_id, ("completed",), wait, "completed after the stop",
+                 lambda t: None if t.get("finishedAt") and t["desiredState"] == "stop" else f"no finishedAt: {t}")
+        if oneshot_id:
+            wait_for(c, oneshot_id, ("completed",), wait, "a one-shot task that exited 0",
+                     lambda t: None if t.get("exitCode") == 0 and t.get("finishedAt") else f"no exitCode 0: {t}")
+    else:
+        c.note("GET /tasks/{taskID} 200 (a completed task)", "not exercised: no node is up")
+
+    # -- nodes
+
+    c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{missing_id}", 404, code="node_not_found")
+    if up_nodes:
+        c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{up_nodes[0]['id']}", 409, code="node_is_up",
+               note=f"node {up_nodes[0]['name']} is up")
+        c.call("GET", "/nodes", "/nodes", 200, note="the up node is still listed",
+               check=lambda r: None if any(n["id"] == up_nodes[0]["id"] for n in r.json()) else "the node vanished")
+    else:
+        c.note("DELETE /nodes/{nodeID} 409 node_is_up", "not exercised: no node is up")
+    if remove_down_nodes and down_nodes:
+        node = down_nodes[0]
+        response, _ = c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{node['id']}", 204, note=f"down node {node['name']}",
+                             check=lambda r: f"a body on 204: {r.text!r}" if r.content else None)
+        c.call("GET", "/nodes", "/nodes", 200, note="the removed node is gone",
+               check=lambda r: "the removed node is still listed" if any(n["id"] == node["id"] for n in r.json()) else None)
+    else:
+        c.note("DELETE /nodes/{nodeID} 204", "not exercised: needs a down node and --remove-down-nodes"
+               if not remove_down_nodes else "not exercised: no node is down")
+
+
+def wait_for(c: Checker, task_id: str, states: tuple[str, ...], wait: float, note: str,
+             check: Callable[[dict], Optional[str]]) -> None:
+    """Polls GET /tasks/{taskID} (each answer validated) until the task is in one of `states`."""
+    label_note = f"{note}"
+    deadline = time.monotonic() + wait
+    last = None
+    while True:
+        response, good = c.call("GET", "/tasks/{taskID}", f"/tasks/{task_id}", 200, note=label_note, report=False)
+        if not good:
+            return  # already reported as FAIL
+        last = response.json()
+        if last["state"] in states:
+            reason = check(last)
+            if reason:
+                c.fail(f"GET /tasks/{{taskID}} 200 ({label_note})", reason)
+            else:
+                c.ok(f"GET /tasks/{{taskID}} 200 ({label_note})")
+            return
+        if time.monotonic() > deadline:
+            c.fail(f"GET /tasks/{{taskID}} 200 ({label_note})",
+                   f"task {task_id} still {last['state']} after {wait:.0f} s (error: {last.get('error')})")
+            return
+        time.sleep(0.5)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Exercises a running manager's REST API and validates every response against the OpenAPI spec.")
+    parser.add_argument("--api", required=True, help="the manager's REST address, e.g. http://127.0.0.1:5555")
+    parser.add_argument("--spec", default=str(DEFAULT_SPEC), help="the OpenAPI document (default: %(default)s)")
+    parser.add_argument("--wait", type=float, default=60.0,
+                        help="seconds to wait for a task to run or complete when a node is up (default: %(default)s)")
+    parser.add_argument("--remove-down-nodes", action="store_true",
+                        help="also remove one node that is down, to check DELETE /nodes/{nodeID} 204")
+    args = parser.parse_args(argv)
+    url = urlparse(args.api)
+    if url.scheme not in ("http", "https") or not url.netloc or url.path not in ("", "/") or url.query:
+        parser.error(f"--api must be http://HOST:PORT, not {args.api!r}")
+    if not os.path.isfile(args.spec):
+        parser.error(f"--spec: no file {args.spec}")
+    if args.wait <= 0:
+        parser.error("--wait must be positive")
+
+    try:
+        import openapi_core  # noqa: F401
+        import requests  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError as error:
+        print(f"check_openapi.py: {error}; install tools/requirements-test.txt (pip install -r tools/requirements-test.txt)",
+              file=sys.stderr)
+        return 2
+
+    try:
+        checker = Checker(args.api, args.spec)
+    except Exception as error:
+        print(f"FAIL {args.spec}: not a valid OpenAPI document: {_summary_of(error)}", flush=True)
+        print("check_openapi: FAILED (the spec cannot be loaded)")
+        return 1
+    print(f"checking {checker.api} against {args.spec}", flush=True)
+    try:
+        run(checker, args.wait, args.remove_down_nodes)
+    except Unreachable:
+        print(f"check_openapi: FAILED: the API at {checker.api} does not answer")
+        return 1
+    total = checker.passed + checker.failed
+    extra = f", {checker.notes} not exercised" if checker.notes else ""
+    verdict = "FAILED" if checker.failed else "passed"
+    print(f"check_openapi: {verdict}: {checker.passed} of {total} checks passed, {checker.failed} failed{extra}")
+    return 1 if checker.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
