@@ -12,15 +12,17 @@ the ones the server must refuse (a state that does not exist, limit=0, a body th
 is not JSON) must be refused by the spec as well.
 
 With a node up, it also waits for a task to run and to complete, so that the fields
-only a placed task has (node, container, ports, startedAt, exitCode) are validated.
+only a placed task has (node, container, ports, startedAt, exitCode) are validated, and
+reads a task's logs.
 
 Prints one line per check (`ok   ...` or `FAIL ...: reason`) and a summary. Exits 0 when
 every check passed, 1 when one failed (an API that does not answer fails), 2 on a
 usage error. Needs the packages of tools/requirements-test.txt.
 
-Tasks it creates are named `oacheck-RUN-...` (RUN: random per run), plus `amb-1` and
-`amb-2` for the ambiguous-prefix case; they run `sleep 1` or `exit 0`, and the one that
-would run on (the Cube one) is stopped.
+Tasks it creates are named `oacheck-RUN-...` (RUN: random per run, so that it can run
+again against the same manager), plus `amb-1` and `amb-2` for the ambiguous-prefix case
+(created once; later runs get 200). They end by themselves (`sleep 1`, `exit 0`) or are
+stopped by the script (the Cube task, which serves HTTP, and the one pinned to no node).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -53,7 +54,9 @@ def _summary_of(exc: BaseException, limit: int = 600) -> str:
             continue
         seen.add(id(error))
         for schema_error in getattr(error, "schema_errors", None) or []:
-            where = "/".join(str(p) for p in getattr(schema_error, "absolute_path", [])) or "(top)"
+            # Array indexes become `*`, so that one problem of every listed task is told once.
+            where = "/".join("*" if isinstance(p, int) else str(p)
+                             for p in getattr(schema_error, "absolute_path", [])) or "(top)"
             messages.append(f"{where}: {_short(str(getattr(schema_error, 'message', schema_error)), 200)}")
         # HeadersError and friends keep several errors in `context`.
         pending += [e for e in getattr(error, "context", None) or [] if isinstance(e, BaseException)]
@@ -61,7 +64,8 @@ def _summary_of(exc: BaseException, limit: int = 600) -> str:
     if messages:
         text = f"{type(exc).__name__}: " + "; ".join(dict.fromkeys(messages))
     else:
-        text = f"{type(exc).__name__}: {exc}"
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        text = f"{type(exc).__name__}: {first_line}"
     return _short(text, limit)
 
 
@@ -116,7 +120,7 @@ class Checker:
     def send(self, method: str, path: str, *, body: Optional[bytes] = None):
         """Sends one request; returns (prepared request, response or None, error text)."""
         requests = self.requests
-        headers = {"Accept": "application/json"}
+        headers = {}
         if body is not None:
             headers["Content-Type"] = "application/json"
         prepared = requests.Request(method, self.api + path, data=body, headers=headers).prepare()
@@ -231,8 +235,13 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     missing_id = f"oacheck-{run_id}-missing"
     full_id = f"oacheck-{run_id}-full"
 
-    def body_of(response) -> Any:
-        return response.json() if response is not None else None
+    def body_of(response, kind: type) -> Any:
+        """The JSON body of a successful answer, if it is a `kind`; else an empty one."""
+        try:
+            value = response.json() if response is not None and response.status_code < 300 else None
+        except ValueError:
+            value = None
+        return value if isinstance(value, kind) else kind()
 
     # -- health and metrics
 
@@ -251,9 +260,9 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     # -- what is there already
 
     response, _ = c.call("GET", "/tasks", "/tasks", 200, note="no filter")
-    existing = body_of(response) or []
+    existing = body_of(response, list)
     response, _ = c.call("GET", "/nodes", "/nodes", 200)
-    nodes = body_of(response) or []
+    nodes = [n for n in body_of(response, list) if isinstance(n, dict) and "id" in n]
     up_nodes = [n for n in nodes if n.get("state") == "up"]
     down_nodes = [n for n in nodes if n.get("state") == "down"]
     print(f"     ({len(existing)} tasks, {len(nodes)} nodes of which {len(up_nodes)} up)", flush=True)
@@ -272,11 +281,11 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
                         resources={"cpus": 0.1, "memory": "16MiB"}, name="oneshot")
     response, _ = c.call("POST", "/tasks", "/tasks", 201, note="our shape, id chosen by the manager",
                          body=oneshot, check=created_check)
-    oneshot_id = (body_of(response) or {}).get("id") if response is not None and response.status_code == 201 else None
+    oneshot_id = body_of(response, dict).get("id")
 
     dup = task_file(dup_id, ["sleep", "1"])
     response, _ = c.call("POST", "/tasks", "/tasks", 201, note="explicit id", body=dup, check=created_check)
-    first = body_of(response) if response is not None and response.status_code == 201 else None
+    first = body_of(response, dict) or None
 
     def same_task(r) -> Optional[str]:
         task = r.json()
@@ -356,12 +365,23 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
            check=detail_check(dup_id))
     c.call("GET", "/tasks/{taskID}", f"/tasks/{missing_id}", 404, code="task_not_found")
 
+    # -- logs of a task that cannot have any
+
+    logs = "/tasks/{taskID}/logs"
+    c.call("GET", logs, f"/tasks/{full_id}/logs", 409, code="logs_unavailable", note="a task that never ran")
+    c.call("GET", logs, f"/tasks/{missing_id}/logs", 404, code="task_not_found")
+    c.call("GET", logs, f"/tasks/{full_id}/logs?tail=-1", 400, code="invalid_query", note="tail=-1",
+           request_valid=False)
+    c.call("GET", logs, f"/tasks/{full_id}/logs?tail=abc", 400, code="invalid_query", note="tail=abc",
+           request_valid=False)
+
     # -- ambiguous prefixes (the two tasks may exist from an earlier run: 200)
 
     for name in ("amb-1", "amb-2"):
         c.call("POST", "/tasks", "/tasks", (200, 201), note=f"{name}", body=task_file(name, ["sleep", "1"]))
     c.call("GET", "/tasks/{taskID}", "/tasks/amb-", 409, code="ambiguous_id", note="amb- matches amb-1 and amb-2")
     c.call("DELETE", "/tasks/{taskID}", "/tasks/amb-", 409, code="ambiguous_id", note="amb-")
+    c.call("GET", logs, "/tasks/amb-/logs", 409, code="ambiguous_id", note="amb-")
 
     # -- listing
 
@@ -464,8 +484,17 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
         if oneshot_id:
             wait_for(c, oneshot_id, ("completed",), wait, "a one-shot task that exited 0",
                      lambda t: None if t.get("exitCode") == 0 and t.get("finishedAt") else f"no exitCode 0: {t}")
+            hello = "hello from a one-shot task\n"
+            c.call("GET", logs, f"/tasks/{oneshot_id}/logs", 200, note="a one-shot task's output",
+                   check=lambda r: None if hello in r.text else f"the output lacks {hello!r}: {r.text!r}")
+            c.call("GET", logs, f"/tasks/{oneshot_id}/logs?tail=1&follow=true", 200,
+                   note="tail=1, follow=true on an ended task ends",
+                   check=lambda r: None if r.text == hello else f"expected {hello!r}, got {r.text!r}")
+        else:
+            c.fail("GET /tasks/{taskID}/logs 200", "the one-shot task was not created")
     else:
         c.note("GET /tasks/{taskID} 200 (a completed task)", "not exercised: no node is up")
+        c.note("GET /tasks/{taskID}/logs 200", "not exercised: no node is up")
 
     # -- nodes
 

@@ -115,7 +115,8 @@ extension Cluster {
                 refreshSchedulingNode(id)
             }
             if let lostAt = nodes[id]?.tasksLostAt, lostAt <= now, nodes[id]?.link == nil {
-                if nodes[id]?.state == .up { nodes[id]?.state = .down; refreshSchedulingNode(id) }
+                nodes[id]?.state = .down
+                refreshSchedulingNode(id)
                 nodes[id]?.tasksLostAt = nil
                 loseTasks(of: id, now: date)
             }

@@ -12,6 +12,7 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
     case ambiguousNodeID(String, matches: [NodeID])
     case storage(String)
     case noLogs(String)
+    case taskTooLarge(String)
 
     public var description: String {
         switch self {
@@ -25,6 +26,7 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
             "the id prefix \(prefix) matches \(matches.count) nodes: \(matches.prefix(5).map(\.rawValue).joined(separator: ", "))"
         case .storage(let text): "the task could not be stored: \(text)"
         case .noLogs(let text): "no logs: \(text)"
+        case .taskTooLarge(let text): text
         }
     }
 }
@@ -43,6 +45,11 @@ extension Cluster {
             return (existing, false)
         }
         let record = TaskRecord(id: id, spec: spec, now: now)
+        // Its assignment must fit in one frame of the cluster protocol.
+        let size = Frame.encode(.assignTask(AssignTask(task: id, attempt: 1, spec: record.spec))).readableBytes - 4
+        guard size <= configuration.maximumFrameBytes else {
+            throw .taskTooLarge("the task is \(ByteCount.format(size)) once encoded; the cluster protocol carries at most \(ByteCount.format(configuration.maximumFrameBytes))")
+        }
         do {
             try await persistAndWait([
                 .saveTask(record), .appendHistory(TaskHistoryEntry(task: id, at: now, state: .pending, message: "accepted")),

@@ -133,10 +133,16 @@ struct RESTGateway: Sendable {
         let opened: (stream: UInt64, events: AsyncStream<LogStreams.Event>, link: NodeLink)
         do { opened = try await cluster.openLogs(id, tail: tail, follow: follow) } catch { throw Self.apiError(error) }
         let (stream, events, link) = opened
+        // A worker that cannot serve the logs says so at once: that is a 409, not a 200
+        // whose body holds the error. Output (or silence) within a moment starts the stream.
+        if let refusal = await cluster.logStreams.refusal(of: stream, within: .milliseconds(500)) {
+            throw APIError(.conflict, code: "logs_unavailable", message: "no logs: \(refusal)")
+        }
         let body = ResponseBody { writer in
             var ended = false
             defer {
                 if !ended {
+                    // The client went away: the worker stops sending.
                     link.send(.logEnd(LogEnd(streamID: stream, error: nil)))
                     cluster.logStreams.finish(stream, error: nil)
                 }
@@ -151,6 +157,7 @@ struct RESTGateway: Sendable {
                     if let error { try await writer.write(ByteBuffer(string: "\n[orch: \(error)]\n")) }
                 }
             }
+            ended = true
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
@@ -178,6 +185,7 @@ struct RESTGateway: Sendable {
         case .nodeIsUp: APIError(.conflict, code: "node_is_up", message: error.description)
         case .storage: APIError(.internalServerError, code: "storage_failed", message: error.description)
         case .noLogs: APIError(.conflict, code: "logs_unavailable", message: error.description)
+        case .taskTooLarge: APIError(.badRequest, code: "invalid_task", message: error.description)
         }
     }
 }

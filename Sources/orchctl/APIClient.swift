@@ -32,6 +32,14 @@ struct CommandFailure: Error, CustomStringConvertible {
 struct APIClient: Sendable {
     let base: String
 
+    /// One HTTP client for the process; a manager that does not answer is given up on after
+    /// the connect timeout instead of being retried until the request's deadline.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(3))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     struct Answer {
         var status: Int
         var body: ByteBuffer
@@ -47,7 +55,7 @@ struct APIClient: Sendable {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            response = try await Self.http.execute(request, timeout: timeout)
         } catch {
             throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
         }
@@ -94,7 +102,7 @@ struct APIClient: Sendable {
         request.method = .GET
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            response = try await Self.http.execute(request, timeout: .seconds(30))
         } catch {
             throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
         }

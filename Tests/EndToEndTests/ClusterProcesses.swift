@@ -47,6 +47,19 @@ final class ClusterProcesses: @unchecked Sendable {
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
     }
 
+    /// Runs `body` with a manager started; everything is killed and removed afterwards,
+    /// also when the test fails.
+    static func with(grace: String = "2s", _ body: (ClusterProcesses) async throws -> Void) async throws {
+        let cluster = try await ClusterProcesses(grace: grace)
+        do {
+            try await body(cluster)
+        } catch {
+            await cluster.tearDown()
+            throw error
+        }
+        await cluster.tearDown()
+    }
+
     static func launchManager(http: Int, wire: Int, data: String, grace: String) throws -> LaunchedProcess {
         try LaunchedProcess(orchctl: [
             "manager", "--http", "127.0.0.1:\(http)", "--wire", "127.0.0.1:\(wire)", "--data", data,

@@ -25,7 +25,7 @@ struct WorkerProcessTests {
         var worker = try launch(peerPort: port, stateDir: stateDir, name: "adopt")
         let hello = try await events.next("first hello") { if case .connected(1, let hello) = $0 { hello } else { nil } }
         let node = hello.nodeID
-        defer { Task { await removeContainers(of: node, runtime); try? await runtime.shutdown() } }
+        do {
 
         let kept = TaskID(rawValue: "kept"), stale = TaskID(rawValue: "stale")
         try await peer.send(.assignTask(AssignTask(task: kept, attempt: 1, spec: sleeper())), on: 1)
@@ -53,6 +53,14 @@ struct WorkerProcessTests {
         #expect(containers.map(\.id) == [keptRunning.container].compactMap { $0 }, "one container: the adopted one, not a second")
         #expect(containers.first?.state == "running")
         worker.signal(SIGKILL)
+        } catch {
+            worker.signal(SIGKILL)
+            await removeContainers(of: node, runtime)
+            try? await runtime.shutdown()
+            throw error
+        }
+        await removeContainers(of: node, runtime)
+        try? await runtime.shutdown()
     }
 
     @Test func aPermanentlyRefusedWorkerExitsNonZeroWithTheReason() async throws {

@@ -20,17 +20,25 @@ public let repositoryRoot = URL(fileURLWithPath: #filePath)
 public final class LaunchedProcess: @unchecked Sendable {
     public let process = Process()
     public let outputPath: String
+    public let errorPath: String
 
-    public init(orchctl arguments: [String], environment: [String: String] = [:]) throws {
-        outputPath = NSTemporaryDirectory() + "orchctl-\(UUID().uuidString.prefix(8)).log"
+    public convenience init(orchctl arguments: [String], environment: [String: String] = [:]) throws {
+        try self.init(executable: orchctlPath, arguments, environment: environment)
+    }
+
+    /// Starts `executable` (a path) in the repository's root folder.
+    public init(executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        let stem = NSTemporaryDirectory() + "orchctl-\(UUID().uuidString.prefix(8))"
+        outputPath = stem + ".out"
+        errorPath = stem + ".err"
         FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-        process.executableURL = URL(fileURLWithPath: orchctlPath)
+        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.currentDirectoryURL = repositoryRoot
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        process.standardOutput = output
-        process.standardError = output
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
         process.standardInput = FileHandle.nullDevice
         try process.run()
     }
@@ -39,8 +47,21 @@ public final class LaunchedProcess: @unchecked Sendable {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
-    /// Everything the process printed so far.
-    public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    /// What the process printed on standard output so far.
+    public var stdout: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    /// What it printed on standard error so far.
+    public var stderr: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+    /// Both.
+    public var output: String { stdout + stderr }
+
+    /// Runs orchctl to its end (within `timeout`): exit status, stdout, stderr.
+    public static func run(
+        orchctl arguments: [String], environment: [String: String] = [:], within timeout: Duration = .seconds(60)
+    ) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = try LaunchedProcess(orchctl: arguments, environment: environment)
+        let status = try await process.waitForExit(within: timeout)
+        return (status, process.stdout, process.stderr)
+    }
 
     public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 

@@ -152,7 +152,11 @@ extension TaskRecord {
         case .stopRequested:
             next.desiredState = .stop
             switch state {
-            case .pending, .lost: try next.move(to: .completed, for: event); next.finishedAt = now
+            case .pending, .lost:
+                try next.move(to: .completed, for: event)
+                next.finishedAt = now
+                if before == .pending { next.error = nil }
+                if next.health == .starting { next.health = .none }
             case .scheduled, .running: try next.move(to: .stopping, for: event)
             case .stopping, .completed, .failed: break
             }

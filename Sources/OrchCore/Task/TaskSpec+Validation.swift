@@ -34,8 +34,13 @@ extension TaskSpec {
         if resources.millicores < Resources.minimumMillicores {
             report("resources.cpus", "must be at least 0.01")
         }
+        if resources.millicores > Resources.maximumMillicores {
+            report("resources.cpus", "must be at most \(Resources.maximumMillicores / 1000)")
+        }
         if resources.memoryBytes < Resources.minimumMemoryBytes {
             report("resources.memory", "must be at least 6 MiB (Docker's minimum), found \(ByteCount.format(resources.memoryBytes))")
+        } else if resources.memoryBytes > Resources.maximumMemoryBytes {
+            report("resources.memory", "must be at most 1 PiB, found \(ByteCount.format(resources.memoryBytes))")
         }
         if let max = restartPolicy.maxRestarts, max < 0 {
             report("restartPolicy.maxRestarts", "must not be negative")

@@ -89,6 +89,10 @@ public struct Resources: Sendable, Hashable {
 
     /// CPUs as a decimal, as users write them.
     public var cpus: Double { Double(millicores) / 1000 }
+
+    /// Upper bounds that keep sizes exact in JSON (below 2^53) and sums free of overflow.
+    public static let maximumMillicores = 1_000_000
+    public static let maximumMemoryBytes = 1 << 50
 }
 
 /// When a finished container is started again.

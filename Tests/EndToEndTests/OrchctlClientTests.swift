@@ -1,0 +1,153 @@
+import Foundation
+import OrchTestSupport
+import Testing
+
+@Suite("orchctl client commands against a running manager (Docker)", .serialized, .timeLimit(.minutes(5)))
+struct OrchctlClientTests {
+    @Test func runStatusNodesLogsAndStop() async throws {
+        try await ClusterProcesses.with { cluster in
+            try await cluster.startWorker("cli")
+            let env = ["ORCH_API": cluster.api]
+
+            let run = try await LaunchedProcess.run(orchctl: ["run", "-f", "data/task1.json", "--wait"], environment: env)
+            #expect(run.status == 0, "stderr: \(run.stderr)")
+            let id = run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(id.count == 36, "run prints the task's id, and only that: \(run.stdout)")
+            #expect(run.stderr.contains("running on cli"), "--wait shows progress: \(run.stderr)")
+
+            let table = try await LaunchedProcess.run(orchctl: ["status"], environment: env)
+            #expect(table.status == 0)
+            let lines = table.stdout.split(separator: "\n")
+            #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["ID", "NAME", "STATE", "NODE", "CONTAINER", "AGE", "RESTARTS"])
+            #expect(lines.contains { $0.hasPrefix(String(id.prefix(12))) && $0.contains("web") && $0.contains("running") && $0.contains("cli") })
+
+            let json = try await LaunchedProcess.run(orchctl: ["status", "--json"], environment: env)
+            let tasks = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]])
+            #expect(tasks.first?["id"] as? String == id)
+
+            let one = try await LaunchedProcess.run(orchctl: ["status", String(id.prefix(8))], environment: env)
+            #expect(one.status == 0)
+            #expect(one.stdout.contains("state      running") && one.stdout.contains("events:") && one.stdout.contains("accepted"))
+            let oneJSON = try await LaunchedProcess.run(orchctl: ["status", String(id.prefix(8)), "--json"], environment: env)
+            let detail = try #require(try JSONSerialization.jsonObject(with: Data(oneJSON.stdout.utf8)) as? [String: Any])
+            #expect((detail["events"] as? [[String: Any]])?.isEmpty == false)
+
+            for command in [["nodes"], ["node"]] {
+                let nodes = try await LaunchedProcess.run(orchctl: command, environment: env)
+                #expect(nodes.status == 0)
+                let header = nodes.stdout.split(separator: "\n").first?.split(separator: " ", omittingEmptySubsequences: true)
+                #expect(header == ["NAME", "ADDRESS", "STATE", "CPUS", "MEMORY", "DISK", "TASKS", "HEARTBEAT"])
+                #expect(nodes.stdout.contains("cli") && nodes.stdout.contains(" up "))
+            }
+            let nodesJSON = try await LaunchedProcess.run(orchctl: ["nodes", "--json"], environment: env)
+            let nodes = try #require(try JSONSerialization.jsonObject(with: Data(nodesJSON.stdout.utf8)) as? [[String: Any]])
+            #expect(nodes.first?["name"] as? String == "cli")
+
+            let stop = try await LaunchedProcess.run(orchctl: ["stop", String(id.prefix(8))], environment: env)
+            #expect(stop.status == 0)
+            #expect(stop.stdout.contains(id))
+            try await cluster.waitForTasks("stopped") { $0.first { $0["id"] as? String == id }?.state == "completed" }
+        }
+    }
+
+    @Test func logsShowWhatTheContainerPrintedAndFollowShowsLaterLines() async throws {
+        try await ClusterProcesses.with { cluster in
+            try await cluster.startWorker("logs")
+            let env = ["ORCH_API": cluster.api]
+            let id = try await cluster.submit(#"{"image": "orch-busybox:latest", "command": ["sh", "-c", "echo printed-at-start; sleep 3; echo printed-later; sleep 300"]}"#)
+            try await cluster.waitForTasks("running") { $0.first?.state == "running" }
+            var logs = (status: Int32(0), stdout: "", stderr: "")
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !logs.stdout.contains("printed-at-start"), ContinuousClock.now < deadline {
+                logs = try await LaunchedProcess.run(orchctl: ["logs", id], environment: env)
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(logs.status == 0)
+            #expect(logs.stdout.contains("printed-at-start"))
+            #expect(!logs.stdout.contains("printed-later"), "not printed yet")
+
+            let follow = try LaunchedProcess(orchctl: ["logs", String(id.prefix(8)), "--follow"], environment: env)
+            try await follow.waitForOutput("printed-later", within: .seconds(20))
+            #expect(follow.stdout.contains("printed-at-start\nprinted-later"))
+            follow.signal(SIGINT)
+            _ = try await follow.waitForExit()
+
+            let tail = try await LaunchedProcess.run(orchctl: ["logs", id, "--tail", "1"], environment: env)
+            #expect(tail.stdout == "printed-later\n")
+        }
+    }
+
+    @Test func errorsAreOneClearLineWithANonZeroExit() async throws {
+        try await ClusterProcesses.with { cluster in
+            let env = ["ORCH_API": cluster.api]
+            let unknown = try await LaunchedProcess.run(orchctl: ["status", "no-such-task"], environment: env)
+            #expect(unknown.status == 1)
+            #expect(unknown.stderr == "orchctl: no task with id no-such-task\n")
+            let stopUnknown = try await LaunchedProcess.run(orchctl: ["stop", "no-such-task"], environment: env)
+            #expect(stopUnknown.status == 1 && stopUnknown.stderr.contains("no task with id no-such-task"))
+
+            let missing = try await LaunchedProcess.run(orchctl: ["run", "-f", "data/no-such-file.json"], environment: env)
+            #expect(missing.status == 1)
+            #expect(missing.stderr == "orchctl: no such file: data/no-such-file.json\n")
+
+            let bad = try await runWithInput(["run", "-f", "-"], input: #"{"image": "", "resources": {"memory": "1KiB"}}"#, environment: env)
+            #expect(bad.status == 1)
+            #expect(bad.stderr.hasPrefix("orchctl: invalid task: 2 problems"), "stderr: \(bad.stderr)")
+            #expect(bad.stderr.contains("image:") && bad.stderr.contains("resources.memory:"))
+            #expect(try await cluster.tasks().isEmpty, "a refused task changes nothing")
+
+            let unreachable = try await LaunchedProcess.run(orchctl: ["status", "--api", "http://127.0.0.1:1"])
+            #expect(unreachable.status == 1)
+            #expect(unreachable.stderr.hasPrefix("orchctl: cannot reach the manager at http://127.0.0.1:1"))
+            #expect(unreachable.stderr.split(separator: "\n").count == 1, "one line, no stack trace")
+        }
+    }
+
+    @Test func everyCommandsHelpShowsAnExample() async throws {
+        for command in ["manager", "worker", "dev", "run", "task", "status", "stop", "nodes", "node", "logs", "validate"] {
+            let help = try await LaunchedProcess.run(orchctl: [command, "--help"])
+            #expect(help.status == 0, "\(command) --help")
+            #expect(help.stdout.contains("Examples:") && help.stdout.contains("orchctl "), "\(command) --help shows an example")
+        }
+    }
+
+    @Test func quickstartRunsTwiceHarmlesslyAndStops() async throws {
+        let api = "http://127.0.0.1:\(try freePort())"
+        let env = [
+            "ORCH_API": api, "ORCH_QUICKSTART_BUILD": "debug", "ORCH_QUICKSTART_DIR": temporaryDirectory("quickstart"),
+            "ORCH_QUICKSTART_WIRE": "127.0.0.1:\(try freePort())", "ORCH_QUICKSTART_WORKER_HTTP": "127.0.0.1:\(try freePort())",
+        ]
+        let script = repositoryRoot.appendingPathComponent("tools/quickstart.sh").path
+        do {
+            let first = try LaunchedProcess(executable: script, [], environment: env)
+            #expect(try await first.waitForExit(within: .seconds(30)) == 0, "output: \(first.output)")
+            #expect(first.stdout.contains("web") && first.stdout.contains("running"), "status shows the task running: \(first.stdout)")
+            #expect(first.stdout.contains("NAME") && first.stdout.contains(" up "), "nodes are shown")
+            #expect(first.stderr.contains("tools/quickstart.sh --stop"), "it says how to stop the cluster")
+
+            let second = try LaunchedProcess(executable: script, [], environment: env)
+            #expect(try await second.waitForExit(within: .seconds(240)) == 0, "output: \(second.output)")
+            #expect(second.stderr.contains("a cluster is running already"))
+            #expect(second.stderr.contains("the example task runs already"))
+            let tasks = try await LaunchedProcess.run(orchctl: ["status", "--json"], environment: env)
+            let list = try #require(try JSONSerialization.jsonObject(with: Data(tasks.stdout.utf8)) as? [[String: Any]])
+            #expect(list.count == 1, "no second task, no second cluster")
+        } catch {
+            _ = try? await LaunchedProcess(executable: script, ["--stop"], environment: env).waitForExit(within: .seconds(60))
+            throw error
+        }
+        let stop = try LaunchedProcess(executable: script, ["--stop"], environment: env)
+        #expect(try await stop.waitForExit(within: .seconds(60)) == 0, "output: \(stop.output)")
+        let after = try await LaunchedProcess.run(orchctl: ["status"], environment: env)
+        #expect(after.status == 1 && after.stderr.contains("cannot reach the manager"), "the cluster is stopped")
+    }
+}
+
+/// Runs orchctl with `input` on its standard input.
+func runWithInput(_ arguments: [String], input: String, environment: [String: String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+    let file = NSTemporaryDirectory() + "orch-input-\(UUID().uuidString.prefix(8)).json"
+    try Data(input.utf8).write(to: URL(fileURLWithPath: file))
+    let shell = try LaunchedProcess(executable: "/bin/sh", ["-c", "exec \"$0\" \"$@\" < \"\(file)\"", orchctlPath] + arguments, environment: environment)
+    let status = try await shell.waitForExit(within: .seconds(60))
+    return (status, shell.stdout, shell.stderr)
+}
