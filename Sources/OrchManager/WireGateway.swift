@@ -36,6 +36,9 @@ struct WireGateway: Sendable {
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
                             for await message in link.messages { try await sender.write(message) }
+                            // The cluster closed the link (the node was declared down): the
+                            // connection goes too, so that the worker dials again and rejoins.
+                            try? await channel.close()
                         }
                         defer { group.cancelAll() }
                         while let message = try await messages.next() {

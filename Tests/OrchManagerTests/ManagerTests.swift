@@ -24,7 +24,7 @@ final class ManagerHarness: Sendable {
     var cluster: Cluster { manager.cluster }
 
     static func start(
-        data: String = temporaryDataDirectory(), scheduler: SchedulerKind = .epvm, grace: Duration = .milliseconds(600),
+        data: String = temporaryDataDirectory(), scheduler: SchedulerKind = .epvm, grace: Duration = .seconds(2),
         restartWindow: Duration = .seconds(1)
     ) async throws -> ManagerHarness {
         var configuration = ManagerConfiguration(dataDirectory: data)

@@ -86,6 +86,9 @@ struct WorkerDockerTests {
             let task = TaskID(rawValue: "stopped")
             try await harness.assign(task, sleeper())
             _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            // Docker reports a container started before its init has started the command; a
+            // SIGTERM in that instant is lost and the stop waits for its SIGKILL.
+            try await Task.sleep(for: .milliseconds(300))
             let clock = ContinuousClock()
             let asked = clock.now
             try await harness.stop(task)
