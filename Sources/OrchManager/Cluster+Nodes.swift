@@ -121,7 +121,8 @@ extension Cluster {
                 loseTasks(of: id, now: date)
             }
         }
-        if pending.contains(where: { notBefore[$0].map { $0 <= now } ?? false }) || capacityChanged {
+        releaseDueBackoffs()
+        if !pending.isEmpty || capacityChanged {
             placePending(now: date)
         }
     }

@@ -3,46 +3,65 @@ import OrchCore
 import OrchWire
 
 extension Cluster {
-    /// Places every pending task that may be placed now. A task that fits nowhere stays
-    /// pending with the reason; it is tried again once capacity may have appeared.
+    /// Places the tasks that are ready: new ones, those whose backoff has passed and, when
+    /// capacity may have appeared, those found to fit nowhere before. A task that fits
+    /// nowhere stays pending with the reason. Each pass costs the ready tasks only, not every
+    /// pending one, so that a long queue of tasks that cannot fit does not slow submissions.
     func placePending(now: Date = Date()) {
+        if capacityChanged {
+            capacityChanged = false
+            if !blocked.isEmpty {
+                pending = blocked + pending
+                blocked = []
+            }
+        }
         guard !pending.isEmpty else { return }
-        let instant = clock.now
-        var waiting: [TaskID] = []
-        var index = 0
-        let fullPass = capacityChanged
-        capacityChanged = false
-        while index < pending.count {
-            let id = pending[index]
-            index += 1
-            guard let record = tasks[id], record.state == .pending, record.desiredState == .run else {
-                notBefore[id] = nil
-                continue
-            }
-            if let due = notBefore[id], due > instant {
-                waiting.append(id)
-                continue
-            }
-            // Unless capacity changed, a task already found to fit nowhere is not tried again.
-            if !fullPass, record.error?.hasPrefix(Self.nowherePrefix) == true {
-                waiting.append(id)
+        let ready = pending
+        pending = []
+        // The smallest request that fit nowhere in this pass: a plain task asking at least as
+        // much cannot fit either, and is not scanned for.
+        var smallestRefused: ResourceAmount?
+        for id in ready {
+            guard let record = tasks[id], record.state == .pending, record.desiredState == .run, notBefore[id] == nil else { continue }
+            let resources = record.spec.resources
+            let plain = record.spec.constraints.isEmpty && record.spec.ports.allSatisfy { $0.hostPort == nil }
+            if plain, let smallest = smallestRefused,
+               resources.millicores >= smallest.millicores, resources.memoryBytes >= smallest.memoryBytes {
+                let cpus = Double(resources.millicores) / 1000
+                wait(id, reason: "no node has \(cpus.formatted()) CPUs and \(ByteCount.format(resources.memoryBytes)) free (nor room for a smaller task)")
                 continue
             }
             switch scheduler.place(record.spec, on: schedulingNodes) {
             case .node(let node):
-                notBefore[id] = nil
                 assign(id, to: node, now: now)
             case .nowhere(let reason):
-                waiting.append(id)
-                let text = Self.nowherePrefix + reason
-                if tasks[id]?.error != text {
-                    tasks[id]?.error = text
-                    if let updated = tasks[id] { persist([.saveTask(updated)]) }
-                    logger.info("\(id) waits: \(reason)", metadata: ["task": "\(id)"])
+                let request = ResourceAmount(millicores: resources.millicores, memoryBytes: resources.memoryBytes)
+                if plain, smallestRefused.map({ request.millicores <= $0.millicores && request.memoryBytes <= $0.memoryBytes }) ?? true {
+                    smallestRefused = request
                 }
+                wait(id, reason: reason)
             }
         }
-        pending = waiting
+    }
+
+    /// Keeps `id` pending with why, until capacity may have appeared.
+    private func wait(_ id: TaskID, reason: String) {
+        blocked.append(id)
+        let text = Self.nowherePrefix + reason
+        guard tasks[id]?.error != text else { return }
+        tasks[id]?.error = text
+        if let updated = tasks[id] { persist([.saveTask(updated)]) }
+        logger.debug("\(id) waits: \(reason)", metadata: ["task": "\(id)"])
+    }
+
+    /// Restart backoffs that have passed: those tasks are ready.
+    func releaseDueBackoffs() {
+        guard !notBefore.isEmpty else { return }
+        let now = clock.now
+        for (id, due) in notBefore where due <= now {
+            notBefore[id] = nil
+            pending.append(id)
+        }
     }
 
     static let nowherePrefix = "waiting for a node: "

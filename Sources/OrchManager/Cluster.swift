@@ -39,8 +39,11 @@ public actor Cluster {
     /// The scheduler's view of the nodes, kept in step with `nodes`.
     var schedulingNodes: [SchedulingNode] = []
     var schedulingIndex: [NodeID: Int] = [:]
-    /// Tasks waiting for a node, oldest first, with the earliest time each may be placed.
+    /// Tasks to place at the next pass, in the order they became ready.
     var pending: [TaskID] = []
+    /// Tasks found to fit nowhere, oldest first: tried again only when capacity may have appeared.
+    var blocked: [TaskID] = []
+    /// Tasks in a restart's backoff, with the time each becomes ready.
     var notBefore: [TaskID: ContinuousClock.Instant] = [:]
     /// Whether capacity may have appeared since the last placement pass found nothing.
     var capacityChanged = true
@@ -68,7 +71,7 @@ public actor Cluster {
         for record in snapshot.tasks {
             tasks[record.id] = record
             order.append(record.id)
-            if record.state == .pending { pending.append(record.id) }
+            if record.state == .pending && record.desiredState == .run { pending.append(record.id) }
             if let node = record.node, record.holdsReservation { nodes[node]?.tasks.insert(record.id) }
         }
         for id in nodes.keys.sorted() {
@@ -163,8 +166,12 @@ public actor Cluster {
     }
 
     func enqueuePending(_ id: TaskID, after delay: Duration = .zero) {
-        if delay > .zero { notBefore[id] = clock.now + delay } else { notBefore[id] = nil }
-        pending.append(id)
+        if delay > .zero {
+            notBefore[id] = clock.now + delay
+        } else {
+            notBefore[id] = nil
+            pending.append(id)
+        }
     }
 }
 
