@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "orchctl", targets: ["orchctl"]),
+        .executable(name: "orch-bench", targets: ["orch-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -122,6 +123,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Benchmarks side by side (tools/bench/, docs/BENCHMARKS.md).
+        .executableTarget(
+            name: "orch-bench",
+            dependencies: [
+                "OrchCore", "OrchWire", "OrchRuntime", "OrchStore", "OrchTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "OrchWireTests",
             dependencies: [
@@ -150,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "OrchCore", "OrchTestSupport", "orchctl",
+                "OrchCore", "OrchTestSupport", "orchctl", "orch-bench",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -10,15 +10,22 @@ public final class ManagerMetrics: Sendable {
     private let heartbeats: CoreMetrics.Counter
     private let submissions: CoreMetrics.Counter
     private let restarts: CoreMetrics.Counter
+    private let heartbeatApply: CoreMetrics.Timer
     private let tasksByState: [TaskState: CoreMetrics.Gauge]
     private let nodesByState: [NodeDTO.State: CoreMetrics.Gauge]
 
     public init() {
-        let factory = PrometheusMetricsFactory(registry: registry)
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["orch_heartbeat_apply_seconds"] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1),
+        ]
         placements = CoreMetrics.Counter(label: "orch_placements_total", dimensions: [], factory: factory)
         heartbeats = CoreMetrics.Counter(label: "orch_heartbeats_total", dimensions: [], factory: factory)
         submissions = CoreMetrics.Counter(label: "orch_task_submissions_total", dimensions: [], factory: factory)
         restarts = CoreMetrics.Counter(label: "orch_task_restarts_total", dimensions: [], factory: factory)
+        heartbeatApply = CoreMetrics.Timer(label: "orch_heartbeat_apply_seconds", dimensions: [], factory: factory)
         tasksByState = Dictionary(uniqueKeysWithValues: TaskState.allCases.map {
             ($0, CoreMetrics.Gauge(label: "orch_tasks", dimensions: [("state", $0.rawValue)], factory: factory))
         })
@@ -29,6 +36,8 @@ public final class ManagerMetrics: Sendable {
 
     func placed() { placements.increment() }
     func heartbeat() { heartbeats.increment() }
+    /// From a heartbeat read off its connection to its node state updated (queueing included).
+    func heartbeatApplied(after duration: Duration) { heartbeatApply.recordNanoseconds(duration.nanoseconds) }
     func submitted() { submissions.increment() }
     func taskEvent(_ event: TaskEvent) {
         if case .requeued = event { restarts.increment() }

@@ -42,7 +42,9 @@ struct WireGateway: Sendable {
                         }
                         defer { group.cancelAll() }
                         while let message = try await messages.next() {
+                            let read = ContinuousClock.now
                             await cluster.received(message, from: link.node, link: link)
+                            if case .heartbeat = message { cluster.metrics.heartbeatApplied(after: ContinuousClock.now - read) }
                         }
                     }
                 }

@@ -36,12 +36,18 @@ public actor TaskSupervisor {
     private let logger: Logger
     private var ledger = AssignmentLedger()
     private var tasks: [TaskID: Held] = [:]
+    /// At most this many containers are being created and started at once; the engine
+    /// serializes much of that work, and more in flight only makes each start slower.
+    public let maximumConcurrentStarts: Int
+    private var starts = 0
+    private var startWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(
         node: NodeID, runtime: any ContainerRuntime, publishAddress: String = "127.0.0.1",
-        prober: HealthProber = HealthProber(), logger: Logger = Logger(label: "orch.worker"),
+        prober: HealthProber = HealthProber(), logger: Logger = Logger(label: "orch.worker"), maximumConcurrentStarts: Int = 4,
         report: @escaping @Sendable (TaskStatus) async -> Void
     ) {
+        self.maximumConcurrentStarts = max(1, maximumConcurrentStarts)
         self.node = node
         self.runtime = runtime
         self.publishAddress = publishAddress
@@ -79,6 +85,8 @@ public actor TaskSupervisor {
         tasks[task] = Held(
             attempt: assignment.attempt, spec: assignment.spec, image: assignment.spec.image, state: .scheduled,
             health: assignment.spec.healthCheck == nil ? .none : .starting, starting: true)
+        await acquireStartSlot()
+        defer { releaseStartSlot() }
         do {
             _ = try await runtime.ensureImage(assignment.spec.image)
             let config = ContainerConfig(
@@ -94,6 +102,11 @@ public actor TaskSupervisor {
                 held.starting = false
                 held.ports = info.publishedPorts
                 if !held.state.isTerminal && held.state != .stopping { held.state = .running }
+            }
+            if let held = tasks[task], held.attempt == assignment.attempt, held.stopRequested {
+                // A stop came while it was starting: it is stopped now; its exit is reported as usual.
+                try? await runtime.stop(container, grace: assignment.spec.stopGracePeriod)
+                return
             }
             log.info("running attempt \(assignment.attempt) as \(container.short)")
             await reportCurrent(task)
@@ -259,6 +272,22 @@ public actor TaskSupervisor {
     }
 
     // MARK: - Helpers
+
+    private func acquireStartSlot() async {
+        if starts < maximumConcurrentStarts {
+            starts += 1
+            return
+        }
+        await withCheckedContinuation { startWaiters.append($0) }   // the slot is handed over
+    }
+
+    private func releaseStartSlot() {
+        if startWaiters.isEmpty {
+            starts -= 1
+        } else {
+            startWaiters.removeFirst().resume()
+        }
+    }
 
     /// Changes the held attempt if it is still `attempt`; false when it was replaced.
     @discardableResult

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import OrchCore
+import OrchTestSupport
+import OrchWire
+
+/// A process of simulated workers: each speaks the real protocol over its own TCP
+/// connection and "runs" what it is assigned at once. Prints `ready N` once all are
+/// welcomed, then runs until killed.
+struct SimWorkersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sim-workers",
+        abstract: "Runs simulated workers against a manager (used by the other benchmarks).",
+        discussion: """
+            Examples:
+              orch-bench sim-workers --manager 127.0.0.1:5556 --count 1000 --prefix a
+            """)
+
+    @Option(help: ArgumentHelp("The manager's cluster address.", valueName: "host:port"))
+    var manager: String
+
+    @Option(help: "How many workers.")
+    var count: Int
+
+    @Option(help: "A prefix for their names and node ids (unique per process).")
+    var prefix: String = "sim"
+
+    @Option(help: "Millicores each offers.")
+    var millicores: Int = 64_000
+
+    @Option(help: "GiB of memory each offers.")
+    var memoryGib: Int = 64
+
+    func run() async throws {
+        guard let colon = manager.lastIndex(of: ":"), let port = Int(manager[manager.index(after: colon)...]) else {
+            throw ValidationError("--manager must be host:port")
+        }
+        let host = String(manager[..<colon])
+        let workers = (0..<count).map { index in
+            SimulatedWorker(
+                name: "\(prefix)-\(index)", managerPort: port, managerHost: host, node: NodeID(rawValue: "\(prefix)-\(index)"),
+                millicores: UInt32(millicores), memoryBytes: UInt64(memoryGib) << 30)
+        }
+        let runs = workers.map { $0.start() }
+        // Connected: every worker has been welcomed.
+        let deadline = ContinuousClock.now + .seconds(300)
+        var connected = 0
+        while ContinuousClock.now < deadline {
+            connected = 0
+            for worker in workers where await worker.client.isConnected { connected += 1 }
+            if connected == count { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        print("ready \(connected)")
+        fflush(nil)
+        for run in runs { _ = await run.result }
+    }
+}
+
+/// Starts `count` simulated workers in `processes` processes of their own; returns them
+/// once every one is welcomed.
+func startSimulatedWorkers(count: Int, processes: Int, wirePort: Int, prefix: String) async throws -> [LaunchedProcess] {
+    let processes = max(1, min(processes, count))
+    var launched: [LaunchedProcess] = []
+    for index in 0..<processes {
+        let share = count / processes + (index < count % processes ? 1 : 0)
+        launched.append(try LaunchedProcess(executable: CommandLine.arguments[0], [
+            "sim-workers", "--manager", "127.0.0.1:\(wirePort)", "--count", "\(share)", "--prefix", "\(prefix)\(index)",
+        ]))
+    }
+    for process in launched { try await process.waitForOutput("ready", within: .seconds(300)) }
+    return launched
+}
