@@ -110,18 +110,19 @@ func temporaryDirectory(_ name: String) -> String {
 struct ManagerProcess {
     let process: LaunchedProcess
     let api: String
+    let wireHost: String
     let wirePort: Int
     let data: String
 
-    static func start(data: String? = nil, extra: [String] = []) async throws -> ManagerProcess {
+    static func start(data: String? = nil, wireHost: String = "127.0.0.1", extra: [String] = []) async throws -> ManagerProcess {
         let http = try freePort(), wire = try freePort()
         let data = data ?? temporaryDirectory("manager")
         let process = try LaunchedProcess(orchctl: [
-            "manager", "--http", "127.0.0.1:\(http)", "--wire", "127.0.0.1:\(wire)", "--data", data, "--log-level", "warning",
+            "manager", "--http", "127.0.0.1:\(http)", "--wire", "\(wireHost):\(wire)", "--data", data, "--log-level", "warning",
         ] + extra)
         let api = "http://127.0.0.1:\(http)"
         try await waitUntil("the manager to answer", within: .seconds(120)) { (try? await get(api + "/healthz").status) == 200 }
-        return ManagerProcess(process: process, api: api, wirePort: wire, data: data)
+        return ManagerProcess(process: process, api: api, wireHost: wireHost, wirePort: wire, data: data)
     }
 
     func stop() async {

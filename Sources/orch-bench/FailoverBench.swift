@@ -26,6 +26,9 @@ struct FailoverBench: AsyncParsableCommand {
     @Option(help: "The manager's heartbeat grace.")
     var grace: String = "5s"
 
+    @Flag(help: "Also cut a worker off silently: it runs in a network namespace whose veth link is taken down.")
+    var cut = false
+
     @Flag(help: "Tiny sizes, for CI.")
     var smoke = false
 
@@ -33,13 +36,27 @@ struct FailoverBench: AsyncParsableCommand {
         let runs = smoke ? 1 : self.runs
         let count = smoke ? 1 : tasks
         let grace = smoke ? "1s" : self.grace
-        print("failover: \(count) tasks, heartbeat grace \(grace), worker SIGKILLed; \(machineDescription())")
+        print("failover: \(count) tasks, heartbeat grace \(grace); \(machineDescription())")
         let runtime = try await DockerRuntime.connect(logger: Logger(label: "bench"))
+        var rows: [[String]] = []
+        for mode in cut && !smoke ? ["SIGKILL", "link cut"] : ["SIGKILL"] {
+            let (down, moved) = try await measure(mode: mode, runs: runs, count: count, grace: grace, runtime: runtime)
+            rows.append([mode, "\(count)", grace, format(median(down)), format(median(moved))])
+        }
+        try? await runtime.shutdown()
+        table(["death", "tasks", "grace", "to node down s", "to tasks running elsewhere s"], rows)
+        print("target: within the heartbeat grace plus Docker's start time (Swarm: about 15 s to mark a node down; Nomad: 20 to 30 s)")
+    }
+
+    func measure(mode: String, runs: Int, count: Int, grace: String, runtime: DockerRuntime) async throws -> (down: [Double], moved: [Double]) {
         var down: [Double] = [], moved: [Double] = []
         for _ in 0..<runs {
-            let manager = try await ManagerProcess.start(extra: ["--heartbeat-interval", "1s", "--heartbeat-grace", grace])
+            let namespace = mode == "link cut" ? try NetworkNamespace.create() : nil
+            defer { namespace?.remove() }
+            let manager = try await ManagerProcess.start(
+                wireHost: namespace?.hostAddress ?? "127.0.0.1", extra: ["--heartbeat-interval", "1s", "--heartbeat-grace", grace])
             let victimDir = temporaryDirectory("victim")
-            let victim = try startWorker("victim", manager: manager, stateDir: victimDir)
+            let victim = try startWorker("victim", manager: manager, stateDir: victimDir, namespace: namespace)
             try await waitUntil("the victim to join", within: .seconds(60)) { try await metric(manager.api, "orch_nodes", labels: "state=\"up\"") >= 1 }
             for _ in 0..<count {
                 _ = try await send(.POST, manager.api + "/tasks", body: #"{"image": "orch-busybox:latest", "command": ["sleep", "600"], "restartPolicy": "on-failure", "stopGracePeriod": "1s"}"#)
@@ -54,7 +71,7 @@ struct FailoverBench: AsyncParsableCommand {
 
             let clock = ContinuousClock()
             let start = clock.now
-            victim.signal(SIGKILL)
+            if let namespace { namespace.cut() } else { victim.signal(SIGKILL) }
             var downAt: Duration?
             try await waitUntil("the tasks running elsewhere", within: .seconds(120), every: .milliseconds(20)) {
                 if downAt == nil, try await metric(manager.api, "orch_nodes", labels: "state=\"down\"") >= 1 { downAt = clock.now - start }
@@ -64,21 +81,69 @@ struct FailoverBench: AsyncParsableCommand {
             moved.append(seconds(clock.now - start))
             down.append(downAt.map(seconds) ?? .nan)
             survivor.signal(SIGKILL)
+            victim.signal(SIGKILL)
             await manager.stop()
             let survivorNode = (try? String(contentsOfFile: survivorDir + "/node-id", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             for node in [victimNode, survivorNode].compactMap({ $0 }) {
                 for container in (try? await runtime.list(labels: [ContainerLabel.node: node])) ?? [] { try? await runtime.remove(container.id) }
             }
         }
-        try? await runtime.shutdown()
-        table(["tasks", "grace", "to node down s", "to tasks running elsewhere s"], [["\(count)", grace, format(median(down)), format(median(moved))]])
-        print("target: within the heartbeat grace plus Docker's start time (Swarm: about 15 s to mark a node down; Nomad: 20 to 30 s)")
+        return (down, moved)
     }
 
-    func startWorker(_ name: String, manager: ManagerProcess, stateDir: String) throws -> LaunchedProcess {
-        try LaunchedProcess(orchctl: [
-            "worker", "--manager", "127.0.0.1:\(manager.wirePort)", "--http", "127.0.0.1:0", "--name", name, "--state-dir", stateDir,
+    func startWorker(_ name: String, manager: ManagerProcess, stateDir: String, namespace: NetworkNamespace? = nil) throws -> LaunchedProcess {
+        let arguments = [
+            "worker", "--manager", "\(manager.wireHost):\(manager.wirePort)", "--http", "127.0.0.1:0", "--name", name, "--state-dir", stateDir,
             "--log-level", "warning",
-        ])
+        ]
+        guard let namespace else { return try LaunchedProcess(orchctl: arguments) }
+        return try LaunchedProcess(executable: "/usr/sbin/ip", ["netns", "exec", namespace.name, orchctlPath] + arguments)
+    }
+}
+
+/// A network namespace of the benchmark's own, joined to the host by a veth pair
+/// (10.77.N.1 on the host, 10.77.N.2 inside); taking the host's end down cuts it off silently.
+struct NetworkNamespace {
+    let name: String
+    let hostLink: String
+    let hostAddress: String
+
+    static func create() throws -> NetworkNamespace {
+        let n = Int.random(in: 1...250)
+        let space = NetworkNamespace(name: "orchbench\(n)", hostLink: "obh\(n)", hostAddress: "10.77.\(n).1")
+        space.remove()
+        let inner = "obn\(n)"
+        for command in [
+            ["netns", "add", space.name],
+            ["link", "add", space.hostLink, "type", "veth", "peer", "name", inner],
+            ["link", "set", inner, "netns", space.name],
+            ["addr", "add", "\(space.hostAddress)/24", "dev", space.hostLink],
+            ["link", "set", space.hostLink, "up"],
+            ["netns", "exec", space.name, "ip", "addr", "add", "10.77.\(n).2/24", "dev", inner],
+            ["netns", "exec", space.name, "ip", "link", "set", inner, "up"],
+            ["netns", "exec", space.name, "ip", "link", "set", "lo", "up"],
+        ] {
+            guard ip(command) == 0 else { throw BenchError("ip \(command.joined(separator: " ")) failed") }
+        }
+        return space
+    }
+
+    func cut() { _ = Self.ip(["link", "set", hostLink, "down"]) }
+
+    func remove() {
+        _ = Self.ip(["link", "del", hostLink])
+        _ = Self.ip(["netns", "del", name])
+    }
+
+    @discardableResult
+    static func ip(_ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return 127 }
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 }
