@@ -61,6 +61,7 @@ extension Cluster {
         if let existing = tasks[id] { return (existing, false) }
         tasks[id] = record
         order.append(id)
+        stateCounts[.pending, default: 0] += 1
         metrics.submitted()
         enqueuePending(id)
         placePending(now: now)
@@ -285,8 +286,7 @@ extension Cluster {
 
     /// Counts for /metrics.
     func counts() -> (tasksByState: [TaskState: Int], nodesByState: [NodeDTO.State: Int]) {
-        var tasksByState: [TaskState: Int] = [:]
-        for record in tasks.values { tasksByState[record.state, default: 0] += 1 }
+        let tasksByState = stateCounts
         var nodesByState: [NodeDTO.State: Int] = [:]
         for entry in nodes.values { nodesByState[entry.state, default: 0] += 1 }
         return (tasksByState, nodesByState)

@@ -35,6 +35,8 @@ public actor Cluster {
     var tasks: [TaskID: TaskRecord] = [:]
     /// Task ids in the order they were accepted, for listing.
     var order: [TaskID] = []
+    /// How many tasks are in each state, kept as they change (for /metrics, without a scan).
+    var stateCounts: [TaskState: Int] = [:]
     var nodes: [NodeID: NodeEntry] = [:]
     /// The scheduler's view of the nodes, kept in step with `nodes`.
     var schedulingNodes: [SchedulingNode] = []
@@ -71,6 +73,7 @@ public actor Cluster {
         for record in snapshot.tasks {
             tasks[record.id] = record
             order.append(record.id)
+            stateCounts[record.state, default: 0] += 1
             if record.state == .pending && record.desiredState == .run { pending.append(record.id) }
             if let node = record.node, record.holdsReservation { nodes[node]?.tasks.insert(record.id) }
         }
@@ -117,6 +120,10 @@ public actor Cluster {
         } catch {
             logger.warning("\(error)", metadata: ["task": "\(id)"])
             return false
+        }
+        if let before = tasks[id]?.state, before != record.state {
+            stateCounts[before, default: 0] -= 1
+            stateCounts[record.state, default: 0] += 1
         }
         tasks[id] = record
         metrics.taskEvent(event)
