@@ -13,7 +13,7 @@ struct RESTGateway: Sendable {
     let metrics: ManagerMetrics
 
     static let defaultLimit = 1000
-    static let maximumLimit = 10000
+    static let maximumLimit = 1_000_000
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
