@@ -89,7 +89,7 @@ public final class Manager: Service, Sendable {
         for await _ in cluster.journalReady {
             let (changes, waiters) = await cluster.takeJournal()
             do {
-                try await store.apply(changes)
+                try await store.apply(changes.compacted())
                 for waiter in waiters { waiter.resume() }
             } catch {
                 logger.error("writing the state failed: \(error)")

@@ -12,6 +12,31 @@ public enum StoreChange: Sendable, Hashable {
     case deleteNode(NodeID)
 }
 
+extension [StoreChange] {
+    /// The same changes with every task or node saved only in its last version: one
+    /// transaction writes the batch, so the versions before it would be overwritten anyway.
+    public func compacted() -> [StoreChange] {
+        var lastTask: [TaskID: Int] = [:]
+        var lastNode: [NodeID: Int] = [:]
+        for (index, change) in enumerated() {
+            switch change {
+            case .saveTask(let task): lastTask[task.id] = index
+            case .saveNode(let node): lastNode[node.id] = index
+            case .deleteNode(let id): lastNode[id] = index
+            case .appendHistory: break
+            }
+        }
+        return enumerated().compactMap { index, change in
+            switch change {
+            case .saveTask(let task): lastTask[task.id] == index ? change : nil
+            case .saveNode(let node): lastNode[node.id] == index ? change : nil
+            case .deleteNode(let id): lastNode[id] == index ? change : nil
+            case .appendHistory: change
+            }
+        }
+    }
+}
+
 /// The manager's durable state: tasks, their history, nodes. The manager depends on this
 /// protocol only, so that another store (PostgreSQL, for several managers) can be added
 /// without touching it.

@@ -79,6 +79,20 @@ struct SQLiteStoreTests {
         #expect(try await reopened.history(of: TaskID(rawValue: "w7-49")).count == 1)
     }
 
+    @Test func compactingKeepsTheLastVersionOfEachTaskAndNodeAndEveryHistoryLine() throws {
+        var first = record("c1")
+        let other = record("c2")
+        let history = TaskHistoryEntry(task: first.id, at: first.createdAt, state: .pending, message: "accepted")
+        var placed = first
+        try placed.apply(.placed(on: NodeID(rawValue: "n")), at: first.createdAt)
+        let node = NodeRecord(id: NodeID(rawValue: "n"), name: "n", addresses: [], capacity: NodeCapacity(millicores: 1, memoryBytes: 1, diskBytes: 1),
+                              labels: [:], joinedAt: first.createdAt, lastSeenAt: first.createdAt)
+        let changes: [StoreChange] = [.saveTask(first), .appendHistory(history), .saveNode(node), .saveTask(other), .saveTask(placed), .deleteNode(node.id)]
+        #expect(changes.compacted() == [.appendHistory(history), .saveTask(other), .saveTask(placed), .deleteNode(node.id)])
+        first = placed
+        #expect([StoreChange]().compacted().isEmpty)
+    }
+
     @Test func aFileThatIsNotADatabaseIsAClearError() async throws {
         let path = temporaryDatabase()
         try Data("this is not sqlite, just text that is long enough to be a header".utf8).write(to: URL(fileURLWithPath: path))
