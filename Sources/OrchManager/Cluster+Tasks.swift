@@ -52,7 +52,7 @@ extension Cluster {
         }
         do {
             try await persistAndWait([
-                .saveTask(record), .appendHistory(TaskHistoryEntry(task: id, at: now, state: .pending, message: "accepted")),
+                .insertTask(record), .appendHistory(TaskHistoryEntry(task: id, at: now, state: .pending, message: "accepted")),
             ])
         } catch {
             throw .storage("\(error)")

@@ -3,7 +3,9 @@ import OrchCore
 
 /// One change to the manager's durable state.
 public enum StoreChange: Sendable, Hashable {
-    /// Inserts or replaces a task.
+    /// A new task: its spec (written once; it never changes) and its state.
+    case insertTask(TaskRecord)
+    /// A task's state after a change (its spec is not written again).
     case saveTask(TaskRecord)
     /// Appends a line to a task's history.
     case appendHistory(TaskHistoryEntry)
@@ -15,12 +17,14 @@ public enum StoreChange: Sendable, Hashable {
 extension [StoreChange] {
     /// The same changes with every task or node saved only in its last version: one
     /// transaction writes the batch, so the versions before it would be overwritten anyway.
+    /// Inserts stay (a later save of the same task follows them).
     public func compacted() -> [StoreChange] {
         var lastTask: [TaskID: Int] = [:]
         var lastNode: [NodeID: Int] = [:]
         for (index, change) in enumerated() {
             switch change {
             case .saveTask(let task): lastTask[task.id] = index
+            case .insertTask: break
             case .saveNode(let node): lastNode[node.id] = index
             case .deleteNode(let id): lastNode[id] = index
             case .appendHistory: break
@@ -29,6 +33,7 @@ extension [StoreChange] {
         return enumerated().compactMap { index, change in
             switch change {
             case .saveTask(let task): lastTask[task.id] == index ? change : nil
+            case .insertTask: change
             case .saveNode(let node): lastNode[node.id] == index ? change : nil
             case .deleteNode(let id): lastNode[id] == index ? change : nil
             case .appendHistory: change

@@ -55,6 +55,17 @@ public final class SQLiteStore: ManagerStore {
                 table.column("record", .blob).notNull()
             }
         }
+        migrator.registerMigration("v2: a task's spec apart from its state") { db in
+            // The spec never changes; written once, it is not encoded again on every change of state.
+            try db.alter(table: "task") { table in table.add(column: "spec", .blob) }
+            let decoder = JSONDecoder()
+            for row in try Row.fetchAll(db, sql: "SELECT id, record FROM task") {
+                let record = try decoder.decode(TaskRecord.self, from: row["record"] as Data)
+                try db.execute(
+                    sql: "UPDATE task SET spec = ?, record = ? WHERE id = ?",
+                    arguments: [try JSONEncoder().encode(record.spec), try JSONEncoder().encode(TaskStateRow(record)), row["id"] as String])
+            }
+        }
         return migrator
     }
 
@@ -66,8 +77,10 @@ public final class SQLiteStore: ManagerStore {
     public func load() async throws -> StoreSnapshot {
         try await writer.read { db in
             let decoder = JSONDecoder()
-            let tasks = try Data.fetchAll(db, sql: "SELECT record FROM task ORDER BY createdAt, id")
-                .map { try decoder.decode(TaskRecord.self, from: $0) }
+            let tasks = try Row.fetchAll(db, sql: "SELECT id, spec, record FROM task ORDER BY createdAt, id").map { row in
+                let spec = try decoder.decode(TaskSpec.self, from: row["spec"] as Data)
+                return try decoder.decode(TaskStateRow.self, from: row["record"] as Data).record(id: TaskID(rawValue: row["id"]), spec: spec)
+            }
             let nodes = try Data.fetchAll(db, sql: "SELECT record FROM node ORDER BY id")
                 .map { try decoder.decode(NodeRecord.self, from: $0) }
             return StoreSnapshot(tasks: tasks, nodes: nodes)
@@ -94,10 +107,15 @@ public final class SQLiteStore: ManagerStore {
         let encoder = JSONEncoder()
         for change in changes {
             switch change {
+            case .insertTask(let task):
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO task (id, state, node, createdAt, record, spec) VALUES (?, ?, ?, ?, ?, ?)",
+                    arguments: [task.id.rawValue, task.state.rawValue, task.node?.rawValue, task.createdAt,
+                                try encoder.encode(TaskStateRow(task)), try encoder.encode(task.spec)])
             case .saveTask(let task):
                 try db.execute(
-                    sql: "INSERT OR REPLACE INTO task (id, state, node, createdAt, record) VALUES (?, ?, ?, ?, ?)",
-                    arguments: [task.id.rawValue, task.state.rawValue, task.node?.rawValue, task.createdAt, try encoder.encode(task)])
+                    sql: "UPDATE task SET state = ?, node = ?, record = ? WHERE id = ?",
+                    arguments: [task.state.rawValue, task.node?.rawValue, try encoder.encode(TaskStateRow(task)), task.id.rawValue])
             case .appendHistory(let entry):
                 try db.execute(
                     sql: "INSERT INTO taskHistory (taskId, at, state, message) VALUES (?, ?, ?, ?)",
@@ -146,5 +164,58 @@ actor GroupCommit {
             }
         }
         committing = false
+    }
+}
+
+/// What changes of a task, as stored in its row's `record` column (the spec is apart).
+struct TaskStateRow: Codable {
+    var desiredState: DesiredState
+    var state: TaskState
+    var node: NodeID?
+    var containerID: ContainerID?
+    var attempt: Int
+    var restartCount: Int
+    var exitCode: Int?
+    var error: String?
+    var health: TaskHealth
+    var hostPorts: [PublishedPort]
+    var createdAt: Date
+    var updatedAt: Date
+    var startedAt: Date?
+    var finishedAt: Date?
+
+    init(_ record: TaskRecord) {
+        desiredState = record.desiredState
+        state = record.state
+        node = record.node
+        containerID = record.containerID
+        attempt = record.attempt
+        restartCount = record.restartCount
+        exitCode = record.exitCode
+        error = record.error
+        health = record.health
+        hostPorts = record.hostPorts
+        createdAt = record.createdAt
+        updatedAt = record.updatedAt
+        startedAt = record.startedAt
+        finishedAt = record.finishedAt
+    }
+
+    func record(id: TaskID, spec: TaskSpec) -> TaskRecord {
+        var record = TaskRecord(id: id, spec: spec, now: createdAt)
+        record.desiredState = desiredState
+        record.state = state
+        record.node = node
+        record.containerID = containerID
+        record.attempt = attempt
+        record.restartCount = restartCount
+        record.exitCode = exitCode
+        record.error = error
+        record.health = health
+        record.hostPorts = hostPorts
+        record.updatedAt = updatedAt
+        record.startedAt = startedAt
+        record.finishedAt = finishedAt
+        return record
     }
 }

@@ -37,7 +37,7 @@ struct RecoveryBench: AsyncParsableCommand {
             var batch: [StoreChange] = []
             for index in 0..<n {
                 let record = TaskRecord(id: TaskID(rawValue: "t\(index)"), spec: TaskSpec(name: "bench", image: "orch-busybox:latest", command: ["sleep", "600"]), now: now)
-                batch.append(.saveTask(record))
+                batch.append(.insertTask(record))
                 batch.append(.appendHistory(TaskHistoryEntry(task: record.id, at: now, state: .pending, message: "accepted")))
                 if batch.count >= 20_000 {
                     try await store.apply(batch)

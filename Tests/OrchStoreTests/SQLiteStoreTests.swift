@@ -26,11 +26,11 @@ struct SQLiteStoreTests {
         let path = temporaryDatabase()
         #expect(!FileManager.default.fileExists(atPath: path))
         let store = try SQLiteStore(path: path)
-        #expect(try await store.appliedMigrations() == ["v1: tasks, task history, nodes"])
+        #expect(try await store.appliedMigrations() == ["v1: tasks, task history, nodes", "v2: a task's spec apart from its state"])
         #expect(try await store.load() == StoreSnapshot(tasks: [], nodes: []))
         // Opening it again migrates nothing twice.
         let again = try SQLiteStore(path: path)
-        #expect(try await again.appliedMigrations().count == 1)
+        #expect(try await again.appliedMigrations().count == 2)
     }
 
     @Test func tasksHistoryAndNodesSurviveAReopen() async throws {
@@ -42,7 +42,7 @@ struct SQLiteStoreTests {
             joinedAt: Date(timeIntervalSince1970: 1_700_000_000), lastSeenAt: Date(timeIntervalSince1970: 1_700_000_010))
         do {
             let store = try SQLiteStore(path: path)
-            try await store.apply([.saveTask(task), .saveNode(node),
+            try await store.apply([.insertTask(task), .saveNode(node),
                                    .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))])
             try task.apply(.placed(on: node.id), at: task.createdAt.addingTimeInterval(1))
             try await store.apply([.saveTask(task),
@@ -65,7 +65,7 @@ struct SQLiteStoreTests {
                 group.addTask {
                     for index in 0..<50 {
                         let task = record("w\(writer)-\(index)", at: Double(index))
-                        try await store.apply([.saveTask(task),
+                        try await store.apply([.insertTask(task),
                                                .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))])
                     }
                 }
