@@ -42,7 +42,7 @@ public final class DockerRuntime: ContainerRuntime {
     public static func connect(endpoint: DockerEndpoint = .default, logger: Logger) async throws -> DockerRuntime {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: .seconds(3))
-        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         do {
             let (version, engine) = try await negotiate(client: client, endpoint: endpoint, logger: logger)
@@ -147,6 +147,9 @@ public final class DockerRuntime: ContainerRuntime {
             return try await client.execute(request, timeout: .nanoseconds(timeout.nanoseconds), logger: logger)
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
             throw RuntimeError.timeout(operation: operation, after: timeout)
+        } catch let error as HTTPClientError where error == .getConnectionFromPoolTimeout {
+            // The engine answers, but every connection to it is busy: not "Docker is not running".
+            throw RuntimeError.busy(operation: operation)
         } catch is CancellationError {
             throw CancellationError()
         } catch {

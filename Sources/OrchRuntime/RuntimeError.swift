@@ -17,10 +17,20 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
     case engine(operation: String, status: Int, message: String)
     /// The engine took longer than the call allows.
     case timeout(operation: String, after: Duration)
+    /// Every connection to the engine was busy for the whole time the call could wait; worth retrying.
+    case busy(operation: String)
     /// The engine sent more than the call accepts.
     case responseTooLarge(operation: String, limitBytes: Int)
     /// The engine sent something this program cannot read.
     case invalidResponse(operation: String, reason: String)
+
+    /// Whether trying again later may succeed (the engine was busy, slow or away).
+    public var isTransient: Bool {
+        switch self {
+        case .daemonUnreachable, .timeout, .busy: true
+        default: false
+        }
+    }
 
     public var description: String {
         switch self {
@@ -38,6 +48,8 @@ public enum RuntimeError: Error, Sendable, Hashable, CustomStringConvertible {
             "a host port is not available: \(message)"
         case .engine(let operation, let status, let message):
             "Docker could not \(operation) (HTTP \(status)): \(message)"
+        case .busy(let operation):
+            "the Docker engine is busy: \(operation) waited for a free connection to it and gave up"
         case .timeout(let operation, let after):
             "Docker did not \(operation) within \(DurationText.format(after))"
         case .responseTooLarge(let operation, let limit):

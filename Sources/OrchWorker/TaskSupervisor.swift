@@ -40,6 +40,8 @@ public actor TaskSupervisor {
     /// serializes much of that work, and more in flight only makes each start slower.
     public let maximumConcurrentStarts: Int
     private var starts = 0
+    /// Images seen present on the engine.
+    private var presentImages: Set<String> = []
     private var startWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(
@@ -88,10 +90,9 @@ public actor TaskSupervisor {
         await acquireStartSlot()
         defer { releaseStartSlot() }
         do {
-            _ = try await runtime.ensureImage(assignment.spec.image)
             let config = ContainerConfig(
                 task: task, attempt: Int(assignment.attempt), node: node, spec: assignment.spec, publishAddress: publishAddress)
-            let container = try await runtime.create(config)
+            let container = try await createPullingIfMissing(config)
             guard update(task, attempt: assignment.attempt, { $0.container = container }) else {
                 try? await runtime.remove(container)   // replaced or stopped while it was being created
                 return
@@ -148,8 +149,9 @@ public actor TaskSupervisor {
         tasks[task] = held
         await reportCurrent(task)
         guard let container = held.container else { return }   // still starting: stopped when its start ends
+        let grace = held.spec?.stopGracePeriod ?? TaskSpec.defaultStopGracePeriod
         do {
-            try await runtime.stop(container, grace: held.spec?.stopGracePeriod ?? TaskSpec.defaultStopGracePeriod)
+            try await retrying("stopping \(task)") { try await self.runtime.stop(container, grace: grace) }
         } catch {
             logger.warning("stopping \(task): \(error)")
         }
@@ -273,6 +275,39 @@ public actor TaskSupervisor {
 
     // MARK: - Helpers
 
+    /// Creates the container; the image is checked (and pulled when missing) only the first
+    /// time, or when the engine says it is gone: one call to the engine per start, not two.
+    private func createPullingIfMissing(_ config: ContainerConfig) async throws -> ContainerID {
+        if !presentImages.contains(config.image) {
+            _ = try await runtime.ensureImage(config.image)
+            presentImages.insert(config.image)
+            return try await runtime.create(config)
+        }
+        do {
+            return try await runtime.create(config)
+        } catch let error as RuntimeError {
+            guard case .imageUnavailable = error else { throw error }
+            presentImages.remove(config.image)
+            _ = try await runtime.ensureImage(config.image)
+            presentImages.insert(config.image)
+            return try await runtime.create(config)
+        }
+    }
+
+    /// Runs `operation`, trying again (0.5 s, 1 s, 2 s, 4 s later) while the engine's error is transient.
+    private func retrying(_ what: String, _ operation: () async throws -> Void) async throws {
+        var delay: Duration = .milliseconds(500)
+        for attempt in 1...5 {
+            do {
+                return try await operation()
+            } catch let error as RuntimeError where error.isTransient && attempt < 5 {
+                logger.info("\(what): \(error); trying again in \(DurationText.format(delay))")
+                try await Task.sleep(for: delay)
+                delay *= 2
+            }
+        }
+    }
+
     private func acquireStartSlot() async {
         if starts < maximumConcurrentStarts {
             starts += 1
@@ -305,7 +340,11 @@ public actor TaskSupervisor {
         tasks[task] = nil
         ledger.release(task, attempt: attempt)
         if let container = held.container {
-            do { try await runtime.remove(container) } catch { logger.warning("removing \(container.short): \(error)") }
+            do {
+                try await retrying("removing \(container.short)") { try await self.runtime.remove(container) }
+            } catch {
+                logger.warning("removing \(container.short): \(error)")
+            }
         }
     }
 

@@ -24,7 +24,7 @@ struct Bench: AsyncParsableCommand {
             """,
         subcommands: [
             DockerBench.self, SchedulingBench.self, HeartbeatBench.self, FailoverBench.self, RESTBench.self, RecoveryBench.self,
-            SimWorkersCommand.self,
+            SimWorkersCommand.self, BareListenerCommand.self,
         ])
 }
 

@@ -59,10 +59,31 @@ struct HeartbeatBench: AsyncParsableCommand {
             ])
             for sim in sims { sim.signal(SIGKILL) }
             await manager.stop()
+            let connectionBytes = try await bareConnectionBytes(k)
+            rows[rows.count - 1].insert(format(connectionBytes, 0), at: 6)
+            rows[rows.count - 1].insert(format((rss - idleRSS) / Double(k) - connectionBytes, 0), at: 7)
         }
-        table(["workers", "beats/s", "manager CPU (of 1 core)", "simulators CPU", "manager RSS MiB", "bytes/worker", "apply p50", "apply p99", "marked down"], rows)
+        table(["workers", "beats/s", "manager CPU (of 1 core)", "simulators CPU", "manager RSS MiB", "bytes/worker", "of which connection",
+               "beyond connection", "apply p50", "apply p99", "marked down"], rows)
         print("targets: under 50% of one core, under 1 KiB per idle worker beyond its connection's buffers, p99 under 50 ms")
-        print("bytes/worker = (RSS with K workers − RSS with none) / K, connection buffers included")
+        print("bytes/worker = (RSS with K workers − RSS with none) / K; \"of which connection\" is the same measure for a")
+        print("listener with the same pipeline that keeps no state (bare-listener); \"beyond connection\" is the difference")
+    }
+
+    /// Resident bytes per connection of a listener that keeps no state, with `k` simulated workers.
+    func bareConnectionBytes(_ k: Int) async throws -> Double {
+        let port = try freePort()
+        let bare = try LaunchedProcess(executable: CommandLine.arguments[0], ["bare-listener", "--port", "\(port)"])
+        defer { bare.signal(SIGKILL) }
+        try await bare.waitForOutput("listening", within: .seconds(30))
+        try await Task.sleep(for: .seconds(1))
+        let pid = bare.process.processIdentifier
+        let idle = residentBytes(pid: pid)
+        let sims = try await startSimulatedWorkers(count: k, processes: smoke ? 1 : processes, wirePort: port, prefix: "b\(k)p")
+        try await Task.sleep(for: .seconds(3))
+        let loaded = residentBytes(pid: pid)
+        for sim in sims { sim.signal(SIGKILL) }
+        return (loaded - idle) / Double(k)
     }
 
     /// The cumulative buckets of orch_heartbeat_apply_seconds: (upper bound in seconds, count).

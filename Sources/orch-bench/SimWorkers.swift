@@ -71,3 +71,34 @@ func startSimulatedWorkers(count: Int, processes: Int, wirePort: Int, prefix: St
     for process in launched { try await process.waitForOutput("ready", within: .seconds(300)) }
     return launched
 }
+
+/// A listener of the cluster protocol that only welcomes and reads: the cost of the
+/// connections themselves (pipeline, buffers, the serving task), without any node state.
+/// The heartbeat benchmark subtracts it from the manager's memory per worker.
+struct BareListenerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bare-listener",
+        abstract: "A cluster-protocol listener that keeps no state (a baseline for the heartbeat benchmark).",
+        discussion: """
+            Examples:
+              orch-bench bare-listener --port 5556
+            """)
+
+    @Option(help: "The port on 127.0.0.1.")
+    var port: Int
+
+    func run() async throws {
+        let listener = try await WireListener.bind(host: "127.0.0.1", port: port)
+        print("listening")
+        fflush(nil)
+        try await listener.run { connection in
+            let sender = WireSender(connection)
+            try? await connection.executeThenClose { inbound, _ in
+                var messages = inbound.makeAsyncIterator()
+                guard case .hello? = try await messages.next() else { return }
+                try await sender.write(.welcome(Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(1))))
+                while try await messages.next() != nil {}
+            }
+        }
+    }
+}

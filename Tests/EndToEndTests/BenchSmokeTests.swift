@@ -32,7 +32,7 @@ struct BenchSmokeTests {
         #expect(out.contains("µs") || out.contains("ms"), "the apply latency is measured: \(out)")
     }
 
-    @Test func failover() async throws { _ = try await smoke("failover", header: "tasks") }
+    @Test func failover() async throws { _ = try await smoke("failover", header: "death") }
 
     @Test func rest() async throws { _ = try await smoke("rest", header: "tasks") }
 
