@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import OrchCore
 import OrchWire
 
@@ -9,7 +10,9 @@ extension Cluster {
         case refused(Refused)
     }
 
-    func join(_ hello: Hello, now: Date = Date()) -> JoinAnswer {
+    /// Welcomes (or refuses) a worker on `channel`. The welcome is written here, before the
+    /// link is handed out, so that nothing the cluster sends on it can overtake it.
+    func join(_ hello: Hello, on channel: any Channel, now: Date = Date()) -> JoinAnswer {
         guard let version = ProtocolVersion.negotiate(peerOldest: hello.oldestVersion, peerNewest: hello.newestVersion) else {
             return .refused(Refused(
                 code: .noCommonVersion, permanent: true,
@@ -23,7 +26,7 @@ extension Cluster {
                 code: .duplicateNode, permanent: true,
                 reason: "a live node with id \(hello.nodeID) (\(existing.record.name)) is connected already"))
         }
-        let link = NodeLink(id: nextLinkID, node: hello.nodeID)
+        let link = NodeLink(id: nextLinkID, node: hello.nodeID, channel: channel)
         nextLinkID += 1
         let capacity = NodeCapacity(
             millicores: Int(hello.capacity.millicores), memoryBytes: Int(clamping: hello.capacity.memoryBytes),
@@ -48,7 +51,9 @@ extension Cluster {
         capacityChanged = true
         persist([.saveNode(entry.record)])
         logger.info("node \(hello.name) (\(hello.nodeID)) joined from \(hello.addresses.joined(separator: ", "))")
-        return .welcome(Welcome(version: version, heartbeatInterval: configuration.heartbeatInterval), link)
+        let welcome = Welcome(version: version, heartbeatInterval: configuration.heartbeatInterval)
+        link.send(.welcome(welcome))
+        return .welcome(welcome, link)
     }
 
     func heartbeat(_ node: NodeID, _ beat: Heartbeat) {

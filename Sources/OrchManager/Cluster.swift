@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import OrchCore
 import OrchStore
 import OrchWire
@@ -187,20 +188,21 @@ extension TaskRecord {
     var holdsReservation: Bool { node != nil && (state == .scheduled || state == .running || state == .stopping) }
 }
 
-/// A live connection to a worker: messages queued here are written in order by the
-/// connection's writer (which waits for the socket: backpressure).
+/// A live connection to a worker. Messages are written straight to its channel, which keeps
+/// them in the order they were sent (the cluster actor sends them one after another); there
+/// is no queue or writer task per connection. Closing it closes the connection, so that a
+/// worker declared down dials again and rejoins.
 final class NodeLink: Sendable {
     let id: Int
     let node: NodeID
-    private let outbox: AsyncStream<WireMessage>.Continuation
-    let messages: AsyncStream<WireMessage>
+    private let channel: any Channel
 
-    init(id: Int, node: NodeID) {
+    init(id: Int, node: NodeID, channel: any Channel) {
         self.id = id
         self.node = node
-        (messages, outbox) = AsyncStream.makeStream()
+        self.channel = channel
     }
 
-    func send(_ message: WireMessage) { outbox.yield(message) }
-    func close() { outbox.finish() }
+    func send(_ message: WireMessage) { channel.writeAndFlush(message, promise: nil) }
+    func close() { channel.close(promise: nil) }
 }

@@ -5,8 +5,7 @@ import OrchWire
 
 /// The manager's end of the cluster protocol: one connection per worker. The first message
 /// must be hello (within `handshakeTimeout`); then the worker's messages go to the cluster
-/// in order, and the cluster's messages to the worker are written by one writer per
-/// connection, each write waiting for the socket.
+/// in order. The cluster writes to the worker through its `NodeLink`.
 struct WireGateway: Sendable {
     let cluster: Cluster
     let logger: Logger
@@ -25,27 +24,17 @@ struct WireGateway: Sendable {
                     return
                 }
                 timer.cancel()
-                switch await cluster.join(hello) {
+                switch await cluster.join(hello, on: channel) {
                 case .refused(let refused):
                     logger.warning("refused node \(hello.name) (\(hello.nodeID)): \(refused.reason)")
                     try await sender.write(.refused(refused))
                     return
-                case .welcome(let welcome, let link):
+                case .welcome(_, let link):
                     joined = link
-                    try await sender.write(.welcome(welcome))
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            for await message in link.messages { try await sender.write(message) }
-                            // The cluster closed the link (the node was declared down): the
-                            // connection goes too, so that the worker dials again and rejoins.
-                            try? await channel.close()
-                        }
-                        defer { group.cancelAll() }
-                        while let message = try await messages.next() {
-                            let read = ContinuousClock.now
-                            await cluster.received(message, from: link.node, link: link)
-                            if case .heartbeat = message { cluster.metrics.heartbeatApplied(after: ContinuousClock.now - read) }
-                        }
+                    while let message = try await messages.next() {
+                        let read = ContinuousClock.now
+                        await cluster.received(message, from: link.node, link: link)
+                        if case .heartbeat = message { cluster.metrics.heartbeatApplied(after: ContinuousClock.now - read) }
                     }
                 }
             }
