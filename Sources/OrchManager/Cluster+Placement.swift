@@ -117,7 +117,14 @@ extension Cluster {
 
     func recordMeasured(_ id: NodeID, _ metrics: MachineMetrics) {
         guard let index = schedulingIndex[id] else { return }
-        schedulingNodes[index].measured = ResourceAmount(millicores: Int(metrics.cpuMillicoresUsed), memoryBytes: Int(metrics.memoryUsedBytes))
+        // Memory is measured on the whole machine; a worker may offer only a share of it
+        // (--memory), so the machine's used fraction is applied to what it offers.
+        let offered = schedulingNodes[index].capacity.memoryBytes
+        var memory = Int(clamping: metrics.memoryUsedBytes)
+        if metrics.memoryTotalBytes > 0, offered > 0 {
+            memory = Int(Double(metrics.memoryUsedBytes) / Double(metrics.memoryTotalBytes) * Double(offered))
+        }
+        schedulingNodes[index].measured = ResourceAmount(millicores: Int(metrics.cpuMillicoresUsed), memoryBytes: memory)
     }
 
     func adjustReservation(_ id: NodeID, by spec: TaskSpec, sign: Int) {
