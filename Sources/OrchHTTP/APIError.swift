@@ -62,3 +62,18 @@ public struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 }
+
+extension Request {
+    /// The body as a task file (ours or Cube's); a 400 `invalid_task` listing every problem otherwise.
+    public func taskSubmission() async throws -> TaskSubmission {
+        let body = try await self.body.collect(upTo: TaskFile.maximumBytes + 1)
+        do {
+            return try TaskFile.decode(Data(buffer: body))
+        } catch {
+            throw APIError(
+                .badRequest, code: "invalid_task",
+                message: error.problems.count == 1 ? "invalid task: \(error.problems[0])" : "invalid task: \(error.problems.count) problems",
+                details: error.problems)
+        }
+    }
+}

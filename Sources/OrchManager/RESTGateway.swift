@@ -91,16 +91,7 @@ struct RESTGateway: Sendable {
     }
 
     private func submit(_ request: Request) async throws -> JSONBody<TaskDTO> {
-        let body = try await request.body.collect(upTo: TaskFile.maximumBytes + 1)
-        let submission: TaskSubmission
-        do {
-            submission = try TaskFile.decode(Data(buffer: body))
-        } catch {
-            throw APIError(
-                .badRequest, code: "invalid_task",
-                message: error.problems.count == 1 ? "invalid task: \(error.problems[0])" : "invalid task: \(error.problems.count) problems",
-                details: error.problems)
-        }
+        let submission = try await request.taskSubmission()
         do {
             if submission.intent == .stop {
                 // Cube stops a task by posting its event again with State 3.

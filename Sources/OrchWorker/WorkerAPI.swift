@@ -54,16 +54,7 @@ struct WorkerAPI: Sendable {
     }
 
     private func submit(_ request: Request) async throws -> JSONBody<[String: String]> {
-        let body = try await request.body.collect(upTo: TaskFile.maximumBytes + 1)
-        let submission: TaskSubmission
-        do {
-            submission = try TaskFile.decode(Data(buffer: body))
-        } catch {
-            throw APIError(
-                .badRequest, code: "invalid_task",
-                message: error.problems.count == 1 ? "invalid task: \(error.problems[0])" : "invalid task: \(error.problems.count) problems",
-                details: error.problems)
-        }
+        let submission = try await request.taskSubmission()
         if submission.intent == .stop {
             guard let id = submission.spec.id, let attempt = await worker.supervisor.attempt(of: id) else {
                 throw APIError(.notFound, code: "task_not_found", message: "no task \(submission.spec.id?.rawValue ?? "(no id)") on this worker")

@@ -33,18 +33,16 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Keep the state here instead of a temporary directory.", valueName: "dir"))
     var data: String?
 
-    @Option(help: ArgumentHelp("Log level: trace, debug, info, warning, error.", valueName: "level"))
-    var logLevel: String = "info"
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         _ = try HostPort.parse(http, option: "--http")
         _ = try HostPort.parse(wire, option: "--wire")
         _ = try HostPort.parse(workerHttp, option: "--worker-http")
-        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: \"\(logLevel)\" is not one of trace, debug, info, warning, error") }
     }
 
     func run() async throws {
-        let logger = makeLogger(label: "orch.dev", level: logLevel)
+        let logger = logging.logger(label: "orch.dev")
         let root = data ?? NSTemporaryDirectory() + "orch-dev-\(UUID().uuidString.prefix(8))"
         let httpAddress = try HostPort.parse(http, option: "--http")
         let wireAddress = try HostPort.parse(wire, option: "--wire")

@@ -46,8 +46,7 @@ struct ManagerCommand: AsyncParsableCommand {
     @Flag(help: "Make every write survive a power loss, not only a crash (slower).")
     var fsync = false
 
-    @Option(help: ArgumentHelp("Log level: trace, debug, info, warning, error.", valueName: "level"))
-    var logLevel: String = "info"
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         _ = try HostPort.parse(http, option: "--http")
@@ -57,11 +56,10 @@ struct ManagerCommand: AsyncParsableCommand {
                 throw ValidationError("\(option): \"\(text)\" is not a duration such as 500ms, 5s or 1m")
             }
         }
-        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: \"\(logLevel)\" is not one of trace, debug, info, warning, error") }
     }
 
     func run() async throws {
-        let logger = makeLogger(label: "orch.manager", level: logLevel)
+        let logger = logging.logger(label: "orch.manager")
         var configuration = ManagerConfiguration(dataDirectory: data)
         let httpAddress = try HostPort.parse(http, option: "--http")
         let wireAddress = try HostPort.parse(wire, option: "--wire")

@@ -47,8 +47,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(help: "On exit, ask the manager to move this worker's tasks at once.")
     var drain = false
 
-    @Option(help: ArgumentHelp("Log level: trace, debug, info, warning, error.", valueName: "level"))
-    var logLevel: String = "info"
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         _ = try HostPort.parse(manager, option: "--manager")
@@ -56,11 +55,10 @@ struct WorkerCommand: AsyncParsableCommand {
         if let memory, ByteCount.parse(memory) == nil { throw ValidationError("--memory: \"\(memory)\" is not a size such as 512MiB or 2GiB") }
         if let cpus, !(cpus > 0) { throw ValidationError("--cpus must be more than 0") }
         for label in labels where !label.contains("=") { throw ValidationError("--label: \"\(label)\" is not key=value") }
-        if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: \"\(logLevel)\" is not one of trace, debug, info, warning, error") }
     }
 
     func run() async throws {
-        let logger = makeLogger(label: "orch.worker", level: logLevel)
+        let logger = logging.logger(label: "orch.worker")
         let managerAddress = try HostPort.parse(manager, option: "--manager")
         let httpAddress = try HostPort.parse(http, option: "--http")
         var configuration = WorkerConfiguration(name: name, stateDirectory: stateDir)
@@ -109,9 +107,21 @@ struct HostPort: Sendable, Hashable {
     }
 }
 
-/// swift-log to stderr at `level`.
-func makeLogger(label: String, level: String) -> Logger {
-    var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
-    logger.logLevel = Logger.Level(rawValue: level) ?? .info
-    return logger
+/// The log level of the commands that run a manager or a worker.
+struct LogOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, warning, error.", valueName: "level"))
+    var logLevel: String = "info"
+
+    func validate() throws {
+        if Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("--log-level: \"\(logLevel)\" is not one of trace, debug, info, warning, error")
+        }
+    }
+
+    /// swift-log to stderr at the chosen level.
+    func logger(label: String) -> Logger {
+        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        return logger
+    }
 }
