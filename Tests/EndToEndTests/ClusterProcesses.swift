@@ -64,6 +64,10 @@ final class ClusterProcesses: @unchecked Sendable {
         try LaunchedProcess(orchctl: [
             "manager", "--http", "127.0.0.1:\(http)", "--wire", "127.0.0.1:\(wire)", "--data", data,
             "--heartbeat-interval", "200ms", "--heartbeat-grace", grace, "--restart-window", "2s",
+            // Placement by reservations: E-PVM also weighs each worker's measured load, and two
+            // workers on one busy host measure the same machine at different instants, so
+            // its choice between them follows that noise rather than anything the tests do.
+            "--scheduler", "spread",
         ])
     }
 
