@@ -26,8 +26,7 @@ extension Cluster {
                 code: .duplicateNode, permanent: true,
                 reason: "a live node with id \(hello.nodeID) (\(existing.record.name)) is connected already"))
         }
-        let link = NodeLink(id: nextLinkID, node: hello.nodeID, channel: channel)
-        nextLinkID += 1
+        let link = NodeLink(node: hello.nodeID, channel: channel)
         let capacity = NodeCapacity(
             millicores: Int(hello.capacity.millicores), memoryBytes: Int(clamping: hello.capacity.memoryBytes),
             diskBytes: Int(clamping: hello.capacity.diskBytes))
@@ -57,10 +56,11 @@ extension Cluster {
     }
 
     func heartbeat(_ node: NodeID, _ beat: Heartbeat) {
-        guard nodes[node]?.link != nil else { return }
-        nodes[node]?.lastHeartbeat = clock.now
-        nodes[node]?.lastHeartbeatDate = Date()
-        nodes[node]?.metrics = beat.metrics
+        // One hash of the id, the entry changed in place: this runs for every heartbeat.
+        guard let index = nodes.index(forKey: node), nodes.values[index].link != nil else { return }
+        nodes.values[index].lastHeartbeat = clock.now
+        nodes.values[index].lastHeartbeatDate = Date()
+        nodes.values[index].metrics = beat.metrics
         recordMeasured(node, beat.metrics)
         metrics.heartbeat()
     }

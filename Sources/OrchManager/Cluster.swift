@@ -57,7 +57,6 @@ public actor Cluster {
     let journalSignal: AsyncStream<Void>.Continuation
     nonisolated let journalReady: AsyncStream<Void>
 
-    var nextLinkID = 1
 
     init(configuration: ManagerConfiguration, snapshot: StoreSnapshot, metrics: ManagerMetrics, logger: Logger) {
         self.configuration = configuration
@@ -193,12 +192,10 @@ extension TaskRecord {
 /// is no queue or writer task per connection. Closing it closes the connection, so that a
 /// worker declared down dials again and rejoins.
 final class NodeLink: Sendable {
-    let id: Int
     let node: NodeID
     private let channel: any Channel
 
-    init(id: Int, node: NodeID, channel: any Channel) {
-        self.id = id
+    init(node: NodeID, channel: any Channel) {
         self.node = node
         self.channel = channel
     }

@@ -83,6 +83,4 @@ final class LogStreams: Sendable {
         let ids = state.withLock { $0.open.filter { $0.value.node == node }.map(\.key) }
         for id in ids { finish(id, error: reason) }
     }
-
-    var openCount: Int { state.withLock { $0.open.count } }
 }

@@ -30,7 +30,7 @@ struct RESTGateway: Sendable {
         router.post("tasks") { request, _ in try await submit(request) }
         router.get("tasks/:taskID") { _, context in
             let id = try await resolveTask(context)
-            guard let record = await cluster.task(id) else { throw notFound(id.rawValue) }
+            guard let record = await cluster.task(id) else { throw Self.apiError(.taskNotFound(id.rawValue)) }
             let history = try await store.history(of: id)
             return JSONBody(await cluster.dto(record, events: history))
         }
@@ -161,10 +161,6 @@ struct RESTGateway: Sendable {
         } catch {
             throw Self.apiError(error)
         }
-    }
-
-    private func notFound(_ id: String) -> APIError {
-        APIError(.notFound, code: "task_not_found", message: "no task with id \(id)")
     }
 
     static func apiError(_ error: ClusterError) -> APIError {

@@ -77,7 +77,7 @@ public actor LogRelay {
         stream.reader?.cancel()
     }
 
-    /// Every open stream ends (the connection dropped).
+    /// Every open stream ends: the connection they were for dropped.
     public func endAll() {
         for id in Array(streams.keys) { end(id) }
     }

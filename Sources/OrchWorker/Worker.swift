@@ -88,6 +88,12 @@ public final class Worker: Service, Sendable {
             group.addTask { await self.watchEvents(ready: ready.continuation) }
             for await _ in ready.stream { break }
             group.addTask {
+                // A log stream lives on one connection: when it drops, its readers stop.
+                for await state in self.client.states {
+                    if case .disconnected = state { await self.logs.endAll() }
+                }
+            }
+            group.addTask {
                 try await self.client.run(WireClientHandlers(
                     taskList: { await self.supervisor.taskList() },
                     metrics: { await self.machineMetrics() },

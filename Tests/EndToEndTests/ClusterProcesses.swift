@@ -5,29 +5,6 @@ import OrchCore
 import OrchTestSupport
 import Testing
 
-/// A free TCP port on 127.0.0.1 (bound, read and released).
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestTimeout(what: "a socket") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw TestTimeout(what: "a free port") }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-func temporaryDirectory(_ name: String) -> String {
-    let path = NSTemporaryDirectory() + "orch-e2e-\(name)-\(UUID().uuidString.prefix(8))"
-    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
-
 /// A manager and its workers as real `orchctl` processes on loopback, killed at the end;
 /// every container of their nodes is removed.
 final class ClusterProcesses: @unchecked Sendable {

@@ -81,9 +81,7 @@ final class ManagerHarness: Sendable {
     }
 }
 
-func temporaryDataDirectory() -> String {
-    NSTemporaryDirectory() + "orch-manager-\(UUID().uuidString.prefix(8))"
-}
+func temporaryDataDirectory() -> String { temporaryDirectory("manager") }
 
 func task(_ millicores: Int = 500, memory: Int = 64 << 20, policy: RestartMode = .onFailure, id: String? = nil, health: Bool = false) -> TaskSpec {
     TaskSpec(

@@ -3,7 +3,7 @@ import OrchCore
 import OrchRuntime
 import OrchTestSupport
 import OrchWire
-import OrchWorker
+@testable import OrchWorker
 import Testing
 
 @Suite("Worker with a test peer (Docker)", .serialized, .timeLimit(.minutes(3)))
@@ -192,6 +192,23 @@ struct WorkerDockerTests {
             try await harness.peer.send(.logRequest(LogRequest(streamID: 8, task: TaskID(rawValue: "nope"), tail: 10, follow: false, credit: 100)), on: connection)
             let end = try await events.next("end of stream 8") { if case .message(_, .logEnd(let end)) = $0, end.streamID == 8 { end } else { nil } }
             #expect(end.error?.contains("not on this worker") == true)
+        }
+    }
+
+    @Test func aFollowedLogStreamEndsWhenTheConnectionDrops() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "quiet")
+            try await harness.assign(task, sleeper())
+            _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            try await harness.peer.send(.logRequest(LogRequest(streamID: 3, task: task, tail: nil, follow: true, credit: 100)), on: 1)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while await harness.worker.logs.openStreams == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(await harness.worker.logs.openStreams == 1, "the follow stream is open")
+            await harness.peer.dropAll()
+            while await harness.worker.logs.openStreams > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(await harness.worker.logs.openStreams == 0, "no reader is left waiting for credit from a connection that is gone")
         }
     }
 

@@ -31,12 +31,6 @@ func removeContainers(of node: NodeID, _ runtime: DockerRuntime) async {
     }
 }
 
-func temporaryDirectory(_ name: String) -> String {
-    let path = NSTemporaryDirectory() + "orch-test-\(name)-\(UUID().uuidString.prefix(8))"
-    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
-
 /// An in-process worker on the real Docker engine, connected to a scripted manager over
 /// loopback TCP. Everything it started is removed afterwards, also when the test fails.
 final class WorkerHarness: Sendable {

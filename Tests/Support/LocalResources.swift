@@ -1,0 +1,25 @@
+import Foundation
+
+/// A free TCP port on 127.0.0.1 (bound, read and released), for a process that must be
+/// started on a known port.
+public func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestTimeout(what: "a socket") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw TestTimeout(what: "a free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A new directory under the system's temporary folder, named for `name`.
+public func temporaryDirectory(_ name: String) -> String {
+    let path = NSTemporaryDirectory() + "orch-\(name)-\(UUID().uuidString.prefix(8))"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
