@@ -26,6 +26,8 @@ public final class Worker: Service, Sendable {
     private let metrics: Mutex<MachineSampler>
     private let submissions = Mutex<(next: UInt64, waiting: [UInt64: CheckedContinuation<SubmitResult, Never>])>((1, [:]))
     private let logger: Logger
+    /// The last work queued for each task, so that its messages are handled in order.
+    private let perTask = Mutex<(generation: UInt64, running: [TaskID: (generation: UInt64, work: Task<Void, Never>)])>((0, [:]))
     /// The HTTP API's real address once it listens.
     public let httpAddress = Mutex<String?>(nil)
 
@@ -118,9 +120,9 @@ public final class Worker: Service, Sendable {
     private func received(_ message: WireMessage) async {
         switch message {
         case .assignTask(let assignment):
-            Task { await supervisor.assign(assignment) }
+            inOrder(for: assignment.task) { await self.supervisor.assign(assignment) }
         case .stopTask(let stop):
-            Task { await supervisor.stop(stop.task, attempt: stop.attempt) }
+            inOrder(for: stop.task) { await self.supervisor.stop(stop.task, attempt: stop.attempt) }
         case .logRequest(let request):
             let container = await supervisor.container(of: request.task)
             await logs.open(request, container: container)
@@ -133,6 +135,22 @@ public final class Worker: Service, Sendable {
             waiter?.resume(returning: result)
         default:
             logger.debug("ignoring \(message.kind) from the manager")
+        }
+    }
+
+    /// Runs `work` after the work queued before it for the same task, without holding up the
+    /// reading of the connection: a stop sent right behind its assignment is handled after
+    /// it, while other tasks go on meanwhile.
+    private func inOrder(for task: TaskID, _ work: @escaping @Sendable () async -> Void) {
+        perTask.withLock { state in
+            state.generation += 1
+            let generation = state.generation
+            let previous = state.running[task]?.work
+            state.running[task] = (generation, Task {
+                await previous?.value
+                await work()
+                self.perTask.withLock { if $0.running[task]?.generation == generation { $0.running[task] = nil } }
+            })
         }
     }
 

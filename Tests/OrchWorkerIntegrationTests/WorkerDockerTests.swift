@@ -103,6 +103,29 @@ struct WorkerDockerTests {
         }
     }
 
+    @Test func aStopRightBehindItsAssignmentIsHandledAfterIt() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            for index in 0..<5 {
+                let task = TaskID(rawValue: "hasty-\(index)")
+                try await harness.assign(task, sleeper())
+                try await harness.stop(task)
+            }
+            for index in 0..<5 {
+                let task = TaskID(rawValue: "hasty-\(index)")
+                let done = try await awaitStatus(harness.peer, task, "completed") { $0.state.isTerminal }
+                #expect(done.state == .completed, "\(task) stopped, not left running")
+            }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while try await !harness.runtime.list(labels: [ContainerLabel.node: harness.worker.node.rawValue]).isEmpty,
+                  ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await harness.runtime.list(labels: [ContainerLabel.node: harness.worker.node.rawValue]).isEmpty)
+        }
+    }
+
     @Test func aStopForAnAttemptThatIsNotCurrentIsHarmless() async throws {
         try await WorkerHarness.with { harness in
             var events = EventReader(harness.peer)
