@@ -24,7 +24,11 @@ public struct WireListener: Sendable {
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addWireHandlers(maximumFrameBytes: maximumFrameBytes)
-                    return try WireChannel(wrappingChannelSynchronously: channel)
+                    // Closed if dropped unserved: a stopping listener leaves accepted connections
+                    // behind that `run` never gets, and NIO's newer initializer traps on such a
+                    // drop (seen: a client dialing while a listener stopped crashed the process).
+                    // The older one, deprecated for this very teardown, is what is wanted here.
+                    return try WireChannel(synchronouslyWrapping: channel)
                 }
             }
         guard let address = server.channel.localAddress else {
