@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "orchctl", targets: ["orchctl"]),
         .executable(name: "orch-bench", targets: ["orch-bench"]),
+        .executable(name: "orch-sim", targets: ["orch-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,6 +27,18 @@ let package = Package(
     targets: [
         // The domain: tasks, states, validation, Cube's task files. No I/O.
         .target(name: "OrchCore", swiftSettings: swiftSettings),
+        // The control core: the manager's and the worker's decisions as pure state machines
+        // (input and time in, effects out). The shells in OrchManager and OrchWorker carry the
+        // effects out; the simulator drives the same machines.
+        .target(name: "OrchControl", dependencies: ["OrchCore"], swiftSettings: swiftSettings),
+        // The deterministic cluster simulator: the real machines against a simulated network,
+        // containers, store and clock, all from one seed (docs/RELIABILITY.md).
+        .target(name: "OrchSim", dependencies: ["OrchCore", "OrchControl"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "orch-sim",
+            dependencies: ["OrchSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
         // The container runtime: the Docker Engine API over its socket.
         .target(
             name: "OrchRuntime",
@@ -67,6 +80,7 @@ let package = Package(
             name: "OrchManager",
             dependencies: [
                 "OrchCore",
+                "OrchControl",
                 "OrchWire",
                 "OrchStore",
                 "OrchHTTP",
@@ -83,6 +97,7 @@ let package = Package(
             name: "OrchWorker",
             dependencies: [
                 "OrchCore",
+                "OrchControl",
                 "OrchWire",
                 "OrchRuntime",
                 "OrchHTTP",
@@ -182,6 +197,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OrchCoreTests", dependencies: ["OrchCore"], swiftSettings: swiftSettings),
+        // The machines' handlers, each input with an injected clock (no sleeps, no sockets).
+        .testTarget(name: "OrchControlTests", dependencies: ["OrchCore", "OrchControl"], swiftSettings: swiftSettings),
+        // The simulator's fixed seed set (CI) and its own checks.
+        .testTarget(name: "OrchSimTests", dependencies: ["OrchCore", "OrchControl", "OrchSim"], swiftSettings: swiftSettings),
         // Runs the orchctl that the build puts beside the tests, as a process.
         .testTarget(name: "OrchctlTests", dependencies: ["orchctl", "OrchTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "OrchRuntimeTests", dependencies: ["OrchCore", "OrchRuntime"], swiftSettings: swiftSettings),

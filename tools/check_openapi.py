@@ -275,6 +275,9 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
             return f"Location {r.headers.get('Location')!r} does not name /tasks/{task['id']}"
         if task["desiredState"] != "run" or task["spec"]["image"] != IMAGE:
             return f"unexpected task {task}"
+        header = r.headers.get("X-Orch-Revision", "")
+        if not header.isdigit() or int(header) < task["revision"] or task["revision"] < 1:
+            return f"X-Orch-Revision {header!r} does not cover the task's revision {task['revision']}"
         return None
 
     oneshot = task_file(command=["sh", "-c", "echo hello from a one-shot task; exit 0"],

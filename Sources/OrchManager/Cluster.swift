@@ -1,205 +1,276 @@
 import Foundation
 import Logging
 import NIOCore
+import OrchControl
 import OrchCore
 import OrchStore
 import OrchWire
 
-/// The manager's state and its control loop: every task, every node, the scheduler. One
-/// actor owns it all; the wire gateway, the REST gateway and the timer call in.
-///
-/// Every change of a task goes through `TaskRecord.apply` (the one transition table) and
-/// into the journal, which one committer writes to the store in order (`Manager.run`).
-/// Callers that must not answer before a change is durable (a submission, the ack of a
-/// terminal status) wait for the journal's commit.
+/// The manager's shell: it feeds the pure `ManagerMachine` its inputs (requests, frames,
+/// connections, timers, commits) with the time, and carries out the effects it returns. It
+/// holds no decision of its own: the machine is the only place where they are made, and the
+/// simulator drives that same machine.
 public actor Cluster {
-    struct NodeEntry {
-        var record: NodeRecord
-        var state: NodeDTO.State
-        var link: NodeLink?
-        var lastHeartbeat: ContinuousClock.Instant?
-        var lastHeartbeatDate: Date?
-        var metrics: MachineMetrics?
-        /// When the tasks of a node that is not up are given up on (down: now; restarting: the window).
-        var tasksLostAt: ContinuousClock.Instant?
-        /// Tasks whose current attempt is here and not ended; they reserve its resources.
-        var tasks: Set<TaskID> = []
-    }
-
     let configuration: ManagerConfiguration
     let logger: Logger
     let metrics: ManagerMetrics
     let logStreams = LogStreams()
-    let clock = ContinuousClock()
-    var scheduler: Scheduler
+    private var machine: ManagerMachine
+    private let origin = ContinuousClock.now
 
-    var tasks: [TaskID: TaskRecord] = [:]
-    /// Task ids in the order they were accepted, for listing.
-    var order: [TaskID] = []
-    /// How many tasks are in each state, kept as they change (for /metrics, without a scan).
-    var stateCounts: [TaskState: Int] = [:]
-    var nodes: [NodeID: NodeEntry] = [:]
-    /// The scheduler's view of the nodes, kept in step with `nodes`.
-    var schedulingNodes: [SchedulingNode] = []
-    var schedulingIndex: [NodeID: Int] = [:]
-    /// Tasks to place at the next pass, in the order they became ready.
-    var pending: [TaskID] = []
-    /// Tasks found to fit nowhere, oldest first: tried again only when capacity may have appeared.
-    var blocked: [TaskID] = []
-    /// Tasks in a restart's backoff, with the time each becomes ready.
-    var notBefore: [TaskID: ContinuousClock.Instant] = [:]
-    /// Whether capacity may have appeared since the last placement pass found nothing.
-    var capacityChanged = true
+    /// The connections, by the id the machine knows them by.
+    private var links: [ConnectionID: NodeLink] = [:]
+    private var nextConnection: UInt64 = 1
+    private var waiters: [RequestID: CheckedContinuation<ManagerMachine.Answer, Never>] = [:]
+    private var nextRequest: UInt64 = 1
 
-    // The journal: changes not yet handed to the store, and who waits for them.
-    var journal: [StoreChange] = []
-    var journalWaiters: [CheckedContinuation<Void, any Error>] = []
-    let journalSignal: AsyncStream<Void>.Continuation
+    // The commit path: batches in order, waiting for the committer.
+    private var batches: [StoreBatch] = []
+    private var committing = false
+    private let journalSignal: AsyncStream<Void>.Continuation
     nonisolated let journalReady: AsyncStream<Void>
 
+    /// The earliest moment the machine asked to be woken at.
+    private var wakeAt: Moment?
 
     init(configuration: ManagerConfiguration, snapshot: StoreSnapshot, metrics: ManagerMetrics, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
-        scheduler = Scheduler(kind: configuration.scheduler)
         (journalReady, journalSignal) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let now = ContinuousClock.now
-        for record in snapshot.nodes {
-            // Known from before a restart of the manager: down until it reconnects; its tasks
-            // are given up on only if it has not come back within the grace period.
-            nodes[record.id] = NodeEntry(record: record, state: .down, tasksLostAt: now + configuration.heartbeatGrace)
-        }
-        for record in snapshot.tasks {
-            tasks[record.id] = record
-            order.append(record.id)
-            stateCounts[record.state, default: 0] += 1
-            if record.state == .pending && record.desiredState == .run { pending.append(record.id) }
-            if let node = record.node, record.holdsReservation { nodes[node]?.tasks.insert(record.id) }
-        }
-        for id in nodes.keys.sorted() {
-            guard let entry = nodes[id] else { continue }
-            schedulingIndex[id] = schedulingNodes.count
-            schedulingNodes.append(Self.schedulingNode(entry, tasks: tasks))
+        let maximumFrameBytes = configuration.maximumFrameBytes
+        machine = ManagerMachine(
+            configuration: ManagerMachine.Configuration(
+                scheduler: configuration.scheduler, heartbeatInterval: configuration.heartbeatInterval,
+                heartbeatGrace: configuration.heartbeatGrace, restartWindow: configuration.restartWindow,
+                maximumFrameBytes: maximumFrameBytes,
+                assignmentBytes: { id, spec in Frame.encode(.assignTask(AssignTask(task: id, attempt: 1, spec: spec))).readableBytes - 4 }),
+            snapshot: snapshot, now: .zero, wallOrigin: Date(), seed: UInt64.random(in: .min ... .max))
+        wakeAt = machine.nextWake()
+    }
+
+    /// The machine's clock: monotonic, from this shell's start.
+    private var now: Moment { Moment(nanoseconds: (ContinuousClock.now - origin).nanoseconds) }
+
+    // MARK: - Inputs
+
+    /// Feeds one input and carries out what the machine decided.
+    private func feed(_ input: ManagerMachine.Input) {
+        perform(machine.handle(input, now: now))
+    }
+
+    /// Feeds a request and waits for its answer (given once what it reports is durable).
+    private func ask(_ make: (RequestID) -> ManagerMachine.Input) async -> ManagerMachine.Answer {
+        let request = RequestID(rawValue: nextRequest)
+        nextRequest += 1
+        return await withCheckedContinuation { continuation in
+            waiters[request] = continuation
+            feed(make(request))
         }
     }
 
-    // MARK: - Journal
-
-    /// Queues changes for the store, in order.
-    func persist(_ changes: [StoreChange]) {
-        guard !changes.isEmpty else { return }
-        journal.append(contentsOf: changes)
-        journalSignal.yield()
-    }
-
-    /// Queues changes and waits until they (and everything queued before them) are committed.
-    func persistAndWait(_ changes: [StoreChange]) async throws {
-        persist(changes)
-        try await withCheckedThrowingContinuation { journalWaiters.append($0) }
-    }
-
-    /// What the committer writes next.
-    func takeJournal() -> (changes: [StoreChange], waiters: [CheckedContinuation<Void, any Error>]) {
-        defer {
-            journal = []
-            journalWaiters = []
+    func submit(_ spec: TaskSpec) async throws(ClusterError) -> (record: TaskRecord, created: Bool, revision: UInt64) {
+        switch await ask({ .submit($0, spec) }) {
+        case .submitted(let record, let created, let revision): return (record, created, revision)
+        case .refused(let error): throw error
+        case let other: throw .unavailable("unexpected answer \(other)")
         }
-        return (journal, journalWaiters)
     }
 
-    // MARK: - Task changes
-
-    /// Applies `event` to a task, journals the change and its history line. Illegal events
-    /// are logged and refused: nothing changes.
-    @discardableResult
-    func change(_ id: TaskID, _ event: TaskEvent, now: Date = Date()) -> Bool {
-        guard var record = tasks[id] else { return false }
-        do {
-            try record.apply(event, at: now)
-        } catch {
-            logger.warning("\(error)", metadata: ["task": "\(id)"])
-            return false
+    func stop(_ id: TaskID) async throws(ClusterError) -> (record: TaskRecord, revision: UInt64) {
+        switch await ask({ .stop($0, id) }) {
+        case .stopped(let record, let revision): return (record, revision)
+        case .refused(let error): throw error
+        case let other: throw .unavailable("unexpected answer \(other)")
         }
-        if let before = tasks[id]?.state, before != record.state {
-            stateCounts[before, default: 0] -= 1
-            stateCounts[record.state, default: 0] += 1
+    }
+
+    func removeNode(_ id: NodeID) async throws(ClusterError) -> UInt64 {
+        switch await ask({ .removeNode($0, id) }) {
+        case .nodeRemoved(let revision): return revision
+        case .refused(let error): throw error
+        case let other: throw .unavailable("unexpected answer \(other)")
         }
-        tasks[id] = record
-        metrics.taskEvent(event)
-        persist([.saveTask(record), .appendHistory(TaskHistoryEntry(task: id, at: now, state: record.state, message: event.description))])
-        return true
     }
 
-    /// Resources go back to the node of the task's current attempt.
-    func release(_ id: TaskID) {
-        guard let record = tasks[id], let node = record.node, nodes[node]?.tasks.remove(id) != nil else { return }
-        adjustReservation(node, by: record.spec, sign: -1)
-        capacityChanged = true
+    /// A new connection: the machine gives it an id and a deadline for its hello.
+    func connected(_ channel: any Channel) -> ConnectionID {
+        let id = ConnectionID(rawValue: nextConnection)
+        nextConnection += 1
+        links[id] = NodeLink(connection: id, channel: channel)
+        feed(.connected(id))
+        return id
     }
 
-    func reserve(_ id: TaskID, on node: NodeID) {
-        guard let record = tasks[id], nodes[node]?.tasks.insert(id).inserted == true else { return }
-        adjustReservation(node, by: record.spec, sign: 1)
+    func received(_ message: WireMessage, on connection: ConnectionID) {
+        guard links[connection] != nil else { return }
+        feed(.received(connection, message))
     }
 
-    /// An attempt ended (completed, failed or lost): its resources go back, and its restart
-    /// policy decides whether it is placed again (after a backoff) or stays ended.
-    func attemptEnded(_ id: TaskID, now: Date = Date()) {
-        release(id)
-        guard let record = tasks[id] else { return }
-        if record.state == .lost && record.desiredState == .stop {
-            change(id, .stopRequested, now: now)
-            return
-        }
-        switch RestartDecision.decide(for: record, now: now) {
-        case .restart(let after):
-            if RestartDecision.effectiveRestartCount(record, now: now) == 0, record.restartCount > 0 {
-                tasks[id]?.restartCount = 0
+    func disconnected(_ connection: ConnectionID) {
+        guard let link = links.removeValue(forKey: connection) else { return }
+        link.close()
+        feed(.disconnected(connection))
+    }
+
+    /// The timer's work: fires when the earliest wake the machine asked for has come.
+    func tick() {
+        guard let due = wakeAt, due <= now else { return }
+        wakeAt = nil
+        feed(.timer)
+    }
+
+    // MARK: - Effects
+
+    private func perform(_ effects: [ManagerMachine.Effect]) {
+        for effect in effects {
+            switch effect {
+            case .send(let connection, let message):
+                guard let link = links[connection] else { continue }
+                if !link.send(message) {
+                    // A node that does not read: its buffered frames are bounded, then it is cut off.
+                    logger.warning("a worker does not read what is sent to it; closing its connection", metadata: ["connection": "\(connection)"])
+                    links[connection] = nil
+                    link.close()
+                    perform(machine.handle(.disconnected(connection), now: now))
+                }
+            case .close(let connection):
+                links.removeValue(forKey: connection)?.close()
+            case .persist(let batch):
+                batches.append(batch)
+                journalSignal.yield()
+            case .answer(let request, let answer):
+                waiters.removeValue(forKey: request)?.resume(returning: answer)
+            case .wake(let moment):
+                if wakeAt.map({ moment < $0 }) ?? true { wakeAt = moment }
+            case .logData(let data):
+                logStreams.deliver(data)
+            case .logEnd(let end):
+                logStreams.finish(end.streamID, error: end.error)
+            case .logsLost(let node, let reason):
+                logStreams.finishAll(from: node, reason: reason)
+            case .note(let note):
+                record(note)
             }
-            guard change(id, .requeued(reason: "restarting after \(DurationText.format(after)) (\(record.error ?? record.state.rawValue))"), now: now) else { return }
-            enqueuePending(id, after: after)
-        case .leave(let reason?):
-            if record.state == .lost {
-                change(id, .abandoned(reason: reason), now: now)
-            } else if var ended = tasks[id] {
-                ended.error = "\(ended.error.map { "\($0); " } ?? "")\(reason)"
-                tasks[id] = ended
-                persist([.saveTask(ended), .appendHistory(TaskHistoryEntry(task: id, at: now, state: ended.state, message: reason))])
-            }
-        case .leave(nil):
-            if record.state == .lost { change(id, .abandoned(reason: record.error ?? "node lost"), now: now) }
         }
     }
 
-    func enqueuePending(_ id: TaskID, after delay: Duration = .zero) {
-        if delay > .zero {
-            notBefore[id] = clock.now + delay
-        } else {
-            notBefore[id] = nil
-            pending.append(id)
+    private func record(_ note: ManagerMachine.Note) {
+        switch note {
+        case .nodeJoined(let id, let name, let addresses):
+            logger.info("node \(name) (\(id)) joined from \(addresses.joined(separator: ", "))")
+        case .nodeRefused(let name, let id, let reason):
+            logger.warning("refused node \(name) (\(id)): \(reason)")
+        case .nodeReplacedConnection(let name):
+            logger.info("node \(name) dialed again; its old connection is closed")
+        case .nodeDisconnected(let name):
+            logger.info("node \(name) disconnected")
+        case .nodeDown(let name, let silent):
+            logger.warning("node \(name) was silent for \(DurationText.format(silent)): down")
+        case .nodeRestarting(let name, let window):
+            logger.info("node \(name) is restarting; its tasks are kept for \(DurationText.format(window))")
+        case .nodeDraining(let name):
+            logger.info("node \(name) is draining; its tasks move")
+        case .nodeLost(let name, let count):
+            logger.warning("node \(name) is lost with \(count) task\(count == 1 ? "" : "s")")
+        case .protocolViolation(let connection, let text):
+            logger.warning("closing a connection: \(text)", metadata: ["connection": "\(connection)"])
+        case .submitted:
+            metrics.submitted()
+        case .placed:
+            metrics.placed()
+        case .taskEvent(let id, let event):
+            metrics.taskEvent(event)
+            logger.debug("\(event)", metadata: ["task": "\(id)"])
+        case .transitionRefused(let text):
+            logger.warning("\(text)")
+        case .heartbeat:
+            metrics.heartbeat()
+        case .storeFailing(let reason):
+            logger.error("writing the state failed: \(reason); retrying, and refusing changes meanwhile")
+        case .storeRecovered:
+            logger.notice("the state is written again")
         }
     }
-}
 
-extension TaskRecord {
-    /// Whether this task's current attempt holds resources on its node.
-    var holdsReservation: Bool { node != nil && (state == .scheduled || state == .running || state == .stopping) }
+    // MARK: - The commit path
+
+    /// The batches to write next (all of them: one transaction), or nil when none wait.
+    func takeBatches() -> [StoreBatch]? {
+        guard !batches.isEmpty else {
+            committing = false
+            return nil
+        }
+        committing = true
+        defer { batches = [] }
+        return batches
+    }
+
+    func committed(through sequence: UInt64) {
+        feed(.committed(through: sequence))
+    }
+
+    /// The write failed: the batches go back in front, to be tried again.
+    func commitFailed(_ failed: [StoreBatch], reason: String) {
+        batches = failed + batches
+        feed(.commitFailed(through: failed.last?.sequence ?? 0, reason: reason))
+    }
+
+    /// Whether every batch handed out so far is written.
+    var isCommitted: Bool { batches.isEmpty && !committing }
+
+    /// Answers every request still waiting (the manager is stopping).
+    func abandonRequests(reason: String) {
+        for (_, waiter) in waiters { waiter.resume(returning: .refused(.unavailable(reason))) }
+        waiters = [:]
+    }
+
+    // MARK: - Views
+
+    func task(_ id: TaskID) -> TaskRecord? { machine.task(id) }
+    func taskTable() -> TaskTable { machine.taskTable }
+    func resolveTask(_ text: String) throws(ClusterError) -> TaskID { try machine.resolveTask(text) }
+    func resolveNode(_ text: String) throws(ClusterError) -> NodeID { try machine.resolveNode(text) }
+    func listNodes() -> [NodeDTO] { machine.listNodes() }
+    func counts() -> (tasksByState: [TaskState: Int], nodesByState: [NodeDTO.State: Int]) { machine.counts() }
+    var revision: UInt64 { machine.revision }
+    var storeProblem: String? { machine.storeProblem }
+
+    func dto(_ record: TaskRecord, events: [TaskHistoryEntry]? = nil) -> TaskDTO {
+        TaskDTO(record, nodeName: record.node.flatMap { machine.nodeName($0) }, events: events)
+    }
+
+    /// Asks the worker that runs `id` for its output; the link to grant credit and end it.
+    func openLogs(_ id: TaskID, tail: Int?, follow: Bool) throws(ClusterError) -> (stream: UInt64, events: AsyncStream<LogStreams.Event>, link: NodeLink) {
+        let source = try machine.logSource(of: id)
+        guard let link = links[source.connection] else { throw .noLogs("the node of task \(id) is not connected") }
+        let (stream, events) = logStreams.open(from: source.node)
+        link.send(.logRequest(LogRequest(
+            streamID: stream, task: id, tail: tail.map { UInt32(clamping: max($0, 0)) }, follow: follow, credit: LogStreams.credit)))
+        return (stream, events, link)
+    }
 }
 
 /// A live connection to a worker. Messages are written straight to its channel, which keeps
 /// them in the order they were sent (the cluster actor sends them one after another); there
-/// is no queue or writer task per connection. Closing it closes the connection, so that a
-/// worker declared down dials again and rejoins.
+/// is no queue or writer task per connection.
 final class NodeLink: Sendable {
-    let node: NodeID
+    let connection: ConnectionID
     private let channel: any Channel
 
-    init(node: NodeID, channel: any Channel) {
-        self.node = node
+    init(connection: ConnectionID, channel: any Channel) {
+        self.connection = connection
         self.channel = channel
     }
 
-    func send(_ message: WireMessage) { channel.writeAndFlush(message, promise: nil) }
+    /// Writes `message`; false when the connection has not drained what it holds past the
+    /// high-water mark (a node that does not read), and nothing was written.
+    @discardableResult
+    func send(_ message: WireMessage) -> Bool {
+        guard channel.isWritable || !channel.isActive else { return false }
+        channel.writeAndFlush(message, promise: nil)
+        return true
+    }
+
     func close() { channel.close(promise: nil) }
 }

@@ -66,6 +66,7 @@ public final class Manager: Service, Sendable {
         } catch is ShutdownRequested {
             logger.info("stopping; the state is in \(configuration.databasePath)")
         }
+        await cluster.abandonRequests(reason: "the manager is stopping")
     }
 
     private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway) async throws {
@@ -76,6 +77,8 @@ public final class Manager: Service, Sendable {
             group.addTask { try await self.controlLoop() }
             group.addTask {
                 try? await gracefulShutdown()
+                // The last batches are written before the group ends (within a bound).
+                await self.awaitCommitted(within: .seconds(5))
                 throw ShutdownRequested()
             }
         }
@@ -84,26 +87,41 @@ public final class Manager: Service, Sendable {
     /// Ends the serving group on graceful shutdown.
     struct ShutdownRequested: Error {}
 
-    /// Writes the cluster's journal to the store, in order, one batch per commit.
+    /// Writes the machine's batches to the store, in order: every batch waiting is written in
+    /// one transaction (group commit). A failed write loses nothing: the batches go back in
+    /// front and are tried again after a backoff (50 ms doubling to 5 s), for as long as it
+    /// takes; the machine refuses new changes meanwhile.
     private func commitJournal() async throws {
+        var delay: Duration = .milliseconds(50)
         for await _ in cluster.journalReady {
-            let (changes, waiters) = await cluster.takeJournal()
-            do {
-                try await store.apply(changes.compacted())
-                for waiter in waiters { waiter.resume() }
-            } catch {
-                logger.error("writing the state failed: \(error)")
-                for waiter in waiters { waiter.resume(throwing: error) }
+            while let batches = await cluster.takeBatches() {
+                do {
+                    try await store.apply(batches)
+                    delay = .milliseconds(50)
+                    await cluster.committed(through: batches.last?.sequence ?? 0)
+                } catch {
+                    await cluster.commitFailed(batches, reason: "\(error)")
+                    try await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(5))
+                }
             }
         }
     }
 
-    /// The timer: heartbeat deadlines and restart backoffs. Everything else is driven by
-    /// the events that cause it (a submission, a status, a connection).
+    /// Waits until every batch handed out is written, or `bound` has passed.
+    private func awaitCommitted(within bound: Duration) async {
+        let deadline = ContinuousClock.now + bound
+        while !(await cluster.isCommitted), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// The timer: fires the machine's wakes (heartbeat deadlines, backoffs, handshakes). It
+    /// looks every 20 ms whether the earliest one has come; everything else is driven by the
+    /// events that cause it (a submission, a frame, a connection, a commit).
     private func controlLoop() async throws {
-        let period = min(configuration.heartbeatGrace / 10, .milliseconds(250))
         while true {
-            try await Task.sleep(for: period)
+            try await Task.sleep(for: .milliseconds(20))
             await cluster.tick()
         }
     }

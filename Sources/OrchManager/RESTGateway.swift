@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import OrchControl
 import OrchCore
 import OrchHTTP
 import OrchStore
@@ -18,7 +19,12 @@ struct RESTGateway: Sendable {
     func router() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: APIErrorMiddleware())
-        router.get("healthz") { _, _ in JSONBody(["status": "ok"]) }
+        router.get("healthz") { _, _ in
+            if let problem = await cluster.storeProblem {
+                throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the state cannot be written: \(problem)")
+            }
+            return JSONBody(["status": "ok"], headers: await revisionHeader())
+        }
         router.get("metrics") { _, _ in
             let (tasks, nodes) = await cluster.counts()
             let text = metrics.render(tasks: tasks, nodes: nodes)
@@ -32,25 +38,25 @@ struct RESTGateway: Sendable {
             let id = try await resolveTask(context)
             guard let record = await cluster.task(id) else { throw Self.apiError(.taskNotFound(id.rawValue)) }
             let history = try await store.history(of: id)
-            return JSONBody(await cluster.dto(record, events: history))
+            return JSONBody(await cluster.dto(record, events: history), headers: await revisionHeader())
         }
         router.delete("tasks/:taskID") { _, context in
             let id = try await resolveTask(context)
             do {
-                let record = try await cluster.stop(id)
-                return JSONBody(await cluster.dto(record), status: .accepted)
+                let (record, revision) = try await cluster.stop(id)
+                return JSONBody(await cluster.dto(record), status: .accepted, headers: Self.revisionHeader(revision))
             } catch let error as ClusterError {
                 throw Self.apiError(error)
             }
         }
         router.get("tasks/:taskID/logs") { request, context in try await logs(request, context) }
-        router.get("nodes") { _, _ in JSONBody(await cluster.listNodes()) }
+        router.get("nodes") { _, _ in JSONBody(await cluster.listNodes(), headers: await revisionHeader()) }
         router.delete("nodes/:nodeID") { _, context in
             let text = try context.parameters.require("nodeID")
             do {
                 let id = try await cluster.resolveNode(text)
-                try await cluster.removeNode(id)
-                return Response(status: .noContent)
+                let revision = try await cluster.removeNode(id)
+                return Response(status: .noContent, headers: Self.revisionHeader(revision))
             } catch let error as ClusterError {
                 throw Self.apiError(error)
             }
@@ -79,8 +85,12 @@ struct RESTGateway: Sendable {
             limit = parsed
         }
         let after = query.get("after").map { TaskID(rawValue: $0) }
-        let (tasks, more) = await cluster.listTasks(state: state, node: node, after: after, limit: limit)
-        var headers = HTTPFields()
+        // The listing is built here, from a copy of the table, not on the cluster's actor:
+        // a page of a million tasks must not hold up heartbeats meanwhile.
+        let revision = await cluster.revision
+        let table = await cluster.taskTable()
+        let (tasks, more) = table.list(state: state, node: node, after: after, limit: limit)
+        var headers = Self.revisionHeader(revision)
         if more, let last = tasks.last {
             var next = "/tasks?limit=\(limit)&after=\(last.id.rawValue)"
             if let state { next += "&state=\(state.rawValue)" }
@@ -98,11 +108,13 @@ struct RESTGateway: Sendable {
                 guard let id = submission.spec.id else {
                     throw APIError(.badRequest, code: "invalid_task", message: "a stop event needs the task's id")
                 }
-                let record = try await cluster.stop(id)
-                return JSONBody(await cluster.dto(record), status: .accepted)
+                let (record, revision) = try await cluster.stop(id)
+                return JSONBody(await cluster.dto(record), status: .accepted, headers: Self.revisionHeader(revision))
             }
-            let (record, created) = try await cluster.submit(submission.spec)
-            return JSONBody(await cluster.dto(record), status: created ? .created : .ok, headers: [.location: "/tasks/\(record.id.rawValue)"])
+            let (record, created, revision) = try await cluster.submit(submission.spec)
+            var headers = Self.revisionHeader(revision)
+            headers[.location] = "/tasks/\(record.id.rawValue)"
+            return JSONBody(await cluster.dto(record), status: created ? .created : .ok, headers: headers)
         } catch let error as ClusterError {
             throw Self.apiError(error)
         }
@@ -163,6 +175,17 @@ struct RESTGateway: Sendable {
         }
     }
 
+    /// `X-Orch-Revision`: the revision of the manager's state the answer reflects.
+    static let revisionField = HTTPField.Name("X-Orch-Revision")!
+
+    static func revisionHeader(_ revision: UInt64) -> HTTPFields {
+        var fields = HTTPFields()
+        fields[revisionField] = String(revision)
+        return fields
+    }
+
+    private func revisionHeader() async -> HTTPFields { Self.revisionHeader(await cluster.revision) }
+
     static func apiError(_ error: ClusterError) -> APIError {
         switch error {
         case .taskNotFound: APIError(.notFound, code: "task_not_found", message: error.description)
@@ -170,7 +193,9 @@ struct RESTGateway: Sendable {
         case .ambiguousTaskID, .ambiguousNodeID: APIError(.conflict, code: "ambiguous_id", message: error.description)
         case .taskConflict: APIError(.conflict, code: "task_conflict", message: error.description)
         case .nodeIsUp: APIError(.conflict, code: "node_is_up", message: error.description)
-        case .storage: APIError(.internalServerError, code: "storage_failed", message: error.description)
+        case .unavailable: APIError(.serviceUnavailable, code: "store_unavailable", message: error.description)
+        case .invalidTask(let problems):
+            APIError(.badRequest, code: "invalid_task", message: error.description, details: problems)
         case .noLogs: APIError(.conflict, code: "logs_unavailable", message: error.description)
         case .taskTooLarge: APIError(.badRequest, code: "invalid_task", message: error.description)
         }

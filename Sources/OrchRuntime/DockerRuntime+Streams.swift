@@ -20,15 +20,36 @@ extension DockerRuntime {
     }
 
     /// Pulls `image`; the engine answers 200 and streams progress, and a failure may come
-    /// as an `error` line in that stream, so every line is read.
+    /// as an `error` line in that stream, so every line is read. The whole pull, progress
+    /// included, is bounded by `pullTimeout`: a registry that stalls mid-layer does not hold
+    /// the start up for ever.
     private func pull(_ image: String) async throws {
+        let timeout = pullTimeout
+        let operation = "pull image \(image)"
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await self.pullUnbounded(image)
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            defer { group.cancelAll() }
+            guard try await group.next() == true else {
+                throw RuntimeError.timeout(operation: operation, after: timeout)
+            }
+        }
+    }
+
+    private func pullUnbounded(_ image: String) async throws {
         let (name, tag) = Self.splitReference(image)
         var query = [("fromImage", name)]
         if let tag { query.append(("tag", tag)) }
         logger.info("Pulling image", metadata: ["image": "\(image)"])
         let response: HTTPClientResponse
         do {
-            response = try await stream(.POST, "/images/create", query: query, operation: "pull image \(image)", timeout: .seconds(300))
+            response = try await stream(.POST, "/images/create", query: query, operation: "pull image \(image)", timeout: pullTimeout)
         } catch RuntimeError.engine(_, _, let message) {
             throw RuntimeError.imageUnavailable(image: image, reason: message)
         }

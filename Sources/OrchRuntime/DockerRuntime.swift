@@ -18,6 +18,8 @@ public final class DockerRuntime: ContainerRuntime {
     /// Bodies larger than this are refused (a container list or an inspect is far smaller).
     static let maximumBodyBytes = 8 << 20
     static let defaultTimeout: Duration = .seconds(30)
+    /// The default bound on a whole pull, its progress stream included.
+    public static let defaultPullTimeout: Duration = .seconds(300)
 
     public let endpoint: DockerEndpoint
     /// The version every request is sent with.
@@ -26,8 +28,11 @@ public final class DockerRuntime: ContainerRuntime {
     public let engineVersion: String
     let client: HTTPClient
     let logger: Logger
+    /// A pull (answer and progress stream) that takes longer than this fails with `timeout`.
+    public let pullTimeout: Duration
 
-    private init(endpoint: DockerEndpoint, apiVersion: APIVersion, engineVersion: String, client: HTTPClient, logger: Logger) {
+    private init(endpoint: DockerEndpoint, apiVersion: APIVersion, engineVersion: String, client: HTTPClient, logger: Logger, pullTimeout: Duration) {
+        self.pullTimeout = pullTimeout
         self.endpoint = endpoint
         self.apiVersion = apiVersion
         self.engineVersion = engineVersion
@@ -39,7 +44,9 @@ public final class DockerRuntime: ContainerRuntime {
     /// Call ``shutdown()`` when done.
     /// - Throws: ``RuntimeError/daemonUnreachable(endpoint:reason:)`` when nothing answers,
     ///   ``RuntimeError/unsupportedAPIVersion(engine:minimum:supported:)`` when no version fits.
-    public static func connect(endpoint: DockerEndpoint = .default, logger: Logger) async throws -> DockerRuntime {
+    public static func connect(
+        endpoint: DockerEndpoint = .default, logger: Logger, pullTimeout: Duration = DockerRuntime.defaultPullTimeout
+    ) async throws -> DockerRuntime {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: .seconds(3))
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
@@ -47,7 +54,7 @@ public final class DockerRuntime: ContainerRuntime {
         do {
             let (version, engine) = try await negotiate(client: client, endpoint: endpoint, logger: logger)
             logger.debug("Docker API negotiated", metadata: ["docker.api": "\(version)", "docker.engine": "\(engine)"])
-            return DockerRuntime(endpoint: endpoint, apiVersion: version, engineVersion: engine, client: client, logger: logger)
+            return DockerRuntime(endpoint: endpoint, apiVersion: version, engineVersion: engine, client: client, logger: logger, pullTimeout: pullTimeout)
         } catch {
             try? await client.shutdown()
             throw error

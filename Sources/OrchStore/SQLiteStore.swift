@@ -66,6 +66,9 @@ public final class SQLiteStore: ManagerStore {
                     arguments: [try JSONEncoder().encode(record.spec), try JSONEncoder().encode(TaskStateRow(record)), row["id"] as String])
             }
         }
+        migrator.registerMigration("v3: the state's revision") { db in
+            try db.execute(sql: "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
+        }
         return migrator
     }
 
@@ -83,13 +86,15 @@ public final class SQLiteStore: ManagerStore {
             }
             let nodes = try Data.fetchAll(db, sql: "SELECT record FROM node ORDER BY id")
                 .map { try decoder.decode(NodeRecord.self, from: $0) }
-            return StoreSnapshot(tasks: tasks, nodes: nodes)
+            let revision = try UInt64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'revision'") ?? 0
+            return StoreSnapshot(tasks: tasks, nodes: nodes, revision: revision)
         }
     }
 
-    public func apply(_ changes: [StoreChange]) async throws {
-        guard !changes.isEmpty else { return }
-        try await queue.commit(changes)
+    public func apply(_ batches: [StoreBatch]) async throws {
+        guard let last = batches.last else { return }
+        let changes = batches.flatMap(\.changes).compacted()
+        try await queue.commit(changes, revision: last.sequence)
     }
 
     public func history(of task: TaskID) async throws -> [TaskHistoryEntry] {
@@ -102,9 +107,12 @@ public final class SQLiteStore: ManagerStore {
         }
     }
 
-    /// Writes one batch of changes inside an open transaction.
-    static func write(_ changes: [StoreChange], _ db: Database) throws {
+    /// Writes one batch of changes inside an open transaction, and the revision they reach.
+    static func write(_ changes: [StoreChange], revision: UInt64?, _ db: Database) throws {
         let encoder = JSONEncoder()
+        if let revision {
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)", arguments: [Int64(clamping: revision)])
+        }
         for change in changes {
             switch change {
             case .insertTask(let task):
@@ -134,14 +142,14 @@ public final class SQLiteStore: ManagerStore {
 /// Group commit: every batch queued while a transaction commits goes into the next one.
 actor GroupCommit {
     private let writer: any DatabaseWriter
-    private var waiting: [(changes: [StoreChange], done: CheckedContinuation<Void, any Error>)] = []
+    private var waiting: [(changes: [StoreChange], revision: UInt64?, done: CheckedContinuation<Void, any Error>)] = []
     private var committing = false
 
     init(writer: any DatabaseWriter) { self.writer = writer }
 
-    func commit(_ changes: [StoreChange]) async throws {
+    func commit(_ changes: [StoreChange], revision: UInt64?) async throws {
         try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
-            waiting.append((changes, done))
+            waiting.append((changes, revision, done))
             if !committing {
                 committing = true
                 // The committer outlives no caller: it ends as soon as nobody waits.
@@ -156,7 +164,7 @@ actor GroupCommit {
             waiting = []
             do {
                 try await writer.write { db in
-                    for item in batch { try SQLiteStore.write(item.changes, db) }
+                    for item in batch { try SQLiteStore.write(item.changes, revision: item.revision, db) }
                 }
                 for item in batch { item.done.resume() }
             } catch {
@@ -183,6 +191,8 @@ struct TaskStateRow: Codable {
     var updatedAt: Date
     var startedAt: Date?
     var finishedAt: Date?
+    /// Absent in rows written before revisions were kept.
+    var revision: UInt64?
 
     init(_ record: TaskRecord) {
         desiredState = record.desiredState
@@ -199,6 +209,7 @@ struct TaskStateRow: Codable {
         updatedAt = record.updatedAt
         startedAt = record.startedAt
         finishedAt = record.finishedAt
+        revision = record.revision
     }
 
     func record(id: TaskID, spec: TaskSpec) -> TaskRecord {
@@ -216,6 +227,7 @@ struct TaskStateRow: Codable {
         record.updatedAt = updatedAt
         record.startedAt = startedAt
         record.finishedAt = finishedAt
+        record.revision = revision ?? 0
         return record
     }
 }

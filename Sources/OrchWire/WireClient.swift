@@ -33,31 +33,34 @@ public enum WireClientError: Error, Sendable, Hashable, CustomStringConvertible 
     }
 }
 
-/// What the client needs from its owner (the worker).
+/// What the client tells its owner (the worker). The client only dials, shakes hands,
+/// reads and writes; what is sent after a welcome (the task list, re-sent statuses,
+/// heartbeats) and when a silent manager is given up on are the owner's decisions.
 public struct WireClientHandlers: Sendable {
-    /// The full task list, sent after every (re)connect so the manager can reconcile.
-    public var taskList: @Sendable () async -> TaskList
-    /// Machine metrics for each heartbeat.
-    public var metrics: @Sendable () async -> MachineMetrics
-    /// Every message from the manager but `ack` (which the client handles). Runs on the
-    /// reading path: start long work in a task of its own and return.
+    /// A new connection was welcomed; writes are possible from now until `disconnected`.
+    /// Runs before anything is read on the connection.
+    public var connected: @Sendable (Welcome) async -> Void
+    /// The welcomed connection is gone (dropped, closed by either side, or `dropConnection`);
+    /// the client dials again after its backoff.
+    public var disconnected: @Sendable () async -> Void
+    /// Every message from the manager after the welcome, in order (ack and heartbeat
+    /// included). Runs on the reading path: start long work in a task of its own and return.
     public var received: @Sendable (WireMessage) async -> Void
 
     public init(
-        taskList: @escaping @Sendable () async -> TaskList,
-        metrics: @escaping @Sendable () async -> MachineMetrics,
+        connected: @escaping @Sendable (Welcome) async -> Void = { _ in },
+        disconnected: @escaping @Sendable () async -> Void = {},
         received: @escaping @Sendable (WireMessage) async -> Void
     ) {
-        self.taskList = taskList
-        self.metrics = metrics
+        self.connected = connected
+        self.disconnected = disconnected
         self.received = received
     }
 }
 
-/// The worker's end of the cluster protocol: dials the manager, shakes hands, heartbeats on
-/// the interval the manager chose, and reconnects by itself with backoff and jitter when the
-/// connection drops. On every (re)connect it sends the full task list, then every terminal
-/// status the manager has not acknowledged (WIRE.md, "Delivery rules").
+/// The worker's end of the cluster protocol's connection: dials the manager, shakes hands
+/// (hello, then welcome or refused), reconnects by itself with backoff and jitter when the
+/// connection drops, and reads and writes messages. A permanent refusal ends it.
 ///
 /// Writes from many tasks go through this actor one message at a time; each write waits
 /// while the connection is not writable (backpressure), so nothing piles up without bound.
@@ -69,9 +72,9 @@ public actor WireClient {
     private var backoff: ReconnectBackoff
     private let logger: Logger
 
-    private var outbox = StatusOutbox()
     private var writer: WireSender?
-    private var heartbeatSequence: UInt64 = 0
+    /// Why the current connection is being dropped on demand, if it is.
+    private var dropReason: String?
     public private(set) var state: ConnectionState = .connecting(attempt: 0)
     private let stateStream: (stream: AsyncStream<ConnectionState>, continuation: AsyncStream<ConnectionState>.Continuation)
 
@@ -96,9 +99,6 @@ public actor WireClient {
     /// The addresses sent in the next hello (a listener on port 0 knows its port only once it runs).
     public func advertise(addresses: [String]) { hello.addresses = addresses }
 
-    /// Terminal statuses not yet acknowledged, oldest first.
-    public var unacknowledged: [TaskStatus] { outbox.resend }
-
     /// Connects and stays connected until the task is cancelled. Throws
     /// `WireClientError.refused` when the manager refuses this worker for good.
     public func run(_ handlers: WireClientHandlers) async throws {
@@ -108,8 +108,9 @@ public actor WireClient {
         while !Task.isCancelled {
             setState(.connecting(attempt: attempt))
             let reason: String
+            var welcomed = false
             do {
-                reason = try await session(handlers)
+                reason = try await session(handlers, welcomed: &welcomed)
                 attempt = 0
                 warned = false
             } catch let error as WireClientError {
@@ -117,11 +118,14 @@ public actor WireClient {
                 stateStream.continuation.finish()
                 throw error
             } catch is CancellationError {
+                if welcomed { detach(); await handlers.disconnected() }
                 break
             } catch {
-                reason = Self.describe(error)
+                reason = dropReason ?? Self.describe(error)
             }
+            let wasUp = writer != nil || welcomed
             detach()
+            if wasUp { await handlers.disconnected() }
             if Task.isCancelled { break }
             attempt += 1
             let delay = backoff.nextDelay(using: &random)
@@ -139,20 +143,19 @@ public actor WireClient {
         stateStream.continuation.finish()
     }
 
-    /// Sends a task status. A terminal status is kept until the manager acknowledges it and
-    /// is re-sent after a reconnect; a non-terminal one that cannot be sent now is dropped
-    /// (the task list sent on reconnect supersedes it). Returns the status as numbered.
-    @discardableResult
-    public func send(status: TaskStatus) async -> TaskStatus {
-        let numbered = outbox.enqueue(status)
-        try? await write(.taskStatus(numbered))
-        return numbered
+    /// Writes a message on the current connection; throws `notConnected` when none is up.
+    public func send(_ message: WireMessage) async throws {
+        guard let writer else { throw WireClientError.notConnected }
+        try await writer.write(message)
     }
 
-    /// Sends any other message (log data, a submission, goodbye); throws `notConnected`
-    /// when no connection is up.
-    public func send(_ message: WireMessage) async throws {
-        try await write(message)
+    /// Closes the current connection (the manager fell silent, say); the client dials again
+    /// after its backoff. Nothing happens while no connection is up.
+    public func dropConnection(reason: String) {
+        guard let writer else { return }
+        dropReason = reason
+        logger.warning("dropping the connection to the manager: \(reason)")
+        writer.channel.close(promise: nil)
     }
 
     /// A connection error as one short line ("cannot connect: Connection refused").
@@ -170,7 +173,8 @@ public actor WireClient {
     // MARK: - One connection
 
     /// One connection from dial to drop; returns why it ended.
-    private func session(_ handlers: WireClientHandlers) async throws -> String {
+    private func session(_ handlers: WireClientHandlers, welcomed: inout Bool) async throws -> String {
+        dropReason = nil
         let channel = try await WireDialer.connect(host: host, port: port, connectTimeout: .seconds(5))
         // A manager that never answers hello is dropped after the handshake timeout.
         let handshakeTimer = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(handshakeTimeout.nanoseconds)) {
@@ -178,6 +182,8 @@ public actor WireClient {
         }
         defer { handshakeTimer.cancel() }
         let sender = WireSender(channel)
+        var up = false
+        defer { welcomed = up }
         return try await channel.executeThenClose { inbound, _ in
             let outbound = sender
             var messages = inbound.makeAsyncIterator()
@@ -186,32 +192,27 @@ public actor WireClient {
             handshakeTimer.cancel()
             backoff.reset()
             writer = outbound
-            heartbeatSequence = 0
+            up = true
             setState(.connected(version: welcome.version, heartbeatInterval: welcome.heartbeatInterval))
             logger.info("connected to the manager at \(host):\(port) (protocol \(welcome.version))")
+            await handlers.connected(welcome)
 
-            let tasks = await handlers.taskList()
-            try await outbound.write(.taskList(tasks))
-            for status in outbox.resend { try await outbound.write(.taskStatus(status)) }
-
-            // Heartbeats run beside the reading loop and are cancelled when it ends.
-            async let _: Void = heartbeats(every: welcome.heartbeatInterval, metrics: handlers.metrics)
             while let message = try await messages.next() {
-                switch message {
-                case .ack(let ack): outbox.acknowledge(ack.statusID)
-                case .error(let error): return "the manager closed the connection: \(error.message)"
-                default: await handlers.received(message)
-                }
+                await handlers.received(message)
+                if case .error(let error) = message { return "the manager closed the connection: \(error.message)" }
             }
-            return "the manager closed the connection"
+            return dropReason ?? "the manager closed the connection"
         }
     }
 
     /// The manager's answer to hello: welcome, or why not.
     private func welcome(from answer: WireMessage?) throws -> Welcome {
         switch answer {
-        case .welcome(let welcome)?:
+        case .welcome(let welcome)? where (hello.oldestVersion...hello.newestVersion).contains(welcome.version):
             return welcome
+        case .welcome(let welcome)?:
+            // Outside the range offered: a protocol error of the manager's; dial again later.
+            throw HandshakeFailure(reason: "the manager chose protocol \(welcome.version), outside \(hello.oldestVersion)...\(hello.newestVersion)")
         case .refused(let refused)? where refused.permanent:
             logger.error("the manager refused this worker: \(refused.reason)")
             throw WireClientError.refused(refused)
@@ -224,20 +225,6 @@ public actor WireClient {
         case nil:
             throw HandshakeFailure(reason: "no welcome within \(handshakeTimeout)")
         }
-    }
-
-    private func heartbeats(every interval: Duration, metrics: @Sendable () async -> MachineMetrics) async throws {
-        let interval = max(interval, .milliseconds(10))
-        while true {
-            heartbeatSequence += 1
-            try await write(.heartbeat(Heartbeat(sequence: heartbeatSequence, metrics: await metrics())))
-            try await Task.sleep(for: interval)
-        }
-    }
-
-    private func write(_ message: WireMessage) async throws {
-        guard let writer else { throw WireClientError.notConnected }
-        try await writer.write(message)
     }
 
     private func detach() { writer = nil }

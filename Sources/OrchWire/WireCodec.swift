@@ -131,6 +131,7 @@ extension WireWriter {
         }
         optional(spec.constraints.node) { $0.string($1) }
         map(spec.constraints.labels)
+        optional(spec.disconnect) { $0.duration($1.stopAfter) }
     }
 }
 
@@ -262,10 +263,14 @@ extension WireReader {
             try r.string("\(field).constraints.node")
         }
         let labels = try map("\(field).constraints.labels")
+        let disconnect = try optional("\(field).disconnect") { (r: inout WireReader) throws(WireError) in
+            DisconnectPolicy(stopAfter: try r.duration("\(field).disconnect.stopAfter"))
+        }
         return TaskSpec(
             id: id, name: name, image: image, command: command, environment: environment, ports: ports,
             resources: resources, restartPolicy: RestartPolicy(mode: mode, maxRestarts: maxRestarts),
-            stopGracePeriod: grace, healthCheck: check, constraints: PlacementConstraints(node: node, labels: labels))
+            stopGracePeriod: grace, healthCheck: check, constraints: PlacementConstraints(node: node, labels: labels),
+            disconnect: disconnect)
     }
 
     mutating func taskID(_ field: String) throws(WireError) -> TaskID { TaskID(rawValue: try string(field)) }

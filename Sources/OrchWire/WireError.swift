@@ -42,13 +42,3 @@ public enum WireError: Error, Sendable, Hashable, CustomStringConvertible {
         }
     }
 }
-
-/// The codes of the `error` message.
-public enum WireErrorCode: UInt16, Sendable, Hashable, CaseIterable {
-    case malformedFrame = 1
-    case frameTooLarge = 2
-    case unknownType = 3
-    /// A valid message that is not allowed now (e.g. a heartbeat before the handshake).
-    case unexpectedMessage = 4
-    case internalError = 5
-}

@@ -21,6 +21,9 @@ public struct WireListener: Sendable {
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // What a peer has not read yet is bounded: past 4 MiB the channel is not writable
+            // and the manager cuts off a node that does not read.
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addWireHandlers(maximumFrameBytes: maximumFrameBytes)

@@ -1,276 +1,312 @@
 import Foundation
 import Logging
+import OrchControl
 import OrchCore
 import OrchRuntime
 import OrchWire
+import Synchronization
 
-/// Runs the attempts assigned to this worker on the container runtime and reports every
-/// change of their state. Assignments are idempotent on (task, attempt) through the
-/// ``AssignmentLedger``; exits are learned from the runtime's event stream
-/// (``containerEvent(_:)``), never by polling.
+/// The shell around the worker's decisions (``WorkerMachine``): it feeds the machine what
+/// happens (messages from the manager, the connection coming and going, what the container
+/// runtime reports, the time) and carries out what the machine says: containers created,
+/// started, stopped and removed, frames written, health probes run, timers set.
+///
+/// Nothing slow runs on the actor: the runtime's work (create and start, stop, remove) and
+/// the writes run in child tasks of ``run()``, and their results come back as inputs. The
+/// messages the machine sends are written by one task, in the order the machine gave them.
 public actor TaskSupervisor {
-    /// One attempt this worker holds.
-    struct Held {
-        var attempt: UInt64
-        /// Nil for a container adopted after a restart until the manager sends its spec again.
-        var spec: TaskSpec?
-        var image: String?
-        var container: ContainerID?
-        var state: TaskState
-        var exitCode: Int32?
-        var error: String?
-        var ports: [PublishedPort] = []
-        var health: TaskHealth = .none
-        var stopRequested = false
-        /// The container is being created and started; an exit seen meanwhile waits here.
-        var starting = false
-        var exitDuringStart: Int32?
-        var healthCheck: Task<Void, Never>?
-    }
-
     public let node: NodeID
     private let runtime: any ContainerRuntime
     private let publishAddress: String
-    private let report: @Sendable (TaskStatus) async -> Void
     private let prober: HealthProber
     private let logger: Logger
-    private var ledger = AssignmentLedger()
-    private var tasks: [TaskID: Held] = [:]
-    /// At most this many containers are being created and started at once; the engine
-    /// serializes much of that work, and more in flight only makes each start slower.
-    public let maximumConcurrentStarts: Int
-    private var starts = 0
+    private var machine: WorkerMachine
+    private let origin = ContinuousClock.now
+
+    /// Writes a message on the current connection (throws when none is up).
+    private let write: @Sendable (WireMessage) async throws -> Void
+    /// Closes the current connection; the client dials again.
+    private let drop: @Sendable (String) async -> Void
+    /// The machine metrics for a heartbeat, given the running count.
+    private let metrics: @Sendable (Int) async -> MachineMetrics
+
+    /// Runtime work started by effects, run by `run()` as child tasks.
+    private let jobs = AsyncStream<@Sendable () async -> Void>.makeStream()
+    /// What to write, in order, each tagged with the connection it was meant for.
+    private let outgoing = AsyncStream<(connection: UInt64, Outgoing)>.makeStream()
+    /// Counts connections (and their ends): a write meant for an earlier one is not made on a later one.
+    private var connection: UInt64 = 0
+    private let currentConnection = Locked<UInt64>(0)
+    /// The moment the machine asked to be woken at, if any.
+    private var wakeAt: Moment?
+    private var healthWatches: [WatchKey: Task<Void, Never>] = [:]
     /// Images seen present on the engine.
     private var presentImages: Set<String> = []
-    private var startWaiters: [CheckedContinuation<Void, Never>] = []
+
+    enum Outgoing: Sendable {
+        case message(WireMessage)
+        case heartbeat(sequence: UInt64)
+        case drop(reason: String)
+    }
+
+    struct WatchKey: Hashable {
+        var task: TaskID
+        var attempt: UInt64
+    }
 
     public init(
         node: NodeID, runtime: any ContainerRuntime, publishAddress: String = "127.0.0.1",
         prober: HealthProber = HealthProber(), logger: Logger = Logger(label: "orch.worker"), maximumConcurrentStarts: Int = 4,
-        report: @escaping @Sendable (TaskStatus) async -> Void
+        managerSilence: Duration = .seconds(5),
+        write: @escaping @Sendable (WireMessage) async throws -> Void,
+        dropConnection: @escaping @Sendable (String) async -> Void = { _ in },
+        metrics: @escaping @Sendable (Int) async -> MachineMetrics = { MachineMetrics(runningTasks: UInt32($0)) }
     ) {
-        self.maximumConcurrentStarts = max(1, maximumConcurrentStarts)
         self.node = node
         self.runtime = runtime
         self.publishAddress = publishAddress
         self.prober = prober
         self.logger = logger
-        self.report = report
+        self.write = write
+        self.drop = dropConnection
+        self.metrics = metrics
+        machine = WorkerMachine(
+            configuration: .init(node: node, maximumConcurrentStarts: maximumConcurrentStarts, managerSilence: managerSilence),
+            now: .zero)
     }
 
     /// The labels that select this worker's containers, and only its.
-    public var ownLabels: [String: String] { [ContainerLabel.node: node.rawValue] }
+    public nonisolated var ownLabels: [String: String] { [ContainerLabel.node: node.rawValue] }
 
-    // MARK: - Assignments and stops
+    public var maximumConcurrentStarts: Int { machine.configuration.maximumConcurrentStarts }
 
-    public func assign(_ assignment: AssignTask) async {
-        let task = assignment.task
-        var log = logger
-        log[metadataKey: "task"] = "\(task)"
-        switch ledger.assign(task, attempt: assignment.attempt) {
-        case .duplicate:
-            // Already held: no second container. Learn the spec of an adopted one, say where it stands.
-            if var held = tasks[task], held.spec == nil {
-                held.spec = assignment.spec
-                tasks[task] = held
-                if held.state == .running { startHealthCheck(task) }
+    // MARK: - Running
+
+    /// Carries out the machine's effects until cancelled: the runtime's work as child tasks,
+    /// the writes in order, and the timer. Every health probe ends with it.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.timerLoop() }
+            group.addTask { await self.writeLoop() }
+            for await job in jobs.stream {
+                if Task.isCancelled { break }
+                group.addTask { await job() }
             }
-            log.debug("attempt \(assignment.attempt) is held already")
-            await reportCurrent(task)
-            return
-        case .stale(let current):
-            log.info("ignoring attempt \(assignment.attempt): attempt \(current) is current")
-            return
-        case .start(let replacing):
-            if let replacing { await discard(task, attempt: replacing) }
+            group.cancelAll()
         }
-        tasks[task] = Held(
-            attempt: assignment.attempt, spec: assignment.spec, image: assignment.spec.image, state: .scheduled,
-            health: assignment.spec.healthCheck == nil ? .none : .starting, starting: true)
-        await acquireStartSlot()
-        defer { releaseStartSlot() }
-        do {
-            let config = ContainerConfig(
-                task: task, attempt: Int(assignment.attempt), node: node, spec: assignment.spec, publishAddress: publishAddress)
-            let container = try await createPullingIfMissing(config)
-            guard update(task, attempt: assignment.attempt, { $0.container = container }) else {
-                try? await runtime.remove(container)   // replaced or stopped while it was being created
-                return
-            }
-            try await runtime.start(container)
-            let info = try await runtime.inspect(container)
-            update(task, attempt: assignment.attempt) { held in
-                held.starting = false
-                held.ports = info.publishedPorts
-                if !held.state.isTerminal && held.state != .stopping { held.state = .running }
-            }
-            if let held = tasks[task], held.attempt == assignment.attempt, held.stopRequested {
-                // A stop came while it was starting: it is stopped now; its exit is reported as usual.
-                try? await runtime.stop(container, grace: assignment.spec.stopGracePeriod)
-                return
-            }
-            log.info("running attempt \(assignment.attempt) as \(container.short)")
-            await reportCurrent(task)
-            if let code = tasks[task]?.exitDuringStart, tasks[task]?.attempt == assignment.attempt {
-                await exited(task, code: code)
-            } else if tasks[task]?.state == .running {
-                startHealthCheck(task)
-            }
-        } catch {
-            log.warning("attempt \(assignment.attempt) failed to start: \(error)")
-            update(task, attempt: assignment.attempt) { held in
-                held.starting = false
-                held.state = .failed
-                held.error = "\(error)"
-            }
-            await reportCurrent(task)
-            if let container = tasks[task]?.container, tasks[task]?.attempt == assignment.attempt {
-                try? await runtime.remove(container)
-            }
-        }
+        for watch in healthWatches.values { watch.cancel() }
+        healthWatches = [:]
     }
 
-    /// Stops `attempt` of `task` within its grace period; an attempt that is not current is
-    /// left alone. A stopped attempt's container is removed once its exit is reported; one
-    /// that had ended already is removed at once and forgotten.
-    public func stop(_ task: TaskID, attempt: UInt64) async {
-        guard ledger.shouldStop(task, attempt: attempt), var held = tasks[task] else {
-            logger.debug("stop for \(task) attempt \(attempt) ignored: not current here")
-            return
-        }
-        if held.state.isTerminal {
-            await discard(task, attempt: attempt)
-            return
-        }
-        guard !held.stopRequested else { return }
-        held.stopRequested = true
-        held.healthCheck?.cancel()
-        held.state = .stopping
-        tasks[task] = held
-        await reportCurrent(task)
-        guard let container = held.container else { return }   // still starting: stopped when its start ends
-        let grace = held.spec?.stopGracePeriod ?? TaskSpec.defaultStopGracePeriod
-        do {
-            try await retrying("stopping \(task)") { try await self.runtime.stop(container, grace: grace) }
-        } catch {
-            logger.warning("stopping \(task): \(error)")
-        }
-    }
-
-    // MARK: - What the runtime says
-
-    /// Applies a container event from the runtime's stream: a `die` ends the attempt.
-    public func containerEvent(_ event: ContainerEvent) async {
-        guard event.action == "die",
-              let task = event.attributes[ContainerLabel.task].map({ TaskID(rawValue: $0) }),
-              let attempt = event.attributes[ContainerLabel.attempt].flatMap({ UInt64($0) }),
-              let held = tasks[task], held.attempt == attempt
-        else { return }
-        let code = Int32(clamping: event.exitCode ?? -1)
-        if held.starting {
-            update(task, attempt: attempt) { $0.exitDuringStart = code }
-            return
-        }
-        await exited(task, code: code)
-    }
-
-    /// An attempt's container exited with `code`: completed if it was asked to stop or exited
-    /// 0, failed otherwise. A stopped attempt's container is removed and the task forgotten.
-    private func exited(_ task: TaskID, code: Int32) async {
-        guard var held = tasks[task], !held.state.isTerminal else { return }
-        held.healthCheck?.cancel()
-        held.healthCheck = nil
-        held.exitCode = code
-        held.state = (held.stopRequested || code == 0) ? .completed : .failed
-        tasks[task] = held
-        logger.info("\(task) attempt \(held.attempt) exited with \(code): \(held.state)", metadata: ["task": "\(task)"])
-        await reportCurrent(task)
-        if held.stopRequested { await discard(task, attempt: held.attempt) }
-    }
-
-    /// Finds this worker's containers (after a restart, or when the event stream was lost)
-    /// and takes them as its attempts: the newest attempt of each task is kept, older ones
-    /// are removed, and exits missed meanwhile are reported.
-    public func adopt() async throws {
-        let found = try await runtime.list(labels: ownLabels)
-        var newest: [TaskID: (attempt: UInt64, summary: ContainerSummary)] = [:]
-        var older: [ContainerSummary] = []
-        for summary in found {
-            guard let task = summary.labels[ContainerLabel.task].map({ TaskID(rawValue: $0) }),
-                  let attempt = summary.labels[ContainerLabel.attempt].flatMap({ UInt64($0) }) else { continue }
-            if let current = newest[task], current.attempt >= attempt {
-                older.append(summary)
-            } else {
-                if let current = newest[task] { older.append(current.summary) }
-                newest[task] = (attempt, summary)
-            }
-        }
-        for summary in older { try? await runtime.remove(summary.id) }
-        for (task, found) in newest.sorted(by: { $0.key < $1.key }) {
-            if let held = tasks[task], held.attempt >= found.attempt {
-                // Known already: only an exit missed while the event stream was down matters.
-                if held.state == .running, found.summary.state != "running", !held.starting,
-                   let info = try? await runtime.inspect(found.summary.id) {
-                    await exited(task, code: Int32(clamping: info.exitCode))
-                }
+    /// Feeds `.timer` when the earliest wake the machine asked for comes due; each sleep is
+    /// at most 50 ms, so that a newer, earlier wake is not missed.
+    private func timerLoop() async {
+        while !Task.isCancelled {
+            let now = self.now
+            if let wake = wakeAt, wake <= now {
+                feed(.timer)
+                await Task.yield()
                 continue
             }
-            guard case .start = ledger.assign(task, attempt: found.attempt) else { continue }
-            let info = try await runtime.inspect(found.summary.id)
-            let state: TaskState = info.running ? .running : (info.exitCode == 0 ? .completed : .failed)
-            tasks[task] = Held(
-                attempt: found.attempt, spec: nil, image: info.image, container: info.id, state: state,
-                exitCode: info.running ? nil : Int32(clamping: info.exitCode), error: info.error, ports: info.publishedPorts)
-            logger.info("adopted \(task) attempt \(found.attempt) (\(info.id.short), \(state))", metadata: ["task": "\(task)"])
+            let wait = wakeAt.map { min($0 - now, .milliseconds(50)) } ?? .milliseconds(50)
+            try? await Task.sleep(for: max(wait, .milliseconds(1)))
         }
+    }
+
+    private func writeLoop() async {
+        for await (connection, item) in outgoing.stream {
+            guard connection == currentConnection.value else { continue }   // meant for a connection that is gone
+            switch item {
+            case .message(let message):
+                do {
+                    try await write(message)
+                } catch {
+                    logger.debug("not sent (\(message.kind)): \(error)")
+                }
+            case .heartbeat(let sequence):
+                let running = await runningCount
+                let beat = Heartbeat(sequence: sequence, metrics: await metrics(running))
+                try? await write(.heartbeat(beat))
+            case .drop(let reason):
+                await drop(reason)
+            }
+        }
+    }
+
+    private var now: Moment { Moment(nanoseconds: (ContinuousClock.now - origin).nanoseconds) }
+
+    // MARK: - Inputs
+
+    /// A new connection was welcomed.
+    public func connected(_ welcome: Welcome) {
+        nextConnection()
+        feed(.connected(welcome))
+    }
+
+    /// The connection dropped.
+    public func disconnected() {
+        nextConnection()
+        feed(.disconnected)
+    }
+
+    /// A message from the manager (the machine ignores those that are not its).
+    public func received(_ message: WireMessage) {
+        feed(.received(message))
+    }
+
+    /// Stops `attempt` of `task` (the worker's own API), as the manager's stop would.
+    public func stop(_ task: TaskID, attempt: UInt64) {
+        feed(.received(.stopTask(StopTask(task: task, attempt: attempt))))
+    }
+
+    /// Applies a container event from the runtime's stream: a `die` ends the attempt.
+    public func containerEvent(_ event: ContainerEvent) {
+        guard event.action == "die",
+              let task = event.attributes[ContainerLabel.task].map({ TaskID(rawValue: $0) }),
+              let attempt = event.attributes[ContainerLabel.attempt].flatMap({ UInt64($0) })
+        else { return }
+        feed(.containerExited(task, attempt: attempt, exitCode: Int32(clamping: event.exitCode ?? -1)))
+    }
+
+    /// Lists this worker's containers and tells the machine how each stands: the first time
+    /// it adopts them (after a restart), later (after the event stream was lost) it finds the
+    /// exits missed meanwhile.
+    public func adopt() async throws {
+        var found: [WorkerMachine.FoundContainer] = []
+        for summary in try await runtime.list(labels: ownLabels) {
+            guard let task = summary.labels[ContainerLabel.task].map({ TaskID(rawValue: $0) }),
+                  let attempt = summary.labels[ContainerLabel.attempt].flatMap({ UInt64($0) }) else { continue }
+            let info: ContainerInfo
+            do {
+                info = try await runtime.inspect(summary.id)
+            } catch RuntimeError.containerNotFound {
+                continue   // removed meanwhile
+            }
+            found.append(WorkerMachine.FoundContainer(
+                task: task, attempt: attempt, container: info.id, image: info.image, running: info.running,
+                exitCode: info.running ? nil : Int32(clamping: info.exitCode), error: info.error, ports: info.publishedPorts))
+        }
+        feed(.found(found))
     }
 
     // MARK: - Views
 
-    /// Every attempt held, for the task list sent on each (re)connect.
-    public func taskList() -> TaskList {
-        TaskList(entries: tasks.sorted { $0.key < $1.key }.map { task, held in
-            TaskList.Entry(task: task, attempt: held.attempt, state: held.state, container: held.container)
-        })
+    /// Every attempt held, as the task list sent on each (re)connect.
+    public func taskList() -> TaskList { machine.taskList }
+
+    public func snapshot() -> [WorkerTaskDTO] { machine.snapshot }
+
+    public func container(of task: TaskID) -> ContainerID? { machine.container(of: task) }
+
+    public func attempt(of task: TaskID) -> UInt64? { machine.attempt(of: task) }
+
+    public var runningCount: Int { machine.runningCount }
+
+    /// Terminal statuses not yet acknowledged by the manager, oldest first.
+    public var unacknowledged: [TaskStatus] { machine.unacknowledged }
+
+    public var isConnected: Bool { machine.isConnected }
+
+    // MARK: - The machine
+
+    private func nextConnection() {
+        connection += 1
+        currentConnection.value = connection
     }
 
-    public func snapshot() -> [WorkerTaskDTO] {
-        tasks.sorted { $0.key < $1.key }.map { task, held in
-            WorkerTaskDTO(
-                id: task, attempt: held.attempt, state: held.state, image: held.image, container: held.container,
-                exitCode: held.exitCode, error: held.error, ports: held.ports, health: held.health)
-        }
+    private func feed(_ input: WorkerMachine.Input) {
+        let effects = machine.handle(input, now: now)
+        wakeAt = nil
+        for effect in effects { carryOut(effect) }
     }
 
-    public func container(of task: TaskID) -> ContainerID? { tasks[task]?.container }
-
-    public func attempt(of task: TaskID) -> UInt64? { tasks[task]?.attempt }
-
-    public var runningCount: Int { tasks.values.filter { $0.state == .running }.count }
-
-    // MARK: - Health
-
-    private func startHealthCheck(_ task: TaskID) {
-        guard var held = tasks[task], held.healthCheck == nil, let check = held.spec?.healthCheck else { return }
-        guard let port = held.ports.first(where: { $0.containerPort == check.port && $0.protocol == .tcp }) else {
-            logger.warning("\(task): health check port \(check.port) is not published", metadata: ["task": "\(task)"])
-            return
-        }
-        let attempt = held.attempt
-        let prober = prober
-        held.healthCheck = Task {
-            await prober.watch(check, host: port.hostIP == "0.0.0.0" ? "127.0.0.1" : port.hostIP, port: port.hostPort) { health in
-                await self.healthChanged(task, attempt: attempt, to: health)
+    private func carryOut(_ effect: WorkerMachine.Effect) {
+        switch effect {
+        case .send(let message):
+            outgoing.continuation.yield((connection, .message(message)))
+        case .sendHeartbeat(let sequence):
+            outgoing.continuation.yield((connection, .heartbeat(sequence: sequence)))
+        case .dropConnection(let reason):
+            outgoing.continuation.yield((connection, .drop(reason: reason)))
+        case .wake(let at):
+            wakeAt = at
+        case .start(let task, let attempt, let spec):
+            job { await self.start(task, attempt: attempt, spec: spec) }
+        case .stop(let task, let attempt, let container, let grace):
+            job {
+                do {
+                    try await self.retrying("stopping \(task) attempt \(attempt)") { try await self.runtime.stop(container, grace: grace) }
+                } catch {
+                    self.logger.warning("stopping \(task) attempt \(attempt): \(error)", metadata: ["task": "\(task)"])
+                }
             }
+        case .remove(let container):
+            job {
+                do {
+                    try await self.retrying("removing \(container.short)") { try await self.runtime.remove(container) }
+                } catch {
+                    self.logger.warning("removing \(container.short): \(error)")
+                }
+            }
+        case .watchHealth(let task, let attempt, let check, let host, let port):
+            let key = WatchKey(task: task, attempt: attempt)
+            healthWatches[key]?.cancel()
+            let prober = prober
+            healthWatches[key] = Task {
+                await prober.watch(check, host: host, port: port) { health in
+                    await self.healthChanged(task, attempt: attempt, health)
+                }
+            }
+        case .unwatchHealth(let task, let attempt):
+            healthWatches.removeValue(forKey: WatchKey(task: task, attempt: attempt))?.cancel()
+        case .note(let note):
+            log(note)
         }
-        tasks[task] = held
     }
 
-    private func healthChanged(_ task: TaskID, attempt: UInt64, to health: TaskHealth) async {
-        guard let held = tasks[task], held.attempt == attempt, held.state == .running, held.health != health else { return }
-        tasks[task]?.health = health
+    private func job(_ work: @escaping @Sendable () async -> Void) {
+        jobs.continuation.yield(work)
+    }
+
+    private func healthChanged(_ task: TaskID, attempt: UInt64, _ health: TaskHealth) {
+        guard healthWatches[WatchKey(task: task, attempt: attempt)] != nil else { return }
         logger.info("\(task) is \(health)", metadata: ["task": "\(task)"])
-        await reportCurrent(task)
+        feed(.healthChanged(task, attempt: attempt, health))
+    }
+
+    /// Creates (pulling the image when missing), starts and inspects the attempt's container;
+    /// the outcome goes back to the machine.
+    private func start(_ task: TaskID, attempt: UInt64, spec: TaskSpec) async {
+        var created: ContainerID?
+        do {
+            let config = ContainerConfig(task: task, attempt: Int(attempt), node: node, spec: spec, publishAddress: publishAddress)
+            let container = try await createPullingIfMissing(config)
+            created = container
+            try await runtime.start(container)
+            let info = try await runtime.inspect(container)
+            feed(.containerStarted(task, attempt: attempt, container: container, ports: info.publishedPorts))
+        } catch {
+            feed(.containerFailed(task, attempt: attempt, container: created, error: "\(error)"))
+        }
+    }
+
+    private func log(_ note: WorkerMachine.Note) {
+        switch note {
+        case .running(let task, let attempt, let container):
+            logger.info("running attempt \(attempt) as \(container.short)", metadata: ["task": "\(task)"])
+        case .exited(let task, let attempt, let code, let state):
+            logger.info("\(task) attempt \(attempt) exited with \(code): \(state)", metadata: ["task": "\(task)"])
+        case .failedToStart(let task, let attempt, let error):
+            logger.warning("attempt \(attempt) failed to start: \(error)", metadata: ["task": "\(task)"])
+        case .adopted(let task, let attempt, let state):
+            logger.info("adopted \(task) attempt \(attempt) (\(state))", metadata: ["task": "\(task)"])
+        case .ignoredStaleAssignment(let task, let attempt, let current):
+            logger.info("ignoring attempt \(attempt): attempt \(current) is current", metadata: ["task": "\(task)"])
+        case .stoppedForDisconnect(let task, let attempt, let after):
+            logger.warning("stopping attempt \(attempt): no word from the manager for \(DurationText.format(after))", metadata: ["task": "\(task)"])
+        case .healthPortNotPublished(let task, let port):
+            logger.warning("\(task): health check port \(port) is not published", metadata: ["task": "\(task)"])
+        }
     }
 
     // MARK: - Helpers
@@ -295,7 +331,7 @@ public actor TaskSupervisor {
     }
 
     /// Runs `operation`, trying again (0.5 s, 1 s, 2 s, 4 s later) while the engine's error is transient.
-    private func retrying(_ what: String, _ operation: () async throws -> Void) async throws {
+    private nonisolated func retrying(_ what: String, _ operation: @Sendable () async throws -> Void) async throws {
         var delay: Duration = .milliseconds(500)
         for attempt in 1...5 {
             do {
@@ -307,51 +343,14 @@ public actor TaskSupervisor {
             }
         }
     }
+}
 
-    private func acquireStartSlot() async {
-        if starts < maximumConcurrentStarts {
-            starts += 1
-            return
-        }
-        await withCheckedContinuation { startWaiters.append($0) }   // the slot is handed over
-    }
-
-    private func releaseStartSlot() {
-        if startWaiters.isEmpty {
-            starts -= 1
-        } else {
-            startWaiters.removeFirst().resume()
-        }
-    }
-
-    /// Changes the held attempt if it is still `attempt`; false when it was replaced.
-    @discardableResult
-    private func update(_ task: TaskID, attempt: UInt64, _ change: (inout Held) -> Void) -> Bool {
-        guard var held = tasks[task], held.attempt == attempt else { return false }
-        change(&held)
-        tasks[task] = held
-        return true
-    }
-
-    /// Removes an attempt's container and forgets it.
-    private func discard(_ task: TaskID, attempt: UInt64) async {
-        guard let held = tasks[task], held.attempt == attempt else { return }
-        held.healthCheck?.cancel()
-        tasks[task] = nil
-        ledger.release(task, attempt: attempt)
-        if let container = held.container {
-            do {
-                try await retrying("removing \(container.short)") { try await self.runtime.remove(container) }
-            } catch {
-                logger.warning("removing \(container.short): \(error)")
-            }
-        }
-    }
-
-    private func reportCurrent(_ task: TaskID) async {
-        guard let held = tasks[task] else { return }
-        await report(TaskStatus(
-            statusID: 0, task: task, attempt: held.attempt, state: held.state, container: held.container,
-            exitCode: held.exitCode, error: held.error, ports: held.ports, health: held.health))
+/// A value read by the writing task without a hop onto the actor.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    var value: Value {
+        get { mutex.withLock { $0 } }
+        set { mutex.withLock { $0 = newValue } }
     }
 }

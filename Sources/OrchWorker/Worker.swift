@@ -23,11 +23,9 @@ public final class Worker: Service, Sendable {
     let supervisor: TaskSupervisor
     let client: WireClient
     let logs: LogRelay
-    private let metrics: Mutex<MachineSampler>
+    private let metrics: MetricsSource
     private let submissions = Mutex<(next: UInt64, waiting: [UInt64: CheckedContinuation<SubmitResult, Never>])>((1, [:]))
     private let logger: Logger
-    /// The last work queued for each task, so that its messages are handled in order.
-    private let perTask = Mutex<(generation: UInt64, running: [TaskID: (generation: UInt64, work: Task<Void, Never>)])>((0, [:]))
     /// The HTTP API's real address once it listens.
     public let httpAddress = Mutex<String?>(nil)
 
@@ -38,7 +36,8 @@ public final class Worker: Service, Sendable {
         node = try NodeIdentity.loadOrCreate(in: configuration.stateDirectory)
         var sampler = MachineSampler(diskPath: configuration.stateDirectory)
         let first = try? sampler.sample()
-        metrics = Mutex(sampler)
+        let metrics = MetricsSource(sampler)
+        self.metrics = metrics
         capacity = Capacity(
             millicores: configuration.cpus.map { UInt32(($0 * 1000).rounded()) } ?? UInt32((first?.cpuCount ?? 1) * 1000),
             memoryBytes: configuration.memoryBytes.map { UInt64($0) } ?? first?.memory.totalBytes ?? 0,
@@ -50,7 +49,10 @@ public final class Worker: Service, Sendable {
         self.client = client
         supervisor = TaskSupervisor(
             node: node, runtime: runtime, publishAddress: configuration.publishAddress, logger: logger,
-            report: { await client.send(status: $0) })
+            managerSilence: configuration.managerSilence,
+            write: { try await client.send($0) },
+            dropConnection: { await client.dropConnection(reason: $0) },
+            metrics: { metrics.metrics(runningTasks: $0) })
         logs = LogRelay(runtime: runtime, send: { try await client.send($0) })
     }
 
@@ -87,6 +89,7 @@ public final class Worker: Service, Sendable {
             // Container events are followed and existing containers adopted before the
             // manager is dialed, so that no exit of an assigned task can be missed.
             let ready = AsyncStream<Void>.makeStream()
+            group.addTask { await self.supervisor.run() }
             group.addTask { await self.watchEvents(ready: ready.continuation) }
             for await _ in ready.stream { break }
             group.addTask {
@@ -97,8 +100,8 @@ public final class Worker: Service, Sendable {
             }
             group.addTask {
                 try await self.client.run(WireClientHandlers(
-                    taskList: { await self.supervisor.taskList() },
-                    metrics: { await self.machineMetrics() },
+                    connected: { await self.supervisor.connected($0) },
+                    disconnected: { await self.supervisor.disconnected() },
                     received: { await self.received($0) }))
             }
             group.addTask {
@@ -119,38 +122,26 @@ public final class Worker: Service, Sendable {
 
     private func received(_ message: WireMessage) async {
         switch message {
-        case .assignTask(let assignment):
-            inOrder(for: assignment.task) { await self.supervisor.assign(assignment) }
-        case .stopTask(let stop):
-            inOrder(for: stop.task) { await self.supervisor.stop(stop.task, attempt: stop.attempt) }
+        case .assignTask, .stopTask, .ack, .heartbeat:
+            // The machine's: handled at once, in order.
+            await supervisor.received(message)
         case .logRequest(let request):
+            await supervisor.received(message)   // the manager was heard from
             let container = await supervisor.container(of: request.task)
             await logs.open(request, container: container)
         case .logCredit(let credit):
+            await supervisor.received(message)
             await logs.credit(credit)
         case .logEnd(let end):
+            await supervisor.received(message)
             await logs.end(end.streamID)
         case .submitResult(let result):
+            await supervisor.received(message)
             let waiter = submissions.withLock { $0.waiting.removeValue(forKey: result.requestID) }
             waiter?.resume(returning: result)
         default:
+            await supervisor.received(message)
             logger.debug("ignoring \(message.kind) from the manager")
-        }
-    }
-
-    /// Runs `work` after the work queued before it for the same task, without holding up the
-    /// reading of the connection: a stop sent right behind its assignment is handled after
-    /// it, while other tasks go on meanwhile.
-    private func inOrder(for task: TaskID, _ work: @escaping @Sendable () async -> Void) {
-        perTask.withLock { state in
-            state.generation += 1
-            let generation = state.generation
-            let previous = state.running[task]?.work
-            state.running[task] = (generation, Task {
-                await previous?.value
-                await work()
-                self.perTask.withLock { if $0.running[task]?.generation == generation { $0.running[task] = nil } }
-            })
         }
     }
 
@@ -186,19 +177,14 @@ public final class Worker: Service, Sendable {
 
     func machineMetrics() async -> MachineMetrics {
         let running = await supervisor.runningCount
-        guard let sample = try? metrics.withLock({ try $0.sample() }) else { return MachineMetrics(runningTasks: UInt32(running)) }
-        return MachineMetrics(
-            cpuMillicoresUsed: sample.cpuMillicoresUsed, memoryUsedBytes: sample.memory.usedBytes,
-            memoryTotalBytes: sample.memory.totalBytes, diskUsedBytes: sample.disk.usedBytes, diskTotalBytes: sample.disk.totalBytes,
-            load1Hundredths: sample.load.load1, load5Hundredths: sample.load.load5, load15Hundredths: sample.load.load15,
-            runningTasks: UInt32(running))
+        return metrics.metrics(runningTasks: running)
     }
 
     // MARK: - Submissions from the worker's API
 
     /// Forwards a task to the manager, pinned to this node, and waits for its id.
     func submit(_ spec: TaskSpec, timeout: Duration = .seconds(10)) async throws -> TaskID {
-        guard await client.isConnected else { throw WorkerError.notConnected }
+        guard await supervisor.isConnected else { throw WorkerError.notConnected }
         var spec = spec
         spec.constraints.node = node.rawValue
         let requestID = submissions.withLock { state in
@@ -225,5 +211,21 @@ public final class Worker: Service, Sendable {
         if let task = result.task { return task }
         if let error = result.error { throw WorkerError.submitRefused(error) }
         throw await client.isConnected ? WorkerError.submitTimedOut : WorkerError.notConnected
+    }
+}
+
+/// The machine's metrics, sampled on demand (for each heartbeat and the API's /stats).
+final class MetricsSource: Sendable {
+    private let sampler: Mutex<MachineSampler>
+
+    init(_ sampler: MachineSampler) { self.sampler = Mutex(sampler) }
+
+    func metrics(runningTasks running: Int) -> MachineMetrics {
+        guard let sample = try? sampler.withLock({ try $0.sample() }) else { return MachineMetrics(runningTasks: UInt32(running)) }
+        return MachineMetrics(
+            cpuMillicoresUsed: sample.cpuMillicoresUsed, memoryUsedBytes: sample.memory.usedBytes,
+            memoryTotalBytes: sample.memory.totalBytes, diskUsedBytes: sample.disk.usedBytes, diskTotalBytes: sample.disk.totalBytes,
+            load1Hundredths: sample.load.load1, load5Hundredths: sample.load.load5, load15Hundredths: sample.load.load15,
+            runningTasks: UInt32(running))
     }
 }

@@ -40,11 +40,11 @@ struct RecoveryBench: AsyncParsableCommand {
                 batch.append(.insertTask(record))
                 batch.append(.appendHistory(TaskHistoryEntry(task: record.id, at: now, state: .pending, message: "accepted")))
                 if batch.count >= 20_000 {
-                    try await store.apply(batch)
+                    try await store.apply(batch, revision: UInt64(index))
                     batch = []
                 }
             }
-            try await store.apply(batch)
+            try await store.apply(batch, revision: UInt64(n))
             let size = (try? FileManager.default.attributesOfItem(atPath: data + "/manager.sqlite")[.size] as? Int) ?? 0
             var times: [Double] = []
             for _ in 0..<runs {

@@ -44,6 +44,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("label"), help: ArgumentHelp("A node label for placement constraints (repeatable).", valueName: "key=value"))
     var labels: [String] = []
 
+    @Option(help: ArgumentHelp("Drop and redial a connection on which the manager said nothing for this long, e.g. 5s.", valueName: "duration"))
+    var managerSilence: String = "5s"
+
     @Flag(help: "On exit, ask the manager to move this worker's tasks at once.")
     var drain = false
 
@@ -54,6 +57,9 @@ struct WorkerCommand: AsyncParsableCommand {
         _ = try HostPort.parse(http, option: "--http")
         if let memory, ByteCount.parse(memory) == nil { throw ValidationError("--memory: \"\(memory)\" is not a size such as 512MiB or 2GiB") }
         if let cpus, !(cpus > 0) { throw ValidationError("--cpus must be more than 0") }
+        if !((DurationText.parse(managerSilence)).map({ $0 > .zero }) ?? false) {
+            throw ValidationError("--manager-silence: \"\(managerSilence)\" is not a duration such as 5s or 1500ms")
+        }
         for label in labels where !label.contains("=") { throw ValidationError("--label: \"\(label)\" is not key=value") }
     }
 
@@ -69,6 +75,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.cpus = cpus
         configuration.memoryBytes = memory.flatMap(ByteCount.parse)
         configuration.drain = drain
+        configuration.managerSilence = DurationText.parse(managerSilence) ?? .seconds(5)
         configuration.labels = Dictionary(labels.map { label in
             let parts = label.split(separator: "=", maxSplits: 1)
             return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")

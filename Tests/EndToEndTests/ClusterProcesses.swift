@@ -16,18 +16,21 @@ final class ClusterProcesses: @unchecked Sendable {
     var workerStateDirs: [String: String] = [:]
     var api: String { "http://127.0.0.1:\(httpPort)" }
 
-    init(grace: String = "2s") async throws {
+    let restartWindow: String
+
+    init(grace: String = "2s", restartWindow: String = "2s") async throws {
         httpPort = try freePort()
         wirePort = try freePort()
         data = temporaryDirectory("manager")
-        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace)
+        self.restartWindow = restartWindow
+        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
     }
 
     /// Runs `body` with a manager started; everything is killed and removed afterwards,
     /// also when the test fails.
-    static func with(grace: String = "2s", _ body: (ClusterProcesses) async throws -> Void) async throws {
-        let cluster = try await ClusterProcesses(grace: grace)
+    static func with(grace: String = "2s", restartWindow: String = "2s", _ body: (ClusterProcesses) async throws -> Void) async throws {
+        let cluster = try await ClusterProcesses(grace: grace, restartWindow: restartWindow)
         do {
             try await body(cluster)
         } catch {
@@ -37,10 +40,10 @@ final class ClusterProcesses: @unchecked Sendable {
         await cluster.tearDown()
     }
 
-    static func launchManager(http: Int, wire: Int, data: String, grace: String) throws -> LaunchedProcess {
+    static func launchManager(http: Int, wire: Int, data: String, grace: String, restartWindow: String = "2s") throws -> LaunchedProcess {
         try LaunchedProcess(orchctl: [
             "manager", "--http", "127.0.0.1:\(http)", "--wire", "127.0.0.1:\(wire)", "--data", data,
-            "--heartbeat-interval", "200ms", "--heartbeat-grace", grace, "--restart-window", "2s",
+            "--heartbeat-interval", "200ms", "--heartbeat-grace", grace, "--restart-window", restartWindow,
             // Placement by reservations: E-PVM also weighs each worker's measured load, and two
             // workers on one busy host measure the same machine at different instants, so
             // its choice between them follows that noise rather than anything the tests do.
@@ -52,7 +55,7 @@ final class ClusterProcesses: @unchecked Sendable {
     func restartManager(grace: String = "2s") async throws {
         manager.signal(SIGKILL)
         _ = try await manager.waitForExit()
-        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace)
+        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
     }
 
@@ -67,9 +70,20 @@ final class ClusterProcesses: @unchecked Sendable {
         try await workers[name]!.waitForOutput("connected to the manager")
     }
 
-    func killWorker(_ name: String) async throws {
-        workers[name]?.signal(SIGKILL)
+    func killWorker(_ name: String, signal: Int32 = SIGKILL) async throws {
+        workers[name]?.signal(signal)
         _ = try await workers[name]?.waitForExit()
+    }
+
+    /// Waits until the node's containers have all exited (at least one exists).
+    func waitForContainersExited(of name: String, within timeout: Duration = .seconds(30)) async throws {
+        let node = try nodeID(of: name)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try !dockerPS(label: "orch.node=\(node)").isEmpty, try dockerPS(label: "orch.node=\(node)", runningOnly: true).isEmpty { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestTimeout(what: "the containers of \(name) to exit")
     }
 
     func nodeID(of name: String) throws -> String {

@@ -86,6 +86,7 @@ func temporaryDataDirectory() -> String { temporaryDirectory("manager") }
 func task(_ millicores: Int = 500, memory: Int = 64 << 20, policy: RestartMode = .onFailure, id: String? = nil, health: Bool = false) -> TaskSpec {
     TaskSpec(
         id: id.map { TaskID(rawValue: $0) }, image: "orch-busybox:latest", command: ["sleep", "300"],
+        ports: health ? [PortSpec(containerPort: 8080)] : [],
         resources: Resources(millicores: millicores, memoryBytes: memory), restartPolicy: RestartPolicy(mode: policy),
         healthCheck: health ? HealthCheck(path: "/health", port: 8080) : nil)
 }
@@ -125,7 +126,7 @@ struct ManagerTests {
         defer { run.cancel() }
         let id = try await harness.submit(task(policy: .always))
         try await harness.waitFor(id, "running") { $0.state == .running }
-        let stopping = try await harness.cluster.stop(id)
+        let stopping = try await harness.cluster.stop(id).record
         #expect(stopping.desiredState == .stop && [.stopping, .completed].contains(stopping.state))
         let done = try await harness.waitFor(id, "completed") { $0.state == .completed }
         #expect(done.exitCode == 143)
@@ -188,33 +189,69 @@ struct ManagerTests {
         #expect(two.stops.withLock { $0 }.contains(StopTask(task: b, attempt: 1)), "the draining node is told to stop the old attempt")
     }
 
-    @Test func aLiveNodeIDAndAnUnknownVersionAreRefusedForGood() async throws {
+    @Test func aLiveTwinIsRefusedForNowAndAnUnknownVersionForGood() async throws {
         let harness = try await ManagerHarness.start()
         defer { Task { await harness.stop() } }
         let one = harness.worker("one")
         let run = one.start()
         defer { run.cancel() }
         try await harness.waitForNode(one.node, .up)
+        // Another process with the same id while the first heartbeats: refused, but not for
+        // good (it may be the same worker whose old connection is half-open).
         let twin = harness.worker("twin", node: one.node)
-        let result = await withDeadline(ContinuousClock.now + .seconds(10)) { await twin.start().result }
-        guard case .failure(WireClientError.refused(let refused))? = result else {
-            Issue.record("expected a refusal, got \(String(describing: result))")
-            return
+        let twinRun = twin.start()
+        defer { twinRun.cancel() }
+        let refusal = await withDeadline(ContinuousClock.now + .seconds(10)) { () -> String? in
+            for await state in twin.client.states {
+                if case .disconnected(let reason, _) = state, reason.contains("refused for now") { return reason }
+            }
+            return nil
         }
-        #expect(refused.code == .duplicateNode && refused.permanent)
+        #expect(refusal??.contains("is connected already") == true, "refused: \(String(describing: refusal))")
+        #expect(await harness.cluster.listNodes().first { $0.id == one.node }?.name == "one", "the live node keeps its connection")
 
         let future = WireClient(
             host: "127.0.0.1", port: harness.wirePort,
             hello: Hello(oldestVersion: 7, newestVersion: 9, nodeID: NodeID(rawValue: "future"), name: "future", addresses: [],
                          capacity: Capacity(millicores: 1000, memoryBytes: 1 << 30, diskBytes: 0)))
         let refusedVersion = await withDeadline(ContinuousClock.now + .seconds(10)) {
-            await Task { try await future.run(WireClientHandlers(taskList: { TaskList(entries: []) }, metrics: { MachineMetrics() }, received: { _ in })) }.result
+            await Task { try await future.run(WireClientHandlers(received: { _ in })) }.result
         }
         guard case .failure(WireClientError.refused(let versionRefusal))? = refusedVersion else {
             Issue.record("expected a refusal, got \(String(describing: refusedVersion))")
             return
         }
         #expect(versionRefusal.code == .noCommonVersion && versionRefusal.permanent)
+    }
+
+    @Test func aWorkerDialingAgainReplacesItsHalfOpenConnection() async throws {
+        let harness = try await ManagerHarness.start(grace: .seconds(10))
+        defer { Task { await harness.stop() } }
+        let node = NodeID(rawValue: "sim-again")
+        // The old connection: welcomed, then silent, never closed (its host rebooted).
+        let old = try await WireDialer.connect(host: "127.0.0.1", port: harness.wirePort)
+        let channel = old.channel
+        try await old.executeThenClose { inbound, outbound in
+            try await outbound.write(.hello(Hello(
+                nodeID: node, name: "again", addresses: [], capacity: Capacity(millicores: 1000, memoryBytes: 1 << 30, diskBytes: 0))))
+            var messages = inbound.makeAsyncIterator()
+            guard case .welcome? = try await messages.next() else {
+                Issue.record("the first connection was not welcomed")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(400))   // silent for more than two heartbeat intervals
+            let again = harness.worker("again", node: node)
+            let run = again.start()
+            defer { run.cancel() }
+            let closed = await withDeadline(ContinuousClock.now + .seconds(5)) { () -> Bool in
+                (try? await channel.closeFuture.get()) != nil
+            }
+            #expect(closed == true, "the half-open connection is closed by the manager")
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !(await again.client.isConnected), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(await again.client.isConnected, "the worker dialing again is welcomed, not refused for good")
+            try await harness.waitForNode(node, .up)
+        }
     }
 
     @Test func aStaleAttemptIsStoppedWhenItsWorkerReconnects() async throws {

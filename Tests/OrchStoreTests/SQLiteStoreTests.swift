@@ -26,11 +26,13 @@ struct SQLiteStoreTests {
         let path = temporaryDatabase()
         #expect(!FileManager.default.fileExists(atPath: path))
         let store = try SQLiteStore(path: path)
-        #expect(try await store.appliedMigrations() == ["v1: tasks, task history, nodes", "v2: a task's spec apart from its state"])
+        #expect(try await store.appliedMigrations() == [
+            "v1: tasks, task history, nodes", "v2: a task's spec apart from its state", "v3: the state's revision",
+        ])
         #expect(try await store.load() == StoreSnapshot(tasks: [], nodes: []))
         // Opening it again migrates nothing twice.
         let again = try SQLiteStore(path: path)
-        #expect(try await again.appliedMigrations().count == 2)
+        #expect(try await again.appliedMigrations().count == 3)
     }
 
     @Test func tasksHistoryAndNodesSurviveAReopen() async throws {
@@ -43,18 +45,20 @@ struct SQLiteStoreTests {
         do {
             let store = try SQLiteStore(path: path)
             try await store.apply([.insertTask(task), .saveNode(node),
-                                   .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))])
+                                   .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))], revision: 1)
             try task.apply(.placed(on: node.id), at: task.createdAt.addingTimeInterval(1))
             try await store.apply([.saveTask(task),
-                                   .appendHistory(TaskHistoryEntry(task: task.id, at: task.updatedAt, state: .scheduled, message: "placed on n1"))])
+                                   .appendHistory(TaskHistoryEntry(task: task.id, at: task.updatedAt, state: .scheduled, message: "placed on n1"))], revision: 2)
         }
         let reopened = try SQLiteStore(path: path)
         let snapshot = try await reopened.load()
         #expect(snapshot.tasks == [task], "the record comes back field for field, spec included")
         #expect(snapshot.nodes == [node])
         #expect(try await reopened.history(of: task.id).map(\.message) == ["accepted", "placed on n1"])
-        try await reopened.apply([.deleteNode(node.id)])
+        #expect(snapshot.revision == 2, "the revision of the last batch is kept")
+        try await reopened.apply([.deleteNode(node.id)], revision: 3)
         #expect(try await reopened.load().nodes.isEmpty)
+        #expect(try await reopened.load().revision == 3)
     }
 
     @Test func concurrentWritersAreAllCommitted() async throws {
@@ -66,7 +70,7 @@ struct SQLiteStoreTests {
                     for index in 0..<50 {
                         let task = record("w\(writer)-\(index)", at: Double(index))
                         try await store.apply([.insertTask(task),
-                                               .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))])
+                                               .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))], revision: UInt64(writer * 100 + index + 1))
                     }
                 }
             }

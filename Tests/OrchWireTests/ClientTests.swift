@@ -15,11 +15,45 @@ func makeClient(port: Int, handshakeTimeout: Duration = .seconds(5)) -> WireClie
         handshakeTimeout: handshakeTimeout)
 }
 
-func handlers(
-    tasks: TaskList = TaskList(entries: []), received: @escaping @Sendable (WireMessage) async -> Void = { _ in }
-) -> WireClientHandlers {
-    WireClientHandlers(
-        taskList: { tasks }, metrics: { MachineMetrics(cpuMillicoresUsed: 250, runningTasks: 1) }, received: received)
+func handlers(received: @escaping @Sendable (WireMessage) async -> Void = { _ in }) -> WireClientHandlers {
+    WireClientHandlers(received: received)
+}
+
+/// What a client's owner was told, in order.
+enum Told: Sendable, Equatable {
+    case connected(Welcome)
+    case disconnected
+    case received(WireMessage)
+}
+
+/// Records what the client tells its owner, with a deadline on every wait.
+final class OwnerLog: Sendable {
+    let log = Mutex<[Told]>([])
+    let cursor = Mutex(0)
+
+    var handlers: WireClientHandlers {
+        WireClientHandlers(
+            connected: { welcome in self.log.withLock { $0.append(.connected(welcome)) } },
+            disconnected: { self.log.withLock { $0.append(.disconnected) } },
+            received: { message in self.log.withLock { $0.append(.received(message)) } })
+    }
+
+    func next<T>(_ what: String, within timeout: Duration = .seconds(10), _ match: (Told) -> T?) async throws -> T {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let found: T? = cursor.withLock { cursor in
+                let told = log.withLock { $0 }
+                while cursor < told.count {
+                    cursor += 1
+                    if let value = match(told[cursor - 1]) { return value }
+                }
+                return nil
+            }
+            if let found { return found }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        throw TestTimeout(what: what)
+    }
 }
 
 func startListener(_ manager: ScriptedManager, port: Int = 0) async throws -> (port: Int, task: Task<Void, any Error>) {
@@ -30,18 +64,74 @@ let taskA = TaskID(rawValue: "task-a")
 
 @Suite("Reconnecting client and delivery rules over loopback TCP", .serialized, .timeLimit(.minutes(2)))
 struct ClientTests {
-    @Test func handshakeThenTaskListThenHeartbeatsWithMetrics() async throws {
-        let manager = ScriptedManager()
+    @Test func afterTheWelcomeTheOwnerIsToldAndEveryMessageIsPassedOnInOrder() async throws {
+        let manager = ScriptedManager(heartbeatInterval: .milliseconds(250))
         let (port, listener) = try await startListener(manager)
         defer { listener.cancel() }
-        let list = TaskList(entries: [.init(task: taskA, attempt: 3, state: .running)])
         let client = makeClient(port: port)
-        let running = Task { try await client.run(handlers(tasks: list)) }
+        let owner = OwnerLog()
+        let running = Task { try await client.run(owner.handlers) }
         defer { running.cancel() }
 
         var events = EventReader(manager)
         let hello = try await events.next("hello") { if case .connected(_, let hello) = $0 { hello } else { nil } }
         #expect(hello.nodeID.rawValue == "node-a")
+        let welcome = try await owner.next("connected") { if case .connected(let welcome) = $0 { welcome } else { nil } }
+        #expect(welcome.heartbeatInterval == .milliseconds(250), "the owner gets the manager's welcome")
+        #expect(await client.isConnected)
+        // The client sends nothing by itself: no task list, no heartbeat.
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(manager.messages.isEmpty, "sent by the client on its own: \(manager.messages.map(\.kind))")
+
+        // The owner writes; the manager's answers (ack and heartbeat included) are passed on, in order.
+        try await client.send(.heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics(cpuMillicoresUsed: 250))))
+        let beat = try await events.next("heartbeat") { if case .message(1, .heartbeat(let beat)) = $0 { beat } else { nil } }
+        #expect(beat.sequence == 1 && beat.metrics.cpuMillicoresUsed == 250)
+        let answer = try await owner.next("the manager's heartbeat") { if case .received(.heartbeat(let beat)) = $0 { beat } else { nil } }
+        #expect(answer.sequence == 1)
+        try await manager.send(.ack(Ack(statusID: 7)), on: 1)
+        try await manager.send(.stopTask(StopTask(task: taskA, attempt: 2)), on: 1)
+        let ack = try await owner.next("ack") { if case .received(.ack(let ack)) = $0 { ack } else { nil } }
+        #expect(ack.statusID == 7)
+        let stop = try await owner.next("stop after the ack") { if case .received(let message) = $0 { message } else { nil } }
+        #expect(stop == .stopTask(StopTask(task: taskA, attempt: 2)))
+    }
+
+    @Test func dropConnectionClosesTheConnectionAndTheClientDialsAgain() async throws {
+        let manager = ScriptedManager(heartbeatInterval: .seconds(5))
+        let (port, listener) = try await startListener(manager)
+        defer { listener.cancel() }
+        let client = makeClient(port: port)
+        let owner = OwnerLog()
+        let running = Task { try await client.run(owner.handlers) }
+        defer { running.cancel() }
+        var events = EventReader(manager)
+        _ = try await events.next("first connection") { if case .connected(1, _) = $0 { true } else { nil } }
+        _ = try await owner.next("connected") { if case .connected = $0 { true } else { nil } }
+
+        await client.dropConnection(reason: "the manager is silent")
+        _ = try await events.next("first connection closed") { if case .closed(1) = $0 { true } else { nil } }
+        _ = try await owner.next("disconnected") { if case .disconnected = $0 { true } else { nil } }
+        _ = try await events.next("second connection") { if case .connected(2, _) = $0 { true } else { nil } }
+        _ = try await owner.next("connected again") { if case .connected = $0 { true } else { nil } }
+        #expect(await client.isConnected)
+        try await client.send(.heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics())))
+        _ = try await events.next("a write on the new connection") { if case .message(2, .heartbeat) = $0 { true } else { nil } }
+    }
+
+    @Test func aSessionSendsTheTaskListFirstThenHeartbeatsWithMetrics() async throws {
+        let manager = ScriptedManager()
+        let (port, listener) = try await startListener(manager)
+        defer { listener.cancel() }
+        let list = TaskList(entries: [.init(task: taskA, attempt: 3, state: .running)])
+        let session = SimulatedSession(makeClient(port: port))
+        let running = Task {
+            try await session.run(taskList: { list }, metrics: { MachineMetrics(cpuMillicoresUsed: 250, runningTasks: 1) }, received: { _ in })
+        }
+        defer { running.cancel() }
+
+        var events = EventReader(manager)
+        _ = try await events.next("hello") { if case .connected = $0 { true } else { nil } }
         let first = try await events.next("first message") { if case .message(_, let message) = $0 { message } else { nil } }
         #expect(first == .taskList(list), "the task list comes first after the handshake")
         var sequences: [UInt64] = []
@@ -51,7 +141,6 @@ struct ClientTests {
             sequences.append(beat.sequence)
         }
         #expect(sequences == [1, 2, 3])
-        #expect(await client.isConnected)
     }
 
     @Test func reconnectsWhenTheManagerComesBackOnTheSamePort() async throws {
@@ -59,7 +148,8 @@ struct ClientTests {
         let (port, first) = try await startListener(manager)
         let client = makeClient(port: port)
         let states = StateRecorder(client)
-        let running = Task { try await client.run(handlers()) }
+        let owner = OwnerLog()
+        let running = Task { try await client.run(owner.handlers) }
         defer { running.cancel() }
         _ = try await states.next("connected") { if case .connected = $0 { true } else { false } }
 
@@ -67,6 +157,7 @@ struct ClientTests {
         await manager.dropAll()
         _ = try await states.next("disconnected") { if case .disconnected = $0 { true } else { false } }
         #expect(await !client.isConnected)
+        _ = try await owner.next("the owner is told") { if case .disconnected = $0 { true } else { nil } }
 
         // Nobody listens for a while: the client keeps trying.
         try await Task.sleep(for: .milliseconds(300))
@@ -76,12 +167,14 @@ struct ClientTests {
         #expect(await client.isConnected)
     }
 
-    @Test func anUnacknowledgedTerminalStatusIsResentAfterAReconnect() async throws {
+    /// The session of the simulated workers (the manager's tests rely on it); the real
+    /// worker's is its machine's (WorkerMachineTests) over this client (WorkerDockerTests).
+    @Test func aSimulatedSessionResendsAnUnacknowledgedTerminalStatusAfterAReconnect() async throws {
         let manager = ScriptedManager(heartbeatInterval: .seconds(5))
         let (port, listener) = try await startListener(manager)
         defer { listener.cancel() }
-        let client = makeClient(port: port)
-        let running = Task { try await client.run(handlers()) }
+        let client = SimulatedSession(makeClient(port: port))
+        let running = Task { try await client.run(taskList: { TaskList(entries: []) }, metrics: { MachineMetrics() }, received: { _ in }) }
         defer { running.cancel() }
         var events = EventReader(manager)
         _ = try await events.next("first connection") { if case .connected(1, _) = $0 { true } else { nil } }
@@ -121,46 +214,6 @@ struct ClientTests {
         }
     }
 
-    @Test func aResentAssignmentIsAppliedOnce() async throws {
-        let manager = ScriptedManager(heartbeatInterval: .seconds(5))
-        let (port, listener) = try await startListener(manager)
-        defer { listener.cancel() }
-        let ledger = Mutex((ledger: AssignmentLedger(), starts: 0, received: 0, stops: 0))
-        let client = makeClient(port: port)
-        let running = Task {
-            try await client.run(handlers { message in
-                ledger.withLock { state in
-                    switch message {
-                    case .assignTask(let assign):
-                        state.received += 1
-                        if case .start = state.ledger.assign(assign.task, attempt: assign.attempt) { state.starts += 1 }
-                    case .stopTask(let stop):
-                        if state.ledger.shouldStop(stop.task, attempt: stop.attempt) { state.stops += 1 }
-                    default: break
-                    }
-                }
-            })
-        }
-        defer { running.cancel() }
-        var events = EventReader(manager)
-        let spec = TaskSpec(name: "web", image: "orch-busybox:latest")
-        let assign = WireMessage.assignTask(AssignTask(task: taskA, attempt: 1, spec: spec))
-        _ = try await events.next("first connection") { if case .connected(1, _) = $0 { true } else { nil } }
-        try await manager.send(assign, on: 1)
-        try await manager.send(assign, on: 1)
-        await manager.dropAll()
-        _ = try await events.next("second connection") { if case .connected(2, _) = $0 { true } else { nil } }
-        try await manager.send(assign, on: 2)
-        try await manager.send(.stopTask(StopTask(task: taskA, attempt: 0)), on: 2)
-
-        let deadline = ContinuousClock.now + .seconds(5)
-        while ledger.withLock({ $0.received }) < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-        let (received, starts, stops) = ledger.withLock { ($0.received, $0.starts, $0.stops) }
-        #expect(received == 3, "all three assignments arrived")
-        #expect(starts == 1, "one start for (task, attempt 1), however often it is sent")
-        #expect(stops == 0, "a stop for an attempt that is not current stops nothing")
-    }
-
     @Test func aPermanentRefusalEndsTheClientWithTheReason() async throws {
         let manager = ScriptedManager()
         manager.refusals.withLock { $0 = [Refused(code: .duplicateNode, permanent: true, reason: "node-a is connected already")] }
@@ -194,6 +247,23 @@ struct ClientTests {
         _ = try await states.next("connected on retry") { if case .connected = $0 { true } else { false } }
     }
 
+    @Test func aWelcomeOutsideTheOfferedVersionsIsAProtocolErrorAndRetried() async throws {
+        let manager = ScriptedManager()
+        manager.welcomeVersion.withLock { $0 = 9 }
+        let (port, listener) = try await startListener(manager)
+        defer { listener.cancel() }
+        let client = makeClient(port: port)
+        let states = StateRecorder(client)
+        let running = Task { try await client.run(handlers()) }
+        defer { running.cancel() }
+        let state = try await states.next("disconnected after a bad welcome") { if case .disconnected = $0 { true } else { false } }
+        guard case .disconnected(let reason, _) = state else { return }
+        #expect(reason.contains("protocol 9, outside"), "reason: \(reason)")
+        #expect(!(await client.isConnected))
+        manager.welcomeVersion.withLock { $0 = ProtocolVersion.newest }
+        _ = try await states.next("connected on retry") { if case .connected = $0 { true } else { false } }
+    }
+
     @Test func aManagerThatNeverAnswersIsDroppedAfterTheHandshakeTimeout() async throws {
         let manager = ScriptedManager()
         manager.silent.withLock { $0 = true }
@@ -208,11 +278,10 @@ struct ClientTests {
         #expect(reason.contains("no welcome"), "reason: \(reason)")
     }
 
-    @Test func sendingWhileDisconnectedSaysSoAndKeepsTerminalStatuses() async throws {
+    @Test func sendingWhileDisconnectedSaysSo() async throws {
         let client = makeClient(port: 9)
         await #expect(throws: WireClientError.notConnected) { try await client.send(.goodbye(Goodbye(reason: .draining, message: ""))) }
-        await client.send(status: TaskStatus(statusID: 0, task: taskA, attempt: 1, state: .running))
-        let failed = await client.send(status: TaskStatus(statusID: 0, task: taskA, attempt: 1, state: .failed, exitCode: 1))
-        #expect(await client.unacknowledged == [failed])
+        await client.dropConnection(reason: "nothing to drop")   // harmless
+        #expect(await !client.isConnected)
     }
 }

@@ -26,9 +26,13 @@ func vectorBytes(_ url: URL) throws -> [UInt8] {
 /// What each vector must decode to, written from the vector's own comment.
 let expectedMessages: [String: WireMessage] = [
     "hello": .hello(Hello(
-        oldestVersion: 1, newestVersion: 1, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        oldestVersion: 2, newestVersion: 2, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
         capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"], joinToken: nil)),
-    "welcome": .welcome(Welcome(version: 1, heartbeatInterval: .seconds(1))),
+    "welcome": .welcome(Welcome(version: 2, heartbeatInterval: .seconds(1))),
+    "refused_duplicate": .refused(Refused(code: .duplicateNode, permanent: false, reason: "n1 is connected")),
+    "heartbeat_answer": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics())),
+    "assign_task_disconnect": .assignTask(AssignTask(task: TaskID(rawValue: "t1"), attempt: 1, spec: TaskSpec(
+        id: TaskID(rawValue: "t1"), image: "img", disconnect: DisconnectPolicy(stopAfter: .seconds(10))))),
     "refused": .refused(Refused(code: .noCommonVersion, permanent: true, reason: "no common version")),
     "heartbeat": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics(
         cpuMillicoresUsed: 1500, memoryUsedBytes: 256 << 20, memoryTotalBytes: 1 << 30, diskUsedBytes: 1 << 30,
@@ -108,8 +112,8 @@ func errorName(_ error: WireError) -> String {
     }
 
     @Test func versionNegotiationPicksTheHighestCommonVersion() {
-        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 1)
-        #expect(ProtocolVersion.negotiate(peerOldest: 2, peerNewest: 5) == nil)
-        #expect(ProtocolVersion.negotiate(peerOldest: 0, peerNewest: 0) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 2)
+        #expect(ProtocolVersion.negotiate(peerOldest: 3, peerNewest: 5) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 1) == nil, "version 1 has no disconnect block in its specs")
     }
 }

@@ -183,6 +183,32 @@ struct WorkerDockerTests {
         }
     }
 
+    @Test func aManagerThatFallsSilentOnAnOpenConnectionIsDroppedAndRedialed() async throws {
+        try await WorkerHarness.with(managerSilence: .seconds(1)) { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "silent-\(UUID().uuidString.prefix(6).lowercased())")
+            try await harness.assign(task, sleeper())
+            _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            // Answered, the connection is kept well past the silence allowed.
+            try await Task.sleep(for: .milliseconds(1500))
+            #expect(harness.peer.currentConnection == 1, "a manager that answers is not dropped")
+
+            // The manager stops answering; the TCP connection stays open.
+            harness.peer.answersHeartbeats.withLock { $0 = false }
+            let silentSince = ContinuousClock.now
+            _ = try await events.next(within: .seconds(5), "the silent connection closed") { if case .closed(1) = $0 { true } else { nil } }
+            harness.peer.answersHeartbeats.withLock { $0 = true }
+            _ = try await events.next(within: .seconds(5), "a new connection") { if case .connected(2, _) = $0 { true } else { nil } }
+            let elapsed = ContinuousClock.now - silentSince
+            #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(4), "reconnected after \(elapsed)")
+            // The new connection starts with the task list, the running task in it.
+            let list = try await events.next("task list on connection 2") { if case .message(2, .taskList(let list)) = $0 { list } else { nil } }
+            #expect(list.entries.map(\.task) == [task] && list.entries.first?.state == .running)
+            #expect(try await harness.containers(of: task).count == 1, "the container ran on through the reconnect")
+        }
+    }
+
     @Test func logsAreServedWithFlowControl() async throws {
         try await WorkerHarness.with { harness in
             var events = EventReader(harness.peer)

@@ -51,7 +51,7 @@ final class WorkerHarness: Sendable {
     }
 
     static func with(
-        autoAck: Bool = true, name: String = "w", peer: ScriptedManager? = nil,
+        autoAck: Bool = true, name: String = "w", peer: ScriptedManager? = nil, managerSilence: Duration = .seconds(5),
         _ body: (WorkerHarness) async throws -> Void
     ) async throws {
         let peer = peer ?? ScriptedManager(heartbeatInterval: .milliseconds(100))
@@ -61,6 +61,7 @@ final class WorkerHarness: Sendable {
         var configuration = WorkerConfiguration(name: name, stateDirectory: temporaryDirectory(name))
         configuration.managerPort = port
         configuration.httpPort = 0
+        configuration.managerSilence = managerSilence
         let worker = try Worker(configuration: configuration, runtime: runtime, logger: Logger(label: "test.worker"))
         let running = Task { try await worker.run() }
         let harness = WorkerHarness(peer: peer, peerPort: port, listener: listener, runtime: runtime, worker: worker, running: running)

@@ -8,7 +8,7 @@ import Synchronization
 public final class SimulatedWorker: Sendable {
     public let node: NodeID
     public let name: String
-    public let client: WireClient
+    public let client: SimulatedSession
     /// The attempts held, by task.
     public let held = Mutex<[TaskID: (attempt: UInt64, state: TaskState)]>([:])
     public let assignments = Mutex<[AssignTask]>([])
@@ -24,24 +24,24 @@ public final class SimulatedWorker: Sendable {
         self.node = node
         self.name = name
         self.autoRun = autoRun
-        client = WireClient(
+        client = SimulatedSession(WireClient(
             host: managerHost, port: managerPort,
             hello: Hello(nodeID: node, name: name, addresses: ["127.0.0.1:0"],
                          capacity: Capacity(millicores: millicores, memoryBytes: memoryBytes, diskBytes: 10 << 30), labels: labels),
-            backoff: ReconnectBackoff(initial: .milliseconds(20), maximum: .milliseconds(200)))
+            backoff: ReconnectBackoff(initial: .milliseconds(20), maximum: .milliseconds(200))))
     }
 
     /// Connects and stays connected until the returned task is cancelled.
     public func start() -> Task<Void, any Error> {
         Task {
-            try await client.run(WireClientHandlers(
+            try await client.run(
                 taskList: {
                     TaskList(entries: self.held.withLock { $0 }.sorted { $0.key < $1.key }.map { task, attempt in
                         .init(task: task, attempt: attempt.attempt, state: attempt.state, container: ContainerID(rawValue: "sim-\(task)-\(attempt.attempt)"))
                     })
                 },
                 metrics: { MachineMetrics(memoryTotalBytes: 4 << 30) },
-                received: { message in await self.handle(message) }))
+                received: { message in await self.handle(message) })
         }
     }
 
@@ -84,4 +84,75 @@ public final class SimulatedWorker: Sendable {
     public func attempts(of task: TaskID) -> [UInt64] {
         assignments.withLock { $0.filter { $0.task == task }.map(\.attempt) }
     }
+}
+
+/// A simple worker session on a `WireClient` (which only connects, reads and writes), for
+/// simulated workers: after every welcome it sends the task list, then the terminal statuses
+/// not yet acknowledged (under their ids), then heartbeats on the manager's interval.
+public actor SimulatedSession {
+    public let wire: WireClient
+    private var outbox = StatusOutbox()
+    private var connection = 0
+    private var heartbeats: Task<Void, Never>?
+
+    public init(_ wire: WireClient) { self.wire = wire }
+
+    public var isConnected: Bool { get async { await wire.isConnected } }
+
+    /// Terminal statuses not yet acknowledged, oldest first.
+    public var unacknowledged: [TaskStatus] { outbox.resend }
+
+    public nonisolated var states: AsyncStream<ConnectionState> { wire.states }
+
+    public func run(
+        taskList: @escaping @Sendable () async -> TaskList, metrics: @escaping @Sendable () async -> MachineMetrics,
+        received: @escaping @Sendable (WireMessage) async -> Void
+    ) async throws {
+        defer { heartbeats?.cancel() }
+        try await wire.run(WireClientHandlers(
+            connected: { welcome in await self.welcomed(welcome, taskList: taskList, metrics: metrics) },
+            disconnected: { await self.lost() },
+            received: { message in
+                if case .ack(let ack) = message {
+                    await self.acknowledge(ack.statusID)
+                } else {
+                    await received(message)
+                }
+            }))
+    }
+
+    private func welcomed(_ welcome: Welcome, taskList: @Sendable () async -> TaskList, metrics: @escaping @Sendable () async -> MachineMetrics) async {
+        connection += 1
+        try? await wire.send(.taskList(await taskList()))
+        for status in outbox.resend { try? await wire.send(.taskStatus(status)) }
+        let wire = wire
+        let interval = max(welcome.heartbeatInterval, .milliseconds(10))
+        heartbeats?.cancel()
+        heartbeats = Task {
+            var sequence: UInt64 = 0
+            while !Task.isCancelled {
+                sequence += 1
+                do { try await wire.send(.heartbeat(Heartbeat(sequence: sequence, metrics: await metrics()))) } catch { return }
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    private func lost() {
+        heartbeats?.cancel()
+        heartbeats = nil
+    }
+
+    private func acknowledge(_ id: UInt64) { outbox.acknowledge(id) }
+
+    /// Sends a task status, numbered; a terminal one is kept until acknowledged.
+    @discardableResult
+    public func send(status: TaskStatus) async -> TaskStatus {
+        let numbered = outbox.enqueue(status)
+        try? await wire.send(.taskStatus(numbered))
+        return numbered
+    }
+
+    /// Sends any other message; throws when no connection is up.
+    public func send(_ message: WireMessage) async throws { try await wire.send(message) }
 }

@@ -22,7 +22,12 @@ public final class ScriptedManager: Sendable {
     public let silent = Mutex(false)
     /// Acknowledge every task status at once, as the manager does once it has recorded it.
     public let autoAck = Mutex(false)
+    /// Answer every heartbeat with one, as the manager does. Off: the connection stays open
+    /// but the manager says nothing more (a stuck manager, a half-open connection).
+    public let answersHeartbeats = Mutex(true)
     public let heartbeatInterval: Duration
+    /// The version the welcome names (a manager that breaks the negotiation, when changed).
+    public let welcomeVersion = Mutex(ProtocolVersion.newest)
 
     public init(heartbeatInterval: Duration = .milliseconds(50)) { self.heartbeatInterval = heartbeatInterval }
 
@@ -46,13 +51,16 @@ public final class ScriptedManager: Sendable {
                 try await outbound.write(.refused(refusal))
                 return
             }
-            try await outbound.write(.welcome(Welcome(version: ProtocolVersion.newest, heartbeatInterval: heartbeatInterval)))
+            try await outbound.write(.welcome(Welcome(version: welcomeVersion.withLock { $0 }, heartbeatInterval: heartbeatInterval)))
             state.withLock { $0.writers[index] = outbound }
             record(.connected(index, hello))
             while let message = try await messages.next() {
                 record(.message(index, message))
                 if case .taskStatus(let status) = message, autoAck.withLock({ $0 }) {
                     try await outbound.write(.ack(Ack(statusID: status.statusID)))
+                }
+                if case .heartbeat(let beat) = message, answersHeartbeats.withLock({ $0 }) {
+                    try await outbound.write(.heartbeat(Heartbeat(sequence: beat.sequence, metrics: MachineMetrics())))
                 }
             }
         }

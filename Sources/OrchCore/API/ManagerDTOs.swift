@@ -21,6 +21,8 @@ public struct TaskDTO: Codable, Sendable, Hashable {
     public var startedAt: Date?
     public var finishedAt: Date?
     public var spec: TaskSpec
+    /// The manager's revision when this task last changed.
+    public var revision: UInt64
     /// The task's history, oldest first (GET /tasks/{taskID} only).
     public var events: [TaskEventDTO]?
 
@@ -44,6 +46,7 @@ public struct TaskDTO: Codable, Sendable, Hashable {
         startedAt = record.startedAt
         finishedAt = record.finishedAt
         spec = record.spec
+        revision = record.revision
         self.events = events?.map { TaskEventDTO(at: $0.at, state: $0.state, message: $0.message) }
     }
 }

@@ -22,6 +22,16 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     public var updatedAt: Date
     public var startedAt: Date?
     public var finishedAt: Date?
+    /// The manager's revision when this record last changed (its state counter: every
+    /// change of the manager's state gets the next value).
+    public var revision: UInt64 = 0
+
+    /// The revision is not part of the record's own JSON (the store keeps it in a column of
+    /// its own), so rows written before it existed still decode.
+    enum CodingKeys: String, CodingKey {
+        case id, spec, desiredState, state, node, containerID, attempt, restartCount, exitCode, error, health, hostPorts
+        case createdAt, updatedAt, startedAt, finishedAt
+    }
 
     /// A new task, pending, as accepted at `now`.
     public init(id: TaskID, spec: TaskSpec, now: Date) {

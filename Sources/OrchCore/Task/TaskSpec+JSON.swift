@@ -15,7 +15,7 @@
 extension TaskSpec: Codable {
     enum Key {
         static let all = ["id", "name", "image", "command", "environment", "ports", "resources",
-                          "restartPolicy", "stopGracePeriod", "healthCheck", "constraints"]
+                          "restartPolicy", "stopGracePeriod", "healthCheck", "constraints", "disconnect"]
     }
 
     /// Reads a spec in our shape from any decoder; throws ``TaskSpecError`` listing every problem.
@@ -81,6 +81,7 @@ extension TaskSpec: Codable {
                 "failureThreshold": .number(Double(check.failureThreshold)),
             ])
         }
+        if let disconnect { object["disconnect"] = .object(["stopAfter": .string(DurationText.format(disconnect.stopAfter))]) }
         return .object(object)
     }
 }
@@ -113,6 +114,7 @@ extension FieldReader {
             spec.healthCheck = healthCheck(value, at: fields.path("healthCheck"), ports: spec.ports)
         }
         if let value = fields["constraints"] { spec.constraints = constraints(value, at: fields.path("constraints")) }
+        if let value = fields["disconnect"] { spec.disconnect = disconnect(value, at: fields.path("disconnect")) }
         return spec
     }
 
@@ -233,6 +235,13 @@ extension FieldReader {
             check.failureThreshold = threshold
         }
         return check
+    }
+
+    /// `{"stopAfter": "10s"}`.
+    private mutating func disconnect(_ value: JSONValue, at path: String) -> DisconnectPolicy? {
+        guard let fields = fields(value, at: path, Keys(known: ["stopAfter"])) else { return nil }
+        if fields["stopAfter"] == nil { report(fields.path("stopAfter"), "is required") }
+        return duration(fields["stopAfter"], at: fields.path("stopAfter")).map(DisconnectPolicy.init(stopAfter:))
     }
 
     private mutating func constraints(_ value: JSONValue, at path: String) -> PlacementConstraints {

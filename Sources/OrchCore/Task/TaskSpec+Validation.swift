@@ -3,6 +3,9 @@ extension TaskSpec {
     public static let maximumStopGracePeriod: Duration = .seconds(3600)
     /// The shortest health-check interval accepted.
     public static let minimumHealthInterval: Duration = .milliseconds(100)
+    /// The bounds of `disconnect.stopAfter`.
+    public static let minimumStopAfter: Duration = .seconds(1)
+    public static let maximumStopAfter: Duration = .seconds(86_400)
 
     /// Every value out of range, each with its field's path in our JSON shape; empty when
     /// the spec can be run. Shape problems (wrong types, unknown fields) are the readers'.
@@ -52,6 +55,9 @@ extension TaskSpec {
         if let node = constraints.node, node.isEmpty { report("constraints.node", "must not be empty") }
         for key in constraints.labels.keys where key.isEmpty {
             report("constraints.labels", "a label's name must not be empty")
+        }
+        if let disconnect, disconnect.stopAfter < Self.minimumStopAfter || disconnect.stopAfter > Self.maximumStopAfter {
+            report("disconnect.stopAfter", "must be between 1s and 24h")
         }
         return problems
     }

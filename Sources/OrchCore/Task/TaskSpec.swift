@@ -27,6 +27,8 @@ public struct TaskSpec: Sendable, Hashable {
     public var healthCheck: HealthCheck?
     /// Where the task may be placed.
     public var constraints: PlacementConstraints
+    /// What happens to the task while its worker cannot reach the manager; nil: it runs on.
+    public var disconnect: DisconnectPolicy?
 
     public static let defaultStopGracePeriod: Duration = .seconds(10)
 
@@ -34,7 +36,7 @@ public struct TaskSpec: Sendable, Hashable {
         id: TaskID? = nil, name: String? = nil, image: String, command: [String]? = nil,
         environment: [String: String] = [:], ports: [PortSpec] = [], resources: Resources = .default,
         restartPolicy: RestartPolicy = .never, stopGracePeriod: Duration = TaskSpec.defaultStopGracePeriod,
-        healthCheck: HealthCheck? = nil, constraints: PlacementConstraints = .none
+        healthCheck: HealthCheck? = nil, constraints: PlacementConstraints = .none, disconnect: DisconnectPolicy? = nil
     ) {
         self.id = id
         self.name = name
@@ -47,7 +49,18 @@ public struct TaskSpec: Sendable, Hashable {
         self.stopGracePeriod = stopGracePeriod
         self.healthCheck = healthCheck
         self.constraints = constraints
+        self.disconnect = disconnect
     }
+}
+
+/// A task's answer to a partition (as Nomad's `disconnect` block): its worker stops it once
+/// it has not heard from the manager for `stopAfter`, and the manager places a replacement
+/// only after `stopAfter`, the stop grace period and a margin have passed since it last
+/// heard from that worker, so that two copies never run at once.
+public struct DisconnectPolicy: Sendable, Hashable {
+    public var stopAfter: Duration
+
+    public init(stopAfter: Duration) { self.stopAfter = stopAfter }
 }
 
 /// A container port to publish.

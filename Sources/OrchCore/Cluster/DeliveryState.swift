@@ -1,5 +1,3 @@
-import OrchCore
-
 /// The worker's side of status delivery (WIRE.md, "Delivery rules"): numbers every status,
 /// keeps the terminal ones until the manager acknowledges them, and gives back what must
 /// be re-sent after a reconnect. Pure: the connection code sends what it returns.

@@ -1,5 +1,3 @@
-import OrchCore
-
 /// Every message of the cluster protocol (WIRE.md has each one's byte layout).
 public enum WireMessage: Sendable, Hashable {
     case hello(Hello)
@@ -59,8 +57,8 @@ public enum WireMessage: Sendable, Hashable {
 
 /// The protocol versions this build speaks.
 public enum ProtocolVersion {
-    public static let oldest: UInt16 = 1
-    public static let newest: UInt16 = 1
+    public static let oldest: UInt16 = 2
+    public static let newest: UInt16 = 2
 
     /// The highest version in both ranges, or nil when they do not meet.
     public static func negotiate(peerOldest: UInt16, peerNewest: UInt16) -> UInt16? {
@@ -367,4 +365,14 @@ public struct ErrorMessage: Sendable, Hashable {
         self.code = code
         self.message = message
     }
+}
+
+/// The codes of the `error` message.
+public enum WireErrorCode: UInt16, Sendable, Hashable, CaseIterable {
+    case malformedFrame = 1
+    case frameTooLarge = 2
+    case unknownType = 3
+    /// A valid message that is not allowed now (e.g. a heartbeat before the handshake).
+    case unexpectedMessage = 4
+    case internalError = 5
 }

@@ -1,28 +1,31 @@
-import Foundation
 import OrchCore
-import OrchWire
 
-extension Cluster {
+/// Placement: the queues of pending tasks and the scheduler's view of the nodes.
+///
+/// A pending task that is to run is always in exactly one of three places: `ready` (placed at
+/// the end of the current input), `blocked` (fits nowhere; tried again when capacity may have
+/// appeared) or `backoff` (a restart waiting for its moment; `timer` moves it to `ready`).
+/// The simulator checks this after every step: a task in none of them would wait forever.
+extension ManagerMachine {
     /// Places the tasks that are ready: new ones, those whose backoff has passed and, when
     /// capacity may have appeared, those found to fit nowhere before. A task that fits
-    /// nowhere stays pending with the reason. Each pass costs the ready tasks only, not every
-    /// pending one, so that a long queue of tasks that cannot fit does not slow submissions.
-    func placePending(now: Date = Date()) {
+    /// nowhere stays pending with the reason. A pass costs the ready tasks only.
+    mutating func placePending() {
         if capacityChanged {
             capacityChanged = false
             if !blocked.isEmpty {
-                pending = blocked + pending
+                ready = blocked + ready
                 blocked = []
             }
         }
-        guard !pending.isEmpty else { return }
-        let ready = pending
-        pending = []
+        guard !ready.isEmpty else { return }
+        let batch = ready
+        ready = []
         // The smallest request that fit nowhere in this pass: a plain task asking at least as
         // much cannot fit either, and is not scanned for.
         var smallestRefused: ResourceAmount?
-        for id in ready {
-            guard let record = tasks[id], record.state == .pending, record.desiredState == .run, notBefore[id] == nil else { continue }
+        for id in batch {
+            guard let record = tasks[id], record.state == .pending, record.desiredState == .run, backoff[id] == nil else { continue }
             let resources = record.spec.resources
             let plain = record.spec.constraints.isEmpty && record.spec.ports.allSatisfy { $0.hostPort == nil }
             if plain, let smallest = smallestRefused,
@@ -33,7 +36,7 @@ extension Cluster {
             }
             switch scheduler.place(record.spec, on: schedulingNodes) {
             case .node(let node):
-                assign(id, to: node, now: now)
+                assign(id, to: node)
             case .nowhere(let reason):
                 let request = ResourceAmount(millicores: resources.millicores, memoryBytes: resources.memoryBytes)
                 if plain, smallestRefused.map({ request.millicores <= $0.millicores && request.memoryBytes <= $0.memoryBytes }) ?? true {
@@ -44,39 +47,48 @@ extension Cluster {
         }
     }
 
+    public static let nowherePrefix = "waiting for a node: "
+
     /// Keeps `id` pending with why, until capacity may have appeared.
-    private func wait(_ id: TaskID, reason: String) {
+    private mutating func wait(_ id: TaskID, reason: String) {
         blocked.append(id)
         let text = Self.nowherePrefix + reason
         guard tasks[id]?.error != text else { return }
         tasks[id]?.error = text
-        if let updated = tasks[id] { persist([.saveTask(updated)]) }
-        logger.debug("\(id) waits: \(reason)", metadata: ["task": "\(id)"])
+        save(id)
     }
 
-    /// Restart backoffs that have passed: those tasks are ready.
-    func releaseDueBackoffs() {
-        guard !notBefore.isEmpty else { return }
-        let now = clock.now
-        for (id, due) in notBefore where due <= now {
-            notBefore[id] = nil
-            pending.append(id)
+    /// Puts a pending task in its queue: ready now, or after its backoff.
+    mutating func enqueue(_ id: TaskID, after delay: Duration = .zero) {
+        if delay > .zero {
+            backoff[id] = now + delay
+            wake(at: now + delay)
+        } else {
+            backoff[id] = nil
+            ready.append(id)
         }
     }
 
-    static let nowherePrefix = "waiting for a node: "
+    /// Restart backoffs that have passed: those tasks are ready.
+    mutating func releaseDueBackoffs() {
+        guard !backoff.isEmpty else { return }
+        for (id, due) in backoff.sorted(by: { ($0.value, $0.key) < ($1.value, $1.key) }) where due <= now {
+            backoff[id] = nil
+            ready.append(id)
+        }
+    }
 
     /// Gives `id` a new attempt on `node` and sends it the assignment.
-    func assign(_ id: TaskID, to node: NodeID, now: Date = Date()) {
-        guard change(id, .placed(on: node), now: now), let record = tasks[id] else { return }
+    private mutating func assign(_ id: TaskID, to node: NodeID) {
+        guard change(id, .placed(on: node)), let record = tasks[id] else { return }
         reserve(id, on: node)
-        metrics.placed()
-        nodes[node]?.link?.send(.assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec)))
+        note(.placed(id, on: node))
+        send(.assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec)), to: node)
     }
 
     // MARK: - The scheduler's view of the nodes
 
-    func addSchedulingNode(_ id: NodeID) {
+    mutating func addSchedulingNode(_ id: NodeID) {
         guard let entry = nodes[id], schedulingIndex[id] == nil else { return }
         schedulingIndex[id] = schedulingNodes.count
         schedulingNodes.append(Self.schedulingNode(entry, tasks: tasks))
@@ -93,21 +105,21 @@ extension Cluster {
             ports.formUnion(spec.ports.compactMap(\.hostPort))
         }
         return SchedulingNode(
-            id: entry.record.id, name: entry.record.name, isUp: entry.state == .up && entry.link != nil, labels: entry.record.labels,
+            id: entry.record.id, name: entry.record.name, isUp: entry.state == .up && entry.connection != nil, labels: entry.record.labels,
             capacity: ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes),
             reserved: reserved, usedHostPorts: ports)
     }
 
-    func removeSchedulingNode(_ id: NodeID) {
+    mutating func removeSchedulingNode(_ id: NodeID) {
         guard let index = schedulingIndex.removeValue(forKey: id) else { return }
         schedulingNodes.remove(at: index)
         for position in index..<schedulingNodes.count { schedulingIndex[schedulingNodes[position].id] = position }
     }
 
     /// Refreshes what the scheduler sees of a node's state and identity.
-    func refreshSchedulingNode(_ id: NodeID) {
+    mutating func refreshSchedulingNode(_ id: NodeID) {
         guard let entry = nodes[id], let index = schedulingIndex[id] else { return }
-        let up = entry.state == .up && entry.link != nil
+        let up = entry.state == .up && entry.connection != nil
         if up && !schedulingNodes[index].isUp { capacityChanged = true }
         schedulingNodes[index].isUp = up
         schedulingNodes[index].name = entry.record.name
@@ -115,7 +127,7 @@ extension Cluster {
         schedulingNodes[index].capacity = ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes)
     }
 
-    func recordMeasured(_ id: NodeID, _ metrics: MachineMetrics) {
+    mutating func recordMeasured(_ id: NodeID, _ metrics: MachineMetrics) {
         guard let index = schedulingIndex[id] else { return }
         // Memory is measured on the whole machine; a worker may offer only a share of it
         // (--memory), so the machine's used fraction is applied to what it offers.
@@ -127,7 +139,7 @@ extension Cluster {
         schedulingNodes[index].measured = ResourceAmount(millicores: Int(metrics.cpuMillicoresUsed), memoryBytes: memory)
     }
 
-    func adjustReservation(_ id: NodeID, by spec: TaskSpec, sign: Int) {
+    mutating func adjustReservation(_ id: NodeID, by spec: TaskSpec, sign: Int) {
         guard let index = schedulingIndex[id] else { return }
         schedulingNodes[index].reserved.millicores += sign * spec.resources.millicores
         schedulingNodes[index].reserved.memoryBytes += sign * spec.resources.memoryBytes

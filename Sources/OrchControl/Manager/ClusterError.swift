@@ -1,0 +1,33 @@
+import OrchCore
+
+/// What a request to the manager can be refused for; the REST gateway maps each to a status.
+public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
+    case taskNotFound(String)
+    case ambiguousTaskID(String, matches: [TaskID])
+    case taskConflict(TaskID)
+    case invalidTask([SpecProblem])
+    case nodeNotFound(String)
+    case nodeIsUp(String)
+    case ambiguousNodeID(String, matches: [NodeID])
+    /// The store refuses writes: nothing is accepted until it takes them again (503).
+    case unavailable(String)
+    case noLogs(String)
+    case taskTooLarge(String)
+
+    public var description: String {
+        switch self {
+        case .taskNotFound(let id): "no task with id \(id)"
+        case .ambiguousTaskID(let prefix, let matches):
+            "the id prefix \(prefix) matches \(matches.count) tasks: \(matches.prefix(5).map(\.rawValue).joined(separator: ", "))"
+        case .taskConflict(let id): "a task with id \(id) exists already with another spec"
+        case .invalidTask(let problems): "the task is not valid: \(problems.map(\.description).joined(separator: "; "))"
+        case .nodeNotFound(let id): "no node with id \(id)"
+        case .nodeIsUp(let name): "node \(name) is up; only a node that is down can be removed"
+        case .ambiguousNodeID(let prefix, let matches):
+            "the id prefix \(prefix) matches \(matches.count) nodes: \(matches.prefix(5).map(\.rawValue).joined(separator: ", "))"
+        case .unavailable(let text): "the manager cannot store changes now (\(text)); nothing was changed, try again later"
+        case .noLogs(let text): "no logs: \(text)"
+        case .taskTooLarge(let text): text
+        }
+    }
+}

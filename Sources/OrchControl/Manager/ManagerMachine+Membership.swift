@@ -1,0 +1,278 @@
+import OrchCore
+
+/// Membership and liveness: the handshake, heartbeats, goodbyes, lost connections, and the
+/// deadlines after which a silent node is down and its tasks are given up on.
+extension ManagerMachine {
+    struct NodeEntry: Sendable {
+        var record: NodeRecord
+        var state: NodeDTO.State
+        var connection: ConnectionID?
+        /// When anything was last heard from it, and when its last heartbeat came (wall time, for people).
+        var lastHeard: Moment?
+        var lastHeartbeatDate: Date?
+        var metrics: MachineMetrics?
+        /// When the tasks of a node that is not connected are given up on.
+        var tasksLostAt: Moment?
+        /// Tasks whose current attempt is here and not ended; they reserve its resources.
+        var tasks: Set<TaskID> = []
+        /// Tasks with a disconnect policy, kept past the node's loss until their own deadline.
+        var lingering: [TaskID: Moment] = [:]
+    }
+
+    enum ConnectionEntry: Sendable {
+        /// Connected, no hello yet: closed at the deadline.
+        case handshaking(deadline: Moment)
+        case joined(NodeID)
+    }
+
+    // MARK: - Connections
+
+    mutating func connected(_ connection: ConnectionID) {
+        connections[connection] = .handshaking(deadline: now + configuration.handshakeTimeout)
+        wake(at: now + configuration.handshakeTimeout)
+    }
+
+    mutating func received(_ message: WireMessage, on connection: ConnectionID) {
+        switch connections[connection] {
+        case nil:
+            return   // closed already; what was in flight on it does not count
+        case .handshaking:
+            guard case .hello(let hello) = message else {
+                refuseProtocol(connection, "the first message must be hello, not \(message.kind)")
+                return
+            }
+            join(hello, on: connection)
+        case .joined(let node):
+            guard nodes[node]?.connection == connection else { return }
+            nodes[node]?.lastHeard = now
+            receivedFromNode(message, from: node, on: connection)
+        }
+    }
+
+    /// Closes a connection that broke the protocol, with an error frame saying why.
+    mutating func refuseProtocol(_ connection: ConnectionID, _ text: String) {
+        emit(.send(connection, .error(ErrorMessage(code: .unexpectedMessage, message: text))))
+        emit(.close(connection))
+        note(.protocolViolation(connection, text))
+        dropConnection(connection)
+    }
+
+    private mutating func receivedFromNode(_ message: WireMessage, from node: NodeID, on connection: ConnectionID) {
+        switch message {
+        case .heartbeat(let beat): heartbeat(node, beat, on: connection)
+        case .taskStatus(let status): statusReported(status, by: node, on: connection)
+        case .taskList(let list): reconcile(list, from: node, on: connection)
+        case .goodbye(let bye): goodbye(node, bye)
+        case .submitTask(let submit): submitPinned(submit, from: node, on: connection)
+        case .logChunk(let data): emit(.logData(data))
+        case .logEnd(let end): emit(.logEnd(end))
+        case .error(let error):
+            // The worker closes after an error; its tasks wait for it like any lost connection.
+            note(.protocolViolation(connection, "the worker sent error \(error.code): \(error.message)"))
+            emit(.close(connection))
+            dropConnection(connection)
+        default:
+            refuseProtocol(connection, "a worker does not send \(message.kind) after the handshake")
+        }
+    }
+
+    // MARK: - Handshake
+
+    private mutating func join(_ hello: Hello, on connection: ConnectionID) {
+        func refuse(_ refused: Refused) {
+            emit(.send(connection, .refused(refused)))
+            emit(.close(connection))
+            note(.nodeRefused(name: hello.name, hello.nodeID, reason: refused.reason))
+            connections[connection] = nil
+        }
+        guard let version = ProtocolVersion.negotiate(peerOldest: hello.oldestVersion, peerNewest: hello.newestVersion) else {
+            return refuse(Refused(
+                code: .noCommonVersion, permanent: true,
+                reason: "this manager speaks protocol \(ProtocolVersion.oldest)...\(ProtocolVersion.newest), the worker \(hello.oldestVersion)...\(hello.newestVersion)"))
+        }
+        guard TaskID.problem(with: hello.nodeID.rawValue) == nil, !hello.name.isEmpty else {
+            return refuse(Refused(code: .invalidHello, permanent: true, reason: "the node id or name is not valid"))
+        }
+        if let existing = nodes[hello.nodeID], let old = existing.connection {
+            // A worker dialing again while its old connection looks open: that one is
+            // half-open (its host rebooted, the socket was never closed) unless it was heard
+            // from just now, in which case another live process claims the id: try later.
+            if let heard = existing.lastHeard, now - heard < configuration.heartbeatInterval * 2 {
+                return refuse(Refused(
+                    code: .duplicateNode, permanent: false,
+                    reason: "a live node with id \(hello.nodeID) (\(existing.record.name)) is connected already"))
+            }
+            note(.nodeReplacedConnection(name: existing.record.name))
+            emit(.close(old))
+            dropConnection(old)
+        }
+        let capacity = NodeCapacity(
+            millicores: Int(hello.capacity.millicores), memoryBytes: Int(clamping: hello.capacity.memoryBytes),
+            diskBytes: Int(clamping: hello.capacity.diskBytes))
+        var entry = nodes[hello.nodeID] ?? NodeEntry(
+            record: NodeRecord(id: hello.nodeID, name: hello.name, addresses: hello.addresses, capacity: capacity,
+                               labels: hello.labels, joinedAt: date, lastSeenAt: date),
+            state: .up)
+        entry.record.name = hello.name
+        entry.record.addresses = hello.addresses
+        entry.record.capacity = capacity
+        entry.record.labels = hello.labels
+        entry.record.lastSeenAt = date
+        entry.state = .up
+        entry.connection = connection
+        entry.lastHeard = now
+        entry.lastHeartbeatDate = date
+        entry.tasksLostAt = nil
+        // Back in time: its tasks are its own again, and reconciled from its task list.
+        entry.lingering = [:]
+        nodes[hello.nodeID] = entry
+        connections[connection] = .joined(hello.nodeID)
+        addSchedulingNode(hello.nodeID)
+        refreshSchedulingNode(hello.nodeID)
+        capacityChanged = true
+        journal.append(.saveNode(entry.record))
+        note(.nodeJoined(hello.nodeID, name: hello.name, addresses: hello.addresses))
+        emit(.send(connection, .welcome(Welcome(version: version, heartbeatInterval: configuration.heartbeatInterval))))
+        wake(at: now + livenessCheckPeriod)
+    }
+
+    // MARK: - Liveness
+
+    private mutating func heartbeat(_ node: NodeID, _ beat: Heartbeat, on connection: ConnectionID) {
+        // One hash of the id, the entry changed in place: this runs for every heartbeat.
+        guard let index = nodes.index(forKey: node) else { return }
+        nodes.values[index].lastHeartbeatDate = date
+        nodes.values[index].metrics = beat.metrics
+        recordMeasured(node, beat.metrics)
+        // The manager's side of liveness: the worker drops a connection it has not heard
+        // from for its grace period, so every heartbeat is answered with one.
+        emit(.send(connection, .heartbeat(Heartbeat(sequence: beat.sequence, metrics: .none))))
+        note(.heartbeat)
+    }
+
+    private mutating func goodbye(_ node: NodeID, _ goodbye: Goodbye) {
+        guard var entry = nodes[node] else { return }
+        switch goodbye.reason {
+        case .restarting:
+            entry.state = .restarting
+            entry.tasksLostAt = now + configuration.restartWindow
+            wake(at: now + configuration.restartWindow)
+            note(.nodeRestarting(name: entry.record.name, window: configuration.restartWindow))
+        case .draining:
+            entry.state = .draining
+            entry.tasksLostAt = nil
+            note(.nodeDraining(name: entry.record.name))
+        }
+        nodes[node] = entry
+        refreshSchedulingNode(node)
+        if goodbye.reason == .draining {
+            // Moved at once; the node, while still connected, is told to stop the old attempts.
+            for id in entry.tasks.sorted() {
+                guard let record = tasks[id] else { continue }
+                send(.stopTask(StopTask(task: id, attempt: UInt64(record.attempt))), to: node)
+            }
+            loseTasks(of: node, honouringDisconnect: false)
+        }
+    }
+
+    mutating func disconnected(_ connection: ConnectionID) {
+        dropConnection(connection)
+    }
+
+    /// Forgets a connection. A node that said goodbye keeps the state it asked for; any other
+    /// is down once it has been silent for the grace period.
+    mutating func dropConnection(_ connection: ConnectionID) {
+        guard let entry = connections.removeValue(forKey: connection) else { return }
+        guard case .joined(let node) = entry, var record = nodes[node], record.connection == connection else { return }
+        record.connection = nil
+        if record.state == .up {
+            record.tasksLostAt = (record.lastHeard ?? now) + configuration.heartbeatGrace
+            wake(at: (record.lastHeard ?? now) + configuration.heartbeatGrace)
+        }
+        nodes[node] = record
+        refreshSchedulingNode(node)
+        emit(.logsLost(node, reason: "the worker disconnected"))
+        note(.nodeDisconnected(name: record.record.name))
+    }
+
+    /// Deadlines: handshakes not finished, nodes silent past the grace period, the tasks of
+    /// nodes gone past their window, lingering tasks past their disconnect deadline.
+    mutating func checkLiveness() {
+        for (connection, entry) in connections {
+            if case .handshaking(let deadline) = entry, deadline <= now {
+                emit(.send(connection, .error(ErrorMessage(code: .unexpectedMessage, message: "no hello within \(DurationText.format(configuration.handshakeTimeout))"))))
+                emit(.close(connection))
+                connections[connection] = nil
+            }
+        }
+        for id in nodes.keys.sorted() {
+            guard let entry = nodes[id] else { continue }
+            if entry.state == .up, let connection = entry.connection, let heard = entry.lastHeard, now - heard > configuration.heartbeatGrace {
+                note(.nodeDown(name: entry.record.name, silentFor: now - heard))
+                emit(.close(connection))
+                dropConnection(connection)
+                nodes[id]?.tasksLostAt = now
+            }
+            if let lostAt = nodes[id]?.tasksLostAt, lostAt <= now, nodes[id]?.connection == nil {
+                nodes[id]?.state = .down
+                nodes[id]?.tasksLostAt = nil
+                refreshSchedulingNode(id)
+                loseTasks(of: id, honouringDisconnect: true)
+            }
+            if let lingering = nodes[id]?.lingering, !lingering.isEmpty, nodes[id]?.connection == nil {
+                let due = lingering.filter { $0.value <= now }.keys.sorted()
+                for task in due {
+                    nodes[id]?.lingering[task] = nil
+                    loseTask(task, on: id)
+                }
+            }
+        }
+    }
+
+    /// The node is gone: its tasks are lost, then placed again or given up by their policy.
+    /// A task with a disconnect policy waits until its worker has surely stopped it.
+    mutating func loseTasks(of node: NodeID, honouringDisconnect: Bool) {
+        guard let entry = nodes[node] else { return }
+        let affected = entry.tasks.sorted()
+        guard !affected.isEmpty else { return }
+        var lost = 0
+        for id in affected {
+            guard let record = tasks[id], record.node == node, record.holdsReservation else { continue }
+            if honouringDisconnect, let stopAfter = record.spec.disconnect?.stopAfter {
+                let heard = entry.lastHeard ?? now
+                let deadline = heard + stopAfter + record.spec.stopGracePeriod + configuration.disconnectMargin
+                if deadline > now {
+                    nodes[node]?.lingering[id] = deadline
+                    wake(at: deadline)
+                    continue
+                }
+            }
+            loseTask(id, on: node)
+            lost += 1
+        }
+        if lost > 0 { note(.nodeLost(name: entry.record.name, tasks: lost)) }
+    }
+
+    private mutating func loseTask(_ id: TaskID, on node: NodeID) {
+        guard let record = tasks[id], record.node == node, record.holdsReservation else { return }
+        if change(id, .nodeLost) { attemptEnded(id) } else { release(id) }
+    }
+
+    mutating func removeNode(_ id: NodeID, request: RequestID) {
+        guard let entry = nodes[id] else { return emit(.answer(request, .refused(.nodeNotFound(id.rawValue)))) }
+        guard entry.connection == nil, entry.state != .up else { return emit(.answer(request, .refused(.nodeIsUp(entry.record.name)))) }
+        if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
+        for task in entry.tasks.sorted() { loseTask(task, on: id) }
+        nodes[id] = nil
+        removeSchedulingNode(id)
+        journal.append(.deleteNode(id))
+        afterCommit(.answer(request, .nodeRemoved(revision: issued + 1)))
+    }
+}
+
+extension MachineMetrics {
+    /// Nothing measured: the manager's own heartbeats carry no metrics.
+    public static let none = MachineMetrics(
+        cpuMillicoresUsed: 0, memoryUsedBytes: 0, memoryTotalBytes: 0, diskUsedBytes: 0, diskTotalBytes: 0,
+        load1Hundredths: 0, load5Hundredths: 0, load15Hundredths: 0, runningTasks: 0)
+}

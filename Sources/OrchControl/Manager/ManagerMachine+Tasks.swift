@@ -1,0 +1,266 @@
+import OrchCore
+
+/// Tasks: submissions, stops, what workers report, and reconciliation with a worker's list.
+extension ManagerMachine {
+    // MARK: - Submissions and stops
+
+    mutating func submit(_ spec: TaskSpec, request: RequestID) {
+        switch accept(spec) {
+        case .success(let (record, created)):
+            afterCommit(.answer(request, .submitted(record, created: created, revision: max(record.revision, issued + (journal.isEmpty ? 0 : 1)))))
+        case .failure(let error):
+            emit(.answer(request, .refused(error)))
+        }
+    }
+
+    /// Accepts a task into memory and the journal. The same id with the same spec is the same
+    /// task (`created` false); with another spec it is a conflict. A task is in `tasks` from
+    /// the moment it is accepted, so a second submission of its id, even before the first is
+    /// durable, is judged against it and answered after the same commit.
+    mutating func accept(_ spec: TaskSpec) -> Result<(TaskRecord, Bool), ClusterError> {
+        if let failure = storeFailure { return .failure(.unavailable(failure)) }
+        let problems = spec.validationProblems()
+        guard problems.isEmpty else { return .failure(.invalidTask(problems)) }
+        let id = spec.id ?? newTaskID()
+        if let existing = tasks[id] {
+            var normalized = spec
+            normalized.id = id
+            guard existing.spec == normalized else { return .failure(.taskConflict(id)) }
+            return .success((existing, false))
+        }
+        var record = TaskRecord(id: id, spec: spec, now: date)
+        // Its assignment must fit in one frame of the cluster protocol.
+        let size = configuration.assignmentBytes(id, record.spec)
+        guard size <= configuration.maximumFrameBytes else {
+            return .failure(.taskTooLarge(
+                "the task is \(ByteCount.format(size)) once encoded; the cluster protocol carries at most \(ByteCount.format(configuration.maximumFrameBytes))"))
+        }
+        record.revision = issued + 1
+        tasks[id] = record
+        order.append(id)
+        stateCounts[.pending, default: 0] += 1
+        journal.append(.insertTask(record))
+        journal.append(.appendHistory(TaskHistoryEntry(task: id, at: date, state: .pending, message: "accepted")))
+        note(.submitted(id))
+        ready.append(id)
+        return .success((record, true))
+    }
+
+    /// A task pinned to the node it was posted to (a worker's `POST /tasks`), checked as a
+    /// `POST /tasks` is.
+    mutating func submitPinned(_ submit: SubmitTask, from node: NodeID, on connection: ConnectionID) {
+        var spec = submit.spec
+        if spec.constraints.node == nil { spec.constraints.node = node.rawValue }
+        switch accept(spec) {
+        case .success(let (record, _)):
+            afterCommit(.send(connection, .submitResult(SubmitResult(requestID: submit.requestID, task: record.id, error: nil))))
+        case .failure(let error):
+            emit(.send(connection, .submitResult(SubmitResult(requestID: submit.requestID, task: nil, error: error.description))))
+        }
+    }
+
+    /// Stops a task: its desired state becomes stop; it ends completed once its worker reports
+    /// the container stopped, and no restart policy applies.
+    mutating func stop(_ id: TaskID, request: RequestID) {
+        guard let record = tasks[id] else { return emit(.answer(request, .refused(.taskNotFound(id.rawValue)))) }
+        if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
+        let before = record.state
+        if change(id, .stopRequested), let after = tasks[id] {
+            if after.state == .stopping, let node = after.node {
+                send(.stopTask(StopTask(task: id, attempt: UInt64(after.attempt))), to: node)
+            }
+            if after.state == .completed && (before == .pending || before == .lost) {
+                backoff[id] = nil
+                release(id)
+            }
+        }
+        let current = tasks[id] ?? record
+        afterCommit(.answer(request, .stopped(current, revision: max(current.revision, issued + (journal.isEmpty ? 0 : 1)))))
+    }
+
+    // MARK: - What workers report
+
+    /// A worker's report on one attempt. Terminal statuses are acknowledged once recorded
+    /// durably, and again whenever they are re-sent; a report on an attempt that is not
+    /// current stops that attempt.
+    mutating func statusReported(_ status: TaskStatus, by node: NodeID, on connection: ConnectionID) {
+        let id = status.task
+        let ack = WireMessage.ack(Ack(statusID: status.statusID))
+        guard let record = tasks[id], record.attempt == Int(status.attempt), record.node == node else {
+            if !status.state.isTerminal { emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt)))) }
+            afterCommit(.send(connection, ack))
+            return
+        }
+        switch status.state {
+        case .running:
+            if record.state == .scheduled || record.state == .lost {
+                if let container = status.container { change(id, .started(container: container, hostPorts: status.ports)) }
+            } else if record.state == .running, record.hostPorts != status.ports || (status.container != nil && record.containerID != status.container) {
+                tasks[id]?.hostPorts = status.ports
+                if let container = status.container { tasks[id]?.containerID = container }
+                save(id)
+            } else if record.state == .stopping && record.desiredState == .stop {
+                // Still running after the stop was asked (e.g. the stop was lost): ask again.
+                emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
+            }
+            if let current = tasks[id], current.state == .running, current.spec.healthCheck != nil, status.health != current.health {
+                if status.health == .unhealthy {
+                    // The manager decides: the attempt is ended and its policy restarts it.
+                    emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
+                    if change(id, .healthFailed) { attemptEnded(id) }
+                } else if status.health != .none {
+                    change(id, .healthChanged(status.health))
+                }
+            }
+            emit(.send(connection, ack))
+        case .completed, .failed:
+            if !record.state.isTerminal && record.state != .pending {
+                let event: TaskEvent = status.exitCode.map { .exited(code: Int($0)) }
+                    ?? .startFailed(reason: status.error ?? "the container could not be started")
+                if change(id, event) {
+                    if let error = status.error, status.exitCode == nil { tasks[id]?.error = error; save(id) }
+                    attemptEnded(id)
+                }
+            }
+            // Recorded now or before: acknowledged once durable, every time it is sent.
+            afterCommit(.send(connection, ack))
+        case .stopping, .scheduled, .pending, .lost:
+            emit(.send(connection, ack))
+        }
+    }
+
+    /// A (re)connected worker's full task list against what the manager knows: attempts
+    /// that are not current are stopped; current ones that the worker lost are ended;
+    /// assignments that never arrived are sent again.
+    mutating func reconcile(_ list: TaskList, from node: NodeID, on connection: ConnectionID) {
+        var held = Set<TaskID>()
+        for entry in list.entries {
+            guard let record = tasks[entry.task], record.attempt == Int(entry.attempt), record.node == node else {
+                if !entry.state.isTerminal || entry.container != nil {
+                    emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
+                }
+                continue
+            }
+            held.insert(entry.task)
+            if record.desiredState == .stop && !entry.state.isTerminal {
+                emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
+            } else if !record.state.isTerminal && record.state != .pending {
+                // Sent again so that the worker reports the attempt's full status (ports,
+                // health, an exit it saw while away) and learns its spec if it adopted the
+                // container after a restart.
+                emit(.send(connection, .assignTask(AssignTask(task: entry.task, attempt: entry.attempt, spec: record.spec))))
+            } else if record.state.isTerminal && entry.container != nil {
+                // Ended here already: its container has no more use.
+                emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
+            }
+        }
+        for id in nodes[node]?.tasks.sorted() ?? [] where !held.contains(id) {
+            guard let record = tasks[id], record.node == node else { continue }
+            switch record.state {
+            case .scheduled:
+                emit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec))))
+            case .running:
+                if change(id, .startFailed(reason: "the worker no longer has this task")) { attemptEnded(id) }
+            case .stopping:
+                if change(id, .exited(code: 0)) { release(id) }
+            default:
+                break
+            }
+        }
+    }
+
+    // MARK: - Changes
+
+    /// Applies `event` to a task and journals the change with its history line. An illegal
+    /// event is refused (and noted): nothing changes.
+    @discardableResult
+    mutating func change(_ id: TaskID, _ event: TaskEvent) -> Bool {
+        guard var record = tasks[id] else { return false }
+        let before = record.state
+        do {
+            try record.apply(event, at: date)
+        } catch {
+            note(.transitionRefused(error.description))
+            return false
+        }
+        record.revision = issued + 1
+        if before != record.state {
+            stateCounts[before, default: 0] -= 1
+            stateCounts[record.state, default: 0] += 1
+        }
+        tasks[id] = record
+        note(.taskEvent(id, event))
+        journal.append(.saveTask(record))
+        journal.append(.appendHistory(TaskHistoryEntry(task: id, at: date, state: record.state, message: event.description)))
+        return true
+    }
+
+    /// Journals a task changed in place (no change of state).
+    mutating func save(_ id: TaskID) {
+        guard var record = tasks[id] else { return }
+        record.revision = issued + 1
+        tasks[id] = record
+        journal.append(.saveTask(record))
+    }
+
+    /// An attempt ended (completed, failed or lost): its resources go back, and its restart
+    /// policy decides whether it is placed again (after a backoff) or stays ended.
+    mutating func attemptEnded(_ id: TaskID) {
+        release(id)
+        guard let record = tasks[id] else { return }
+        if record.state == .lost && record.desiredState == .stop {
+            change(id, .stopRequested)
+            return
+        }
+        switch RestartDecision.decide(for: record, now: date) {
+        case .restart(let after):
+            if RestartDecision.effectiveRestartCount(record, now: date) == 0, record.restartCount > 0 {
+                tasks[id]?.restartCount = 0
+            }
+            guard change(id, .requeued(reason: "restarting after \(DurationText.format(after)) (\(record.error ?? record.state.rawValue))")) else { return }
+            enqueue(id, after: after)
+        case .leave(let reason?):
+            if record.state == .lost {
+                change(id, .abandoned(reason: reason))
+            } else if var ended = tasks[id] {
+                ended.error = "\(ended.error.map { "\($0); " } ?? "")\(reason)"
+                ended.revision = issued + 1
+                tasks[id] = ended
+                journal.append(.saveTask(ended))
+                journal.append(.appendHistory(TaskHistoryEntry(task: id, at: date, state: ended.state, message: reason)))
+            }
+        case .leave(nil):
+            if record.state == .lost { change(id, .abandoned(reason: record.error ?? "node lost")) }
+        }
+    }
+
+    /// Resources go back to the node of the task's current attempt.
+    mutating func release(_ id: TaskID) {
+        guard let record = tasks[id], let node = record.node, nodes[node]?.tasks.remove(id) != nil else { return }
+        nodes[node]?.lingering[id] = nil
+        adjustReservation(node, by: record.spec, sign: -1)
+        capacityChanged = true
+    }
+
+    mutating func reserve(_ id: TaskID, on node: NodeID) {
+        guard let record = tasks[id], nodes[node]?.tasks.insert(id).inserted == true else { return }
+        adjustReservation(node, by: record.spec, sign: 1)
+    }
+
+    /// A task id for a submission without one: random-looking, but drawn from the machine's
+    /// own generator so that a run replays exactly.
+    mutating func newTaskID() -> TaskID {
+        while true {
+            let high = random.next(), low = random.next()
+            let hex = String(high, radix: 16).leftPadded(to: 16) + String(low, radix: 16).leftPadded(to: 16)
+            let chars = Array(hex)
+            let text = "\(String(chars[0..<8]))-\(String(chars[8..<12]))-4\(String(chars[13..<16]))-\(String(chars[16..<20]))-\(String(chars[20..<32]))"
+            let id = TaskID(rawValue: text)
+            if tasks[id] == nil { return id }
+        }
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}

@@ -1,0 +1,249 @@
+import OrchCore
+
+/// The manager's decisions, as one pure state machine: inputs and the time go in, effects
+/// come out (`handle(_:now:)`). It never reads a clock, touches a socket or the store: the
+/// `Cluster` actor (production) and the simulator (tests, `orch-sim`) carry its effects out,
+/// and both run this same code.
+///
+/// Split by concern, one file each: membership and liveness (`+Membership`), tasks and
+/// reconciliation (`+Tasks`), placement (`+Placement`), the commit path and its
+/// acknowledgements (`+Commits`), and the read-only views (`+Views`).
+///
+/// Every change of a task goes through `TaskRecord.apply` (the one transition table), and
+/// every change of durable state is journalled: the changes of one `handle` call leave as one
+/// `persist` effect under the next sequence number, which is also the revision of everything
+/// it changed. Whatever must not be said before it is durable (the answer to a submission,
+/// the ack of a terminal status) waits for `committed(through:)` with that number.
+public struct ManagerMachine: Sendable {
+    public var configuration: Configuration
+
+    // Membership.
+    var nodes: [NodeID: NodeEntry] = [:]
+    var connections: [ConnectionID: ConnectionEntry] = [:]
+
+    // Tasks.
+    var tasks: [TaskID: TaskRecord] = [:]
+    /// Task ids in the order they were accepted, for listing.
+    var order: [TaskID] = []
+    var stateCounts: [TaskState: Int] = [:]
+
+    // Placement.
+    var scheduler: Scheduler
+    var schedulingNodes: [SchedulingNode] = []
+    var schedulingIndex: [NodeID: Int] = [:]
+    /// Tasks to place at the next pass, in the order they became ready.
+    var ready: [TaskID] = []
+    /// Tasks found to fit nowhere, oldest first: tried again when capacity may have appeared.
+    var blocked: [TaskID] = []
+    /// Tasks in a restart's backoff, with the moment each becomes ready.
+    var backoff: [TaskID: Moment] = [:]
+    /// Whether capacity may have appeared since a pass last found a task fitting nowhere.
+    var capacityChanged = true
+
+    // Commits.
+    var journal: [StoreChange] = []
+    /// The sequence number of the last batch handed out, and of the last one committed.
+    var issued: UInt64
+    var committed: UInt64
+    /// Effects held until their batch is durable, in the order they were made.
+    var held: [(sequence: UInt64, effect: Effect)] = []
+    /// Why the store refuses writes, while it does.
+    var storeFailure: String?
+    /// Draws the ids of tasks submitted without one.
+    var random: SplitMix64
+
+    // The call in progress.
+    var now: Moment = .zero
+    var effects: [Effect] = []
+    /// The wall-clock time of `Moment.zero`: records carry dates, derived from `now`.
+    let wallOrigin: Date
+
+    /// A machine resuming from what the store holds. Nodes come back down; their tasks are
+    /// given up on only if they do not return within the grace period.
+    public init(configuration: Configuration, snapshot: StoreSnapshot, now: Moment, wallOrigin: Date, seed: UInt64) {
+        self.configuration = configuration
+        random = SplitMix64(seed: seed)
+        self.wallOrigin = wallOrigin
+        scheduler = Scheduler(kind: configuration.scheduler)
+        issued = snapshot.revision
+        committed = snapshot.revision
+        self.now = now
+        for record in snapshot.nodes {
+            nodes[record.id] = NodeEntry(record: record, state: .down, tasksLostAt: now + configuration.heartbeatGrace)
+        }
+        for record in snapshot.tasks {
+            tasks[record.id] = record
+            order.append(record.id)
+            stateCounts[record.state, default: 0] += 1
+            if record.state == .pending && record.desiredState == .run { ready.append(record.id) }
+            if let node = record.node, record.holdsReservation {
+                if nodes[node] == nil {
+                    // A reservation on a node the store no longer knows: lost at once.
+                    nodes[node] = NodeEntry(
+                        record: NodeRecord(id: node, name: node.rawValue, addresses: [], capacity: NodeCapacity(millicores: 0, memoryBytes: 0, diskBytes: 0),
+                                           labels: [:], joinedAt: wallOrigin, lastSeenAt: wallOrigin),
+                        state: .down, tasksLostAt: now)
+                }
+                nodes[node]?.tasks.insert(record.id)
+            }
+        }
+        for id in nodes.keys.sorted() { addSchedulingNode(id) }
+    }
+
+    /// Handles one input at `now`; returns what to do, in order.
+    public mutating func handle(_ input: Input, now: Moment) -> [Effect] {
+        self.now = max(self.now, now)
+        effects = []
+        switch input {
+        case .submit(let request, let spec): submit(spec, request: request)
+        case .stop(let request, let id): stop(id, request: request)
+        case .removeNode(let request, let id): removeNode(id, request: request)
+        case .connected(let connection): connected(connection)
+        case .received(let connection, let message): received(message, on: connection)
+        case .disconnected(let connection): disconnected(connection)
+        case .timer: timer()
+        case .committed(let sequence): commitSucceeded(through: sequence)
+        case .commitFailed(let sequence, let reason): commitFailed(through: sequence, reason: reason)
+        }
+        placePending()
+        flushJournal()
+        return effects
+    }
+
+    /// The wall-clock time that records carry for `now`.
+    var date: Date { wallOrigin.addingTimeInterval(Double(now.nanoseconds) / 1e9) }
+
+    mutating func emit(_ effect: Effect) { effects.append(effect) }
+
+    mutating func note(_ note: Note) { effects.append(.note(note)) }
+
+    mutating func send(_ message: WireMessage, to node: NodeID) {
+        guard let connection = nodes[node]?.connection else { return }
+        effects.append(.send(connection, message))
+    }
+}
+
+// MARK: - Inputs, effects, answers
+
+extension ManagerMachine {
+    /// The machine's knobs (from `ManagerConfiguration` in production).
+    public struct Configuration: Sendable {
+        public var scheduler: SchedulerKind
+        public var heartbeatInterval: Duration
+        /// A node silent this long is down.
+        public var heartbeatGrace: Duration
+        /// How long a node that said goodbye "restarting" keeps its tasks.
+        public var restartWindow: Duration
+        /// A connection that has not said hello by then is closed.
+        public var handshakeTimeout: Duration
+        /// Added to a task's `disconnect.stopAfter` and stop grace period before it is
+        /// replaced: its worker's clock and stop take a moment.
+        public var disconnectMargin: Duration
+        /// The largest frame the cluster protocol carries, and how to measure a task's
+        /// assignment against it (the codec lives outside the core).
+        public var maximumFrameBytes: Int
+        public var assignmentBytes: @Sendable (TaskID, TaskSpec) -> Int
+
+        public init(
+            scheduler: SchedulerKind = .epvm, heartbeatInterval: Duration = .seconds(1), heartbeatGrace: Duration = .seconds(5),
+            restartWindow: Duration = .seconds(30), handshakeTimeout: Duration = .seconds(10), disconnectMargin: Duration = .seconds(1),
+            maximumFrameBytes: Int = 1 << 20, assignmentBytes: @escaping @Sendable (TaskID, TaskSpec) -> Int = { _, _ in 0 }
+        ) {
+            self.scheduler = scheduler
+            self.heartbeatInterval = heartbeatInterval
+            self.heartbeatGrace = heartbeatGrace
+            self.restartWindow = restartWindow
+            self.handshakeTimeout = handshakeTimeout
+            self.disconnectMargin = disconnectMargin
+            self.maximumFrameBytes = maximumFrameBytes
+            self.assignmentBytes = assignmentBytes
+        }
+    }
+
+    /// What happens to the manager.
+    public enum Input: Sendable {
+        /// `POST /tasks` (a worker's `submit_task` arrives as a frame instead).
+        case submit(RequestID, TaskSpec)
+        /// `DELETE /tasks/{id}`.
+        case stop(RequestID, TaskID)
+        /// `DELETE /nodes/{id}`.
+        case removeNode(RequestID, NodeID)
+        /// A worker connected; it must say hello within the handshake timeout.
+        case connected(ConnectionID)
+        case received(ConnectionID, WireMessage)
+        /// A connection ended (closed by either side, or broken).
+        case disconnected(ConnectionID)
+        /// A `wake(at:)` came due (early or extra timers are harmless).
+        case timer
+        /// Every batch up to and including this sequence number is durable.
+        case committed(through: UInt64)
+        /// Writing the batches up to this one failed; the shell keeps them and tries again.
+        case commitFailed(through: UInt64, reason: String)
+    }
+
+    /// What the manager does.
+    public enum Effect: Sendable {
+        case send(ConnectionID, WireMessage)
+        case close(ConnectionID)
+        /// Write these changes, after every earlier batch, in one transaction.
+        case persist(StoreBatch)
+        case answer(RequestID, Answer)
+        /// Feed `.timer` at (or after) this moment; a later wake replaces an earlier one.
+        case wake(at: Moment)
+        /// Log output of a stream the gateway relays (no decision in it).
+        case logData(LogData)
+        case logEnd(LogEnd)
+        /// Every log stream from this node ends: its connection is gone.
+        case logsLost(NodeID, reason: String)
+        /// Something worth a log line or a metric.
+        case note(Note)
+    }
+
+    /// The answer to a request, given once what it reports is durable.
+    public enum Answer: Sendable, Hashable {
+        case submitted(TaskRecord, created: Bool, revision: UInt64)
+        case stopped(TaskRecord, revision: UInt64)
+        case nodeRemoved(revision: UInt64)
+        case refused(ClusterError)
+    }
+
+    /// What a shell logs or counts.
+    public enum Note: Sendable, Hashable {
+        case nodeJoined(NodeID, name: String, addresses: [String])
+        case nodeRefused(name: String, NodeID, reason: String)
+        case nodeReplacedConnection(name: String)
+        case nodeDisconnected(name: String)
+        case nodeDown(name: String, silentFor: Duration)
+        case nodeRestarting(name: String, window: Duration)
+        case nodeDraining(name: String)
+        case nodeLost(name: String, tasks: Int)
+        case protocolViolation(ConnectionID, String)
+        case submitted(TaskID)
+        case placed(TaskID, on: NodeID)
+        case taskEvent(TaskID, TaskEvent)
+        case transitionRefused(String)
+        case heartbeat
+        case storeFailing(String)
+        case storeRecovered
+    }
+}
+
+/// One connection's end of the manager, for its shell: which node it is, if any yet.
+public struct ConnectionID: RawRepresentable, Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public static func < (lhs: ConnectionID, rhs: ConnectionID) -> Bool { lhs.rawValue < rhs.rawValue }
+    public var description: String { "c\(rawValue)" }
+}
+
+/// A request waiting for its answer.
+public struct RequestID: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public var description: String { "r\(rawValue)" }
+}
+
+extension TaskRecord {
+    /// Whether this task's current attempt holds resources on its node.
+    public var holdsReservation: Bool { node != nil && (state == .scheduled || state == .running || state == .stopping) }
+}

@@ -1,0 +1,193 @@
+import OrchCore
+
+/// The worker's decisions, as one pure state machine: what the manager says (assignments,
+/// stops, acks), what the container runtime reports (started, failed, exited), what was found
+/// on the engine at start (adoption), and the connection coming and going. Time is an input.
+///
+/// The `TaskSupervisor` actor (production) and the simulator carry its effects out: they
+/// create, start, stop and remove containers, write frames, run health probes and timers,
+/// and feed back what happened as inputs.
+///
+/// Split by concern, one file each: the connection, heartbeats and every deadline
+/// (`+Connection`, which also dispatches the inputs), assignments, stops and what the
+/// runtime reports (`+Tasks`), taking over the engine's containers (`+Adoption`), and the
+/// read-only views (`+Views`).
+///
+/// Rules it keeps (Protocol/WIRE.md, "Delivery rules"):
+/// - an assignment is idempotent on (task, attempt); a newer attempt replaces an older one
+///   (the older container is stopped and removed first); an older one is ignored;
+/// - a stop names an attempt; a stop for an attempt not held is harmless;
+/// - every status is numbered (`status_id` from 1, per worker process, never reused);
+///   terminal ones are kept until acknowledged and re-sent after every reconnect, after the
+///   task list;
+/// - a container found exited on adoption is reported with its exit code;
+/// - at most `maximumConcurrentStarts` containers are being started at once;
+/// - a connection silent for `managerSilence` is dropped and dialed again;
+/// - a task with `disconnect.stopAfter` is stopped once the manager has not been heard from
+///   for that long.
+public struct WorkerMachine: Sendable {
+    public var configuration: Configuration
+
+    var tasks: [TaskID: Held] = [:]
+    /// The current attempt of each task held; kept in step with `tasks`.
+    var ledger = AssignmentLedger()
+    var outbox = StatusOutbox()
+    /// Whether the engine's containers were taken over yet: the first `found` adopts them,
+    /// later ones only catch exits missed while the runtime's event stream was down.
+    var adopted = false
+    /// Whether a connection is up (welcomed), and since when the manager was last heard from.
+    var connected: Welcome?
+    var lastHeard: Moment
+    /// The sequence of the last heartbeat sent on this connection (from 1 on each).
+    var heartbeatSequence: UInt64 = 0
+    var nextHeartbeat: Moment?
+    /// Starts waiting for a slot, oldest first; and the attempts being started, each holding
+    /// a slot until its start is answered (even when it was replaced meanwhile).
+    var startQueue: [TaskID] = []
+    var inFlight: Set<AttemptKey> = []
+
+    var now: Moment
+    var effects: [Effect] = []
+
+    public init(configuration: Configuration, now: Moment) {
+        self.configuration = configuration
+        self.now = now
+        lastHeard = now
+    }
+
+    /// Handles one input at `now`; returns what to do, in order.
+    public mutating func handle(_ input: Input, now: Moment) -> [Effect] {
+        self.now = max(self.now, now)
+        effects = []
+        dispatch(input)            // WorkerMachine+Connection.swift
+        scheduleWake()
+        return effects
+    }
+}
+
+// MARK: - Inputs and effects
+
+extension WorkerMachine {
+    public struct Configuration: Sendable {
+        public var node: NodeID
+        public var maximumConcurrentStarts: Int
+        /// A connection on which nothing was heard for this long is dropped and dialed again.
+        public var managerSilence: Duration
+        /// The host the health probes reach published ports on when they bind every address.
+        public var probeHost: String
+
+        public init(node: NodeID, maximumConcurrentStarts: Int = 4, managerSilence: Duration = .seconds(5), probeHost: String = "127.0.0.1") {
+            self.node = node
+            self.maximumConcurrentStarts = max(1, maximumConcurrentStarts)
+            self.managerSilence = managerSilence
+            self.probeHost = probeHost
+        }
+    }
+
+    /// A container of this node found on the engine: at start (adoption), or listed again
+    /// after the runtime's event stream was lost.
+    public struct FoundContainer: Sendable, Hashable {
+        public var task: TaskID
+        public var attempt: UInt64
+        public var container: ContainerID
+        public var image: String?
+        public var running: Bool
+        /// Set when it is not running.
+        public var exitCode: Int32?
+        public var error: String?
+        public var ports: [PublishedPort]
+
+        public init(task: TaskID, attempt: UInt64, container: ContainerID, image: String?, running: Bool, exitCode: Int32?, error: String?, ports: [PublishedPort]) {
+            self.task = task
+            self.attempt = attempt
+            self.container = container
+            self.image = image
+            self.running = running
+            self.exitCode = exitCode
+            self.error = error
+            self.ports = ports
+        }
+    }
+
+    public enum Input: Sendable {
+        /// What the engine holds for this node (every container labelled with it). The first
+        /// one adopts; later ones (after the event stream broke) find exits missed meanwhile.
+        case found([FoundContainer])
+        /// The manager welcomed this worker on a new connection.
+        case connected(Welcome)
+        /// The connection dropped (or was dropped on `dropConnection`).
+        case disconnected
+        /// A message from the manager (assign_task, stop_task, ack, heartbeat, ...).
+        case received(WireMessage)
+        /// `start` finished: the container runs with these ports.
+        case containerStarted(TaskID, attempt: UInt64, container: ContainerID, ports: [PublishedPort])
+        /// `start` failed; `container` is set when it was created before the failure.
+        case containerFailed(TaskID, attempt: UInt64, container: ContainerID?, error: String)
+        /// The runtime saw the container die (its `die` event).
+        case containerExited(TaskID, attempt: UInt64, exitCode: Int32)
+        /// A health probe's verdict changed.
+        case healthChanged(TaskID, attempt: UInt64, TaskHealth)
+        /// A `wake(at:)` came due (extra timers are harmless).
+        case timer
+    }
+
+    public enum Effect: Sendable, Hashable {
+        /// Write this frame on the connection (dropped by the shell when none is up).
+        case send(WireMessage)
+        /// Write a heartbeat with this sequence and the machine's metrics, measured by the shell.
+        case sendHeartbeat(sequence: UInt64)
+        /// Create (pulling the image when missing) and start a container for this attempt;
+        /// answer with `containerStarted` or `containerFailed`.
+        case start(TaskID, attempt: UInt64, spec: TaskSpec)
+        /// Stop this container within `grace` (SIGTERM, then SIGKILL); its exit comes as
+        /// `containerExited`.
+        case stop(TaskID, attempt: UInt64, container: ContainerID, grace: Duration)
+        /// Remove this container (it has exited or is no longer wanted).
+        case remove(ContainerID)
+        /// Probe this attempt's health on a published port until `unwatchHealth`.
+        case watchHealth(TaskID, attempt: UInt64, check: HealthCheck, host: String, port: Int)
+        case unwatchHealth(TaskID, attempt: UInt64)
+        /// Close the connection (the manager fell silent) and dial again.
+        case dropConnection(reason: String)
+        /// Feed `.timer` at (or after) this moment.
+        case wake(at: Moment)
+        case note(Note)
+    }
+
+    /// What a shell logs.
+    public enum Note: Sendable, Hashable {
+        case running(TaskID, attempt: UInt64, ContainerID)
+        case exited(TaskID, attempt: UInt64, code: Int32, TaskState)
+        case failedToStart(TaskID, attempt: UInt64, String)
+        case adopted(TaskID, attempt: UInt64, TaskState)
+        case ignoredStaleAssignment(TaskID, attempt: UInt64, current: UInt64)
+        case stoppedForDisconnect(TaskID, attempt: UInt64, after: Duration)
+        case healthPortNotPublished(TaskID, port: Int)
+    }
+
+    /// One attempt this worker holds.
+    struct Held: Sendable, Hashable {
+        var attempt: UInt64
+        /// Nil for a container adopted after a restart until the manager sends its spec again.
+        var spec: TaskSpec?
+        var image: String?
+        var container: ContainerID?
+        var state: TaskState
+        var exitCode: Int32?
+        var error: String?
+        var ports: [PublishedPort] = []
+        var health: TaskHealth = .none
+        var stopRequested = false
+        /// Queued for a start slot, or being created and started.
+        var starting = false
+        /// An exit seen while starting, applied once the start is answered.
+        var exitDuringStart: Int32?
+        var watchingHealth = false
+    }
+
+    /// One attempt of one task, as a start slot is held for it.
+    struct AttemptKey: Sendable, Hashable {
+        var task: TaskID
+        var attempt: UInt64
+    }
+}

@@ -1,0 +1,1 @@
+// The simulator; see Simulator.swift once written.

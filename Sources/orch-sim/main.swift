@@ -1,0 +1,1 @@
+print("orch-sim: not written yet")

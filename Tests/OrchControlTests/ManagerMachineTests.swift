@@ -1,0 +1,334 @@
+import Foundation
+import OrchControl
+import OrchCore
+import Testing
+
+/// The manager's machine driven input by input, with the time given: no sockets, no store,
+/// no sleeps. Each test names the rule it holds the machine to.
+@Suite struct ManagerMachineTests {
+    /// A machine and the effects it returned last, with a clock the test moves.
+    struct Harness {
+        var machine: ManagerMachine
+        var now = Moment.zero
+        var effects: [ManagerMachine.Effect] = []
+        var nextRequest: UInt64 = 1
+        /// Batches handed out and not yet committed, in order.
+        var uncommitted: [StoreBatch] = []
+        /// Every batch committed, in order: what a store would hold.
+        var store: [StoreBatch] = []
+
+        init(snapshot: StoreSnapshot = StoreSnapshot(tasks: [], nodes: []), configuration: ManagerMachine.Configuration = .init(scheduler: .spread)) {
+            machine = ManagerMachine(configuration: configuration, snapshot: snapshot, now: .zero, wallOrigin: Date(timeIntervalSince1970: 1_800_000_000), seed: 7)
+        }
+
+        @discardableResult
+        mutating func feed(_ input: ManagerMachine.Input) -> [ManagerMachine.Effect] {
+            effects = machine.handle(input, now: now)
+            for case .persist(let batch) in effects { uncommitted.append(batch) }
+            return effects
+        }
+
+        mutating func advance(_ duration: Duration) { now = now + duration }
+
+        mutating func request() -> RequestID {
+            defer { nextRequest += 1 }
+            return RequestID(rawValue: nextRequest)
+        }
+
+        /// Commits every batch handed out.
+        @discardableResult
+        mutating func commitAll() -> [ManagerMachine.Effect] {
+            guard let last = uncommitted.last else { return feed(.committed(through: machine.revision)) }
+            store += uncommitted
+            uncommitted = []
+            return feed(.committed(through: last.sequence))
+        }
+
+        /// Connects a worker and says hello for it; returns its connection.
+        mutating func join(_ name: String, connection: UInt64, millicores: UInt32 = 2000) -> ConnectionID {
+            let id = ConnectionID(rawValue: connection)
+            feed(.connected(id))
+            feed(.received(id, .hello(Hello(
+                nodeID: NodeID(rawValue: name), name: name, addresses: ["127.0.0.1:0"],
+                capacity: Capacity(millicores: millicores, memoryBytes: 4 << 30, diskBytes: 0)))))
+            return id
+        }
+
+        /// What a store holding the committed batches would load.
+        var snapshot: StoreSnapshot {
+            var tasks: [TaskID: TaskRecord] = [:]
+            var order: [TaskID] = []
+            var nodes: [NodeID: NodeRecord] = [:]
+            for batch in store {
+                for change in batch.changes {
+                    switch change {
+                    case .insertTask(let record):
+                        if tasks[record.id] == nil { order.append(record.id) }
+                        tasks[record.id] = record
+                    case .saveTask(let record): if tasks[record.id] != nil { tasks[record.id] = record }
+                    case .appendHistory: break
+                    case .saveNode(let node): nodes[node.id] = node
+                    case .deleteNode(let id): nodes[id] = nil
+                    }
+                }
+            }
+            return StoreSnapshot(tasks: order.compactMap { tasks[$0] }, nodes: nodes.values.sorted { $0.id < $1.id }, revision: store.last?.sequence ?? 0)
+        }
+    }
+
+    static func spec(_ id: String, image: String = "orch-busybox:latest", policy: RestartPolicy = .never, disconnect: DisconnectPolicy? = nil) -> TaskSpec {
+        TaskSpec(id: TaskID(rawValue: id), image: image, command: ["sleep", "60"], restartPolicy: policy, disconnect: disconnect)
+    }
+
+    static func answers(_ effects: [ManagerMachine.Effect]) -> [RequestID: ManagerMachine.Answer] {
+        var result: [RequestID: ManagerMachine.Answer] = [:]
+        for case .answer(let request, let answer) in effects { result[request] = answer }
+        return result
+    }
+
+    static func sent(_ effects: [ManagerMachine.Effect], on connection: ConnectionID) -> [WireMessage] {
+        effects.compactMap { effect in
+            if case .send(connection, let message) = effect { return message }
+            return nil
+        }
+    }
+
+    static func assignment(_ effects: [ManagerMachine.Effect], on connection: ConnectionID) -> AssignTask? {
+        for case .assignTask(let assign) in sent(effects, on: connection) { return assign }
+        return nil
+    }
+
+    // MARK: - Acknowledgements
+
+    @Test func aResentTerminalStatusIsAcknowledgedAgainAndTheConnectionStillServed() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.commitAll()
+        let submit = h.request()
+        h.feed(.submit(submit, Self.spec("t1")))
+        let assign = try #require(Self.assignment(h.effects, on: c1))
+        h.commitAll()
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: assign.task, attempt: assign.attempt, state: .running, container: ContainerID(rawValue: "c")))))
+        let exited = TaskStatus(statusID: 2, task: assign.task, attempt: assign.attempt, state: .completed, container: ContainerID(rawValue: "c"), exitCode: 0)
+        h.feed(.received(c1, .taskStatus(exited)))
+        #expect(!Self.sent(h.effects, on: c1).contains(.ack(Ack(statusID: 2))), "a terminal status is acknowledged only once durable")
+        let committed = h.commitAll()
+        #expect(Self.sent(committed, on: c1).contains(.ack(Ack(statusID: 2))))
+        #expect(h.machine.task(assign.task)?.state == .completed)
+
+        // The ack was lost: the worker sends it again (same id) after a reconnect.
+        h.feed(.received(c1, .taskStatus(exited)))
+        #expect(Self.sent(h.effects, on: c1).contains(.ack(Ack(statusID: 2))), "acknowledged again, at once: nothing new to store")
+        // And the connection is still served: heartbeats are applied and answered.
+        h.advance(.seconds(3))
+        h.feed(.received(c1, .heartbeat(Heartbeat(sequence: 9, metrics: MachineMetrics()))))
+        #expect(Self.sent(h.effects, on: c1).contains(.heartbeat(Heartbeat(sequence: 9, metrics: .none))))
+        h.advance(.seconds(3))
+        h.feed(.timer)
+        #expect(h.machine.isConnected(NodeID(rawValue: "w1")), "heard 3 s ago: not down after 6 s")
+    }
+
+    @Test func aStatusForAnAttemptThatIsNotCurrentStopsItAndIsAcknowledged() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 5, task: TaskID(rawValue: "ghost"), attempt: 3, state: .running))))
+        let sent = Self.sent(h.effects, on: c1)
+        #expect(sent.contains(.stopTask(StopTask(task: TaskID(rawValue: "ghost"), attempt: 3))))
+        h.commitAll()
+        #expect(Self.sent(h.effects, on: c1).contains(.ack(Ack(statusID: 5))) || sent.contains(.ack(Ack(statusID: 5))))
+    }
+
+    // MARK: - The commit path
+
+    @Test func aSubmissionIsAnsweredOnlyOnceDurable() {
+        var h = Harness()
+        let request = h.request()
+        h.feed(.submit(request, Self.spec("t1")))
+        #expect(Self.answers(h.effects).isEmpty, "not before its commit")
+        let answers = Self.answers(h.commitAll())
+        guard case .submitted(let record, true, let revision)? = answers[request] else {
+            Issue.record("expected created, got \(answers)")
+            return
+        }
+        #expect(record.id == TaskID(rawValue: "t1"))
+        #expect(revision == 1 && record.revision == 1, "the first change is revision 1")
+    }
+
+    @Test func aFailedCommitIsRetriedAndMeanwhileAnswered503() throws {
+        var h = Harness()
+        let first = h.request()
+        h.feed(.submit(first, Self.spec("t1")))
+        let batch = try #require(h.uncommitted.last)
+        // The store refuses: the waiting submission is told so, and new ones are refused.
+        let failed = h.feed(.commitFailed(through: batch.sequence, reason: "disk I/O error"))
+        guard case .refused(.unavailable(let reason))? = Self.answers(failed)[first] else {
+            Issue.record("expected 503 for the waiting submission, got \(Self.answers(failed))")
+            return
+        }
+        #expect(reason == "disk I/O error")
+        #expect(h.machine.storeProblem == "disk I/O error")
+        let second = h.request()
+        h.feed(.submit(second, Self.spec("t2")))
+        guard case .refused(.unavailable)? = Self.answers(h.effects)[second] else {
+            Issue.record("expected 503 while the store refuses, got \(Self.answers(h.effects))")
+            return
+        }
+        #expect(h.machine.task(TaskID(rawValue: "t2")) == nil, "a refused submission changes nothing")
+        #expect(h.uncommitted.count == 1, "nothing new to write")
+
+        // The shell's retry succeeds: the batch was kept, nothing is lost, submissions are taken again.
+        h.commitAll()
+        #expect(h.machine.storeProblem == nil)
+        #expect(h.snapshot.tasks.map(\.id) == [TaskID(rawValue: "t1")], "the failed batch reached the store on the retry")
+        let third = h.request()
+        h.feed(.submit(third, Self.spec("t1")))
+        guard case .submitted(_, false, _)? = Self.answers(h.effects)[third] else {
+            Issue.record("a retry of the same id is the same task, got \(Self.answers(h.effects))")
+            return
+        }
+    }
+
+    @Test func twoConcurrentSubmissionsOfOneIDWithDifferentSpecsAreOneCreatedAndOneConflict() throws {
+        var h = Harness()
+        let a = h.request(), b = h.request()
+        h.feed(.submit(a, Self.spec("same", image: "one:1")))
+        let afterA = h.effects
+        h.feed(.submit(b, Self.spec("same", image: "two:2")))
+        guard case .refused(.taskConflict)? = Self.answers(h.effects)[b] else {
+            Issue.record("expected a conflict for the second, got \(Self.answers(h.effects))")
+            return
+        }
+        #expect(Self.answers(afterA).isEmpty)
+        guard case .submitted(let record, true, _)? = Self.answers(h.commitAll())[a] else {
+            Issue.record("expected the first created")
+            return
+        }
+        #expect(record.spec.image == "one:1")
+        // Memory and store agree after a restart.
+        let restarted = ManagerMachine(configuration: .init(), snapshot: h.snapshot, now: h.now, wallOrigin: Date(), seed: 1)
+        #expect(restarted.task(TaskID(rawValue: "same"))?.spec.image == "one:1")
+        #expect(h.machine.task(TaskID(rawValue: "same"))?.spec.image == "one:1")
+        #expect(restarted.revision == h.machine.revision)
+    }
+
+    @Test func aSubmissionFromAWorkerIsValidatedAsAPostIs() {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        var bad = Self.spec("bad")
+        bad.resources.memoryBytes = 1
+        h.feed(.received(c1, .submitTask(SubmitTask(requestID: 4, spec: bad))))
+        guard case .submitResult(let result)? = Self.sent(h.effects, on: c1).last else {
+            Issue.record("expected a submit_result")
+            return
+        }
+        #expect(result.task == nil && result.error?.contains("resources.memory") == true)
+        #expect(h.machine.task(TaskID(rawValue: "bad")) == nil)
+    }
+
+    // MARK: - Membership
+
+    @Test func aDialAgainReplacesAHalfOpenConnectionButALiveTwinIsRefusedForNow() {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.advance(.milliseconds(500))
+        // Heard 0.5 s ago (less than two heartbeat intervals): another process claims the id.
+        let c2 = h.join("w1", connection: 2)
+        guard case .refused(let refused)? = Self.sent(h.effects, on: c2).first else {
+            Issue.record("expected a refusal, got \(h.effects)")
+            return
+        }
+        #expect(refused.code == .duplicateNode && !refused.permanent)
+        #expect(h.machine.isConnected(NodeID(rawValue: "w1")))
+        // Silent for 3 s: the old connection is half-open; the new one takes over.
+        h.advance(.seconds(3))
+        let c3 = h.join("w1", connection: 3)
+        #expect(h.effects.contains { if case .close(c1) = $0 { return true } else { return false } }, "the old connection is closed")
+        guard case .welcome? = Self.sent(h.effects, on: c3).first else {
+            Issue.record("expected a welcome, got \(h.effects)")
+            return
+        }
+    }
+
+    @Test func unexpectedMessagesAfterTheHandshakeCloseTheConnection() {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.received(c1, .welcome(Welcome(version: 2, heartbeatInterval: .seconds(1)))))
+        guard case .error(let error)? = Self.sent(h.effects, on: c1).first else {
+            Issue.record("expected an error frame, got \(h.effects)")
+            return
+        }
+        #expect(error.code == .unexpectedMessage)
+        #expect(!h.machine.isConnected(NodeID(rawValue: "w1")))
+    }
+
+    @Test func aConnectionThatNeverSaysHelloIsClosedAtItsDeadline() {
+        var h = Harness()
+        h.feed(.connected(ConnectionID(rawValue: 9)))
+        h.advance(.seconds(11))
+        h.feed(.timer)
+        #expect(h.effects.contains { if case .close(ConnectionID(rawValue: 9)) = $0 { return true } else { return false } })
+    }
+
+    @Test func aSilentNodeIsDownAfterTheGraceAndItsTaskPlacedElsewhere() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.submit(h.request(), Self.spec("t1", policy: RestartPolicy(mode: .onFailure))))
+        let first = try #require(Self.assignment(h.effects, on: c1))
+        let c2 = h.join("w2", connection: 2)
+        h.commitAll()
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: first.task, attempt: 1, state: .running, container: ContainerID(rawValue: "c")))))
+        // w2 heartbeats; w1 falls silent.
+        var placed: AssignTask?
+        for _ in 0..<80 {
+            h.advance(.milliseconds(250))
+            h.feed(.received(c2, .heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics()))))
+            h.feed(.timer)
+            if let assign = Self.assignment(h.effects, on: c2) { placed = assign; break }
+        }
+        let moved = try #require(placed, "the task is placed on the other node once its node is down and its backoff passed")
+        #expect(moved.attempt == 2)
+        #expect(h.machine.forgottenPendingTasks.isEmpty)
+    }
+
+    // MARK: - Disconnect policy
+
+    @Test func aTaskWithStopAfterIsReplacedOnlyAfterItsWorkerHasSurelyStoppedIt() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.submit(h.request(), Self.spec("t1", policy: RestartPolicy(mode: .always), disconnect: DisconnectPolicy(stopAfter: .seconds(10)))))
+        let first = try #require(Self.assignment(h.effects, on: c1))
+        let c2 = h.join("w2", connection: 2)
+        h.commitAll()
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: first.task, attempt: 1, state: .running, container: ContainerID(rawValue: "c")))))
+        // From w1's last word (t = 0) the replacement may come only after 10 s + 10 s grace + 1 s margin.
+        var placedAt: Moment?
+        while h.now < Moment.zero + .seconds(40), placedAt == nil {
+            h.advance(.milliseconds(250))
+            h.feed(.received(c2, .heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics()))))
+            h.feed(.timer)
+            if Self.assignment(h.effects, on: c2) != nil { placedAt = h.now }
+            h.commitAll()
+        }
+        let at = try #require(placedAt)
+        #expect(at >= Moment.zero + .seconds(21), "placed at \(at): not before stopAfter + grace + margin")
+        #expect(at < Moment.zero + .seconds(24), "placed at \(at): soon after its deadline (and its 1 s backoff)")
+    }
+
+    // MARK: - Backoffs are never forgotten
+
+    @Test func aTaskInBackoffIsPlacedWhenItsTimeComes() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.submit(h.request(), Self.spec("t1", policy: RestartPolicy(mode: .always))))
+        let first = try #require(Self.assignment(h.effects, on: c1))
+        h.commitAll()
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: first.task, attempt: 1, state: .failed, exitCode: 1))))
+        let wakes = h.effects.compactMap { effect -> Moment? in if case .wake(let at) = effect { return at } else { return nil } }
+        #expect(wakes.contains(h.now + .seconds(1)), "the backoff asks to be woken at its end")
+        #expect(h.machine.forgottenPendingTasks.isEmpty)
+        h.advance(.seconds(1))
+        h.feed(.timer)
+        let second = try #require(Self.assignment(h.effects, on: c1), "placed again when the backoff ends")
+        #expect(second.attempt == 2)
+    }
+}

@@ -1,0 +1,472 @@
+import OrchControl
+import OrchCore
+import Testing
+
+/// The worker's machine, one input at a time at explicit moments: no clock, no sleeps, no
+/// containers. Each test reads the effects as the shell would carry them out.
+@Suite struct WorkerMachineTests {
+    // MARK: - Adoption
+
+    @Test func anExitedContainerFoundOnAdoptionIsReportedWithItsExitCode() {
+        var worker = Worker()
+        let adopted = worker.at(0, .found([
+            found("t1", 1, "c1-old", running: true),
+            found("t1", 2, "c1", running: false, exitCode: 3),
+            found("t2", 1, "c2", running: false, exitCode: 0),
+            found("t3", 4, "c3", running: true, ports: [port(80, 0, "0.0.0.0", 30080)]),
+        ]))
+        #expect(adopted == [
+            .remove(container("c1-old")),
+            .note(.adopted(task("t1"), attempt: 2, .failed)),
+            .note(.adopted(task("t2"), attempt: 1, .completed)),
+            .note(.adopted(task("t3"), attempt: 4, .running)),
+        ])
+        #expect(worker.machine.unacknowledged.map(\.statusID) == [1, 2])
+        #expect(worker.machine.runningCount == 1)
+
+        let welcomed = worker.at(1, .connected(welcome))
+        #expect(welcomed == [
+            .send(.taskList(TaskList(entries: [
+                .init(task: task("t1"), attempt: 2, state: .failed, container: container("c1")),
+                .init(task: task("t2"), attempt: 1, state: .completed, container: container("c2")),
+                .init(task: task("t3"), attempt: 4, state: .running, container: container("c3")),
+            ]))),
+            .send(.taskStatus(TaskStatus(statusID: 1, task: task("t1"), attempt: 2, state: .failed, container: container("c1"), exitCode: 3))),
+            .send(.taskStatus(TaskStatus(statusID: 2, task: task("t2"), attempt: 1, state: .completed, container: container("c2"), exitCode: 0))),
+            .sendHeartbeat(sequence: 1),
+            .wake(at: seconds(2)),
+        ])
+    }
+
+    @Test func anAdoptedContainerLearnsItsSpecFromTheReSentAssignment() {
+        var worker = Worker()
+        _ = worker.at(0, .found([found("t1", 3, "c1", running: true, ports: [port(8080, 0, "0.0.0.0", 32000)])]))
+        _ = worker.at(0, .connected(welcome))
+        let check = HealthCheck(path: "/health", port: 8080)
+        let effects = worker.at(0.5, .received(.assignTask(AssignTask(task: task("t1"), attempt: 3, spec: spec(health: check)))))
+        #expect(effects.withoutWakes == [
+            .watchHealth(task("t1"), attempt: 3, check: check, host: "127.0.0.1", port: 32000),
+            .send(.taskStatus(TaskStatus(
+                statusID: 1, task: task("t1"), attempt: 3, state: .running, container: container("c1"),
+                ports: [port(8080, 0, "0.0.0.0", 32000)], health: .starting))),
+        ])
+        #expect(effects.starts.isEmpty)
+    }
+
+    @Test func aLaterListingCatchesAnExitTheEventStreamMissed() {
+        var worker = Worker()
+        _ = worker.at(0, .found([]))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0, assign("t1", 1))
+        _ = worker.at(0.1, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        let effects = worker.at(0.5, .found([found("t1", 1, "c1", running: false, exitCode: 137)]))
+        #expect(effects.withoutWakes == [
+            .note(.exited(task("t1"), attempt: 1, code: 137, .failed)),
+            .send(.taskStatus(TaskStatus(statusID: 2, task: task("t1"), attempt: 1, state: .failed, container: container("c1"), exitCode: 137))),
+        ])
+        // Found again: reported once only; and a later listing removes nothing.
+        #expect(worker.at(0.6, .found([found("t1", 1, "c1", running: false, exitCode: 137)])).withoutWakes.isEmpty)
+    }
+
+    // MARK: - Delivery
+
+    @Test func aTerminalStatusIsReSentAfterEveryReconnectUntilAcknowledged() {
+        var worker = Worker()
+        _ = worker.at(0, .found([]))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        _ = worker.at(0.2, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        let exit = worker.at(0.3, .containerExited(task("t1"), attempt: 1, exitCode: 2))
+        let failed = TaskStatus(statusID: 2, task: task("t1"), attempt: 1, state: .failed, container: container("c1"), exitCode: 2)
+        #expect(exit.statuses == [failed])
+
+        let list = TaskList(entries: [.init(task: task("t1"), attempt: 1, state: .failed, container: container("c1"))])
+        for reconnect in 1...2 {
+            _ = worker.at(Double(reconnect), .disconnected)
+            let again = worker.at(Double(reconnect) + 0.5, .connected(welcome))
+            #expect(again.sent == [.taskList(list), .taskStatus(failed)])
+        }
+        _ = worker.at(3, .received(.ack(Ack(statusID: 2))))
+        #expect(worker.machine.unacknowledged.isEmpty)
+        _ = worker.at(4, .disconnected)
+        #expect(worker.at(5, .connected(welcome)).sent == [.taskList(list)])
+    }
+
+    @Test func whileDisconnectedTerminalStatusesWaitAndOthersAreNotSent() {
+        var worker = Worker()
+        _ = worker.at(0, .found([]))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        _ = worker.at(0.2, .disconnected)
+        #expect(worker.at(0.3, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: [])).sent.isEmpty)
+        #expect(worker.at(0.4, .containerExited(task("t1"), attempt: 1, exitCode: 0)).sent.isEmpty)
+        #expect(!worker.machine.isConnected)
+        let again = worker.at(1, .connected(welcome))
+        #expect(again.sent == [
+            .taskList(TaskList(entries: [.init(task: task("t1"), attempt: 1, state: .completed, container: container("c1"))])),
+            // The running status (id 1) was superseded by the task list.
+            .taskStatus(TaskStatus(statusID: 2, task: task("t1"), attempt: 1, state: .completed, container: container("c1"), exitCode: 0)),
+        ])
+    }
+
+    // MARK: - Assignments
+
+    @Test func aDuplicateAssignmentStartsNoSecondContainer() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        #expect(worker.at(0.1, assign("t1", 1)).starts == [task("t1")])
+        let again = worker.at(0.2, assign("t1", 1))
+        #expect(again.starts.isEmpty)
+        #expect(again.statuses == [TaskStatus(statusID: 1, task: task("t1"), attempt: 1, state: .scheduled)])
+        _ = worker.at(0.3, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        let afterStart = worker.at(0.4, assign("t1", 1))
+        #expect(afterStart.starts.isEmpty)
+        #expect(afterStart.statuses.map(\.state) == [.running])
+    }
+
+    @Test func aStaleAssignmentIsIgnored() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 2))
+        let stale = worker.at(0.2, assign("t1", 1))
+        #expect(stale.withoutWakes == [.note(.ignoredStaleAssignment(task("t1"), attempt: 1, current: 2))])
+        #expect(worker.machine.attempt(of: task("t1")) == 2)
+    }
+
+    @Test func aNewerAttemptStopsAndRemovesTheOlderContainerFirst() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        let check = HealthCheck(path: "/", port: 80)
+        let first = spec(health: check, grace: .seconds(3))
+        _ = worker.at(0.1, assign("t1", 1, first))
+        _ = worker.at(0.2, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: [port(80, 0, "0.0.0.0", 30000)]))
+        let second = spec(health: check, grace: .seconds(3), name: "second")
+        let replaced = worker.at(1, assign("t1", 2, second))
+        #expect(replaced.withoutWakes == [
+            .unwatchHealth(task("t1"), attempt: 1),
+            .stop(task("t1"), attempt: 1, container: container("c1"), grace: .seconds(3)),
+            .remove(container("c1")),
+            .start(task("t1"), attempt: 2, spec: second),
+        ])
+        // The old attempt's exit is not reported: the manager has moved on.
+        #expect(worker.at(2, .containerExited(task("t1"), attempt: 1, exitCode: 143)).withoutWakes.isEmpty)
+        #expect(worker.machine.attempt(of: task("t1")) == 2)
+        #expect(worker.machine.container(of: task("t1")) == nil)
+    }
+
+    @Test func anAttemptReplacedWhileStartingIsStoppedAndRemovedWhenItsStartIsAnswered() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        #expect(worker.at(0.2, assign("t1", 2)).starts == [task("t1")])
+        let late = worker.at(0.3, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        #expect(late.withoutWakes == [
+            .stop(task("t1"), attempt: 1, container: container("c1"), grace: TaskSpec.defaultStopGracePeriod),
+            .remove(container("c1")),
+        ])
+        #expect(worker.machine.attempt(of: task("t1")) == 2)
+    }
+
+    @Test func atMostTheStartLimitIsInFlight() {
+        var worker = Worker(maximumConcurrentStarts: 4)
+        _ = worker.at(0, .connected(welcome))
+        var started: [TaskID] = []
+        for index in 1...5 { started += worker.at(0.1, assign("t\(index)", 1)).starts }
+        #expect(started == ["t1", "t2", "t3", "t4"].map(task))
+        let answered = worker.at(1, .containerStarted(task("t2"), attempt: 1, container: container("c2"), ports: []))
+        #expect(answered.starts == [task("t5")])
+        // A failed start frees its slot as well; nothing is left to start.
+        #expect(worker.at(2, .containerFailed(task("t1"), attempt: 1, container: nil, error: "no such image")).starts.isEmpty)
+        #expect(worker.at(3, assign("t6", 1)).starts == [task("t6")])
+    }
+
+    @Test func aFailedStartIsReportedAndItsContainerRemoved() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        let failed = worker.at(0.2, .containerFailed(task("t1"), attempt: 1, container: container("c1"), error: "port is taken"))
+        #expect(failed.withoutWakes == [
+            .note(.failedToStart(task("t1"), attempt: 1, "port is taken")),
+            .send(.taskStatus(TaskStatus(statusID: 1, task: task("t1"), attempt: 1, state: .failed, error: "port is taken"))),
+            .remove(container("c1")),
+        ])
+        #expect(worker.machine.unacknowledged.map(\.statusID) == [1])
+    }
+
+    // MARK: - Stops
+
+    @Test func aStopDuringStartStopsTheContainerOnceItRuns() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1, spec(grace: .seconds(2))))
+        let stop = worker.at(0.2, .received(.stopTask(StopTask(task: task("t1"), attempt: 1))))
+        #expect(stop.withoutWakes == [.send(.taskStatus(TaskStatus(statusID: 1, task: task("t1"), attempt: 1, state: .stopping)))])
+        let started = worker.at(0.3, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        #expect(started.withoutWakes == [.stop(task("t1"), attempt: 1, container: container("c1"), grace: .seconds(2))])
+        let exited = worker.at(1, .containerExited(task("t1"), attempt: 1, exitCode: 143))
+        #expect(exited.withoutWakes == [
+            .note(.exited(task("t1"), attempt: 1, code: 143, .completed)),
+            .send(.taskStatus(TaskStatus(statusID: 2, task: task("t1"), attempt: 1, state: .completed, container: container("c1"), exitCode: 143))),
+            .remove(container("c1")),
+        ])
+        #expect(worker.machine.attempt(of: task("t1")) == nil)
+    }
+
+    @Test func aStopOfAnAttemptWaitingForASlotEndsItAtOnce() {
+        var worker = Worker(maximumConcurrentStarts: 1)
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        #expect(worker.at(0.1, assign("t2", 1)).starts.isEmpty)
+        let stop = worker.at(0.2, .received(.stopTask(StopTask(task: task("t2"), attempt: 1))))
+        #expect(stop.withoutWakes == [
+            .send(.taskStatus(TaskStatus(statusID: 1, task: task("t2"), attempt: 1, state: .stopping))),
+            .send(.taskStatus(TaskStatus(statusID: 2, task: task("t2"), attempt: 1, state: .completed))),
+        ])
+        #expect(worker.at(0.3, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: [])).starts.isEmpty)
+        #expect(worker.machine.attempt(of: task("t2")) == nil)
+    }
+
+    @Test func aStopForAnAttemptNotCurrentIsHarmlessAndAnEndedOneIsRemoved() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 2))
+        _ = worker.at(0.2, .containerStarted(task("t1"), attempt: 2, container: container("c1"), ports: []))
+        #expect(worker.at(0.3, .received(.stopTask(StopTask(task: task("t1"), attempt: 1)))).withoutWakes.isEmpty)
+        #expect(worker.at(0.3, .received(.stopTask(StopTask(task: task("t9"), attempt: 1)))).withoutWakes.isEmpty)
+        // An exit not asked for keeps its container (its logs) until the manager stops it.
+        let exited = worker.at(0.4, .containerExited(task("t1"), attempt: 2, exitCode: 1))
+        #expect(!exited.contains(.remove(container("c1"))))
+        #expect(worker.machine.container(of: task("t1")) == container("c1"))
+        let stop = worker.at(0.5, .received(.stopTask(StopTask(task: task("t1"), attempt: 2))))
+        #expect(stop.withoutWakes == [.remove(container("c1"))])
+        #expect(worker.machine.attempt(of: task("t1")) == nil)
+    }
+
+    @Test func anExitDuringStartIsAppliedOnceTheStartIsAnswered() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        #expect(worker.at(0.2, .containerExited(task("t1"), attempt: 1, exitCode: 1)).withoutWakes.isEmpty)
+        let started = worker.at(0.3, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        #expect(started.withoutWakes == [
+            .note(.running(task("t1"), attempt: 1, container("c1"))),
+            .send(.taskStatus(TaskStatus(statusID: 1, task: task("t1"), attempt: 1, state: .running, container: container("c1")))),
+            .note(.exited(task("t1"), attempt: 1, code: 1, .failed)),
+            .send(.taskStatus(TaskStatus(statusID: 2, task: task("t1"), attempt: 1, state: .failed, container: container("c1"), exitCode: 1))),
+        ])
+        #expect(worker.machine.container(of: task("t1")) == container("c1"))
+    }
+
+    @Test func anExitDuringStartWithAStopAskedCompletesWithoutAStop() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        _ = worker.at(0.2, .received(.stopTask(StopTask(task: task("t1"), attempt: 1))))
+        _ = worker.at(0.3, .containerExited(task("t1"), attempt: 1, exitCode: 137))
+        let started = worker.at(0.4, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        #expect(started.stops.isEmpty)
+        #expect(started.statuses.map(\.state) == [.completed])
+        #expect(started.contains(.remove(container("c1"))))
+    }
+
+    // MARK: - Liveness
+
+    @Test func heartbeatsEveryIntervalWithSequenceFromOnePerConnection() {
+        var worker = Worker()
+        let first = worker.at(0, .connected(welcome))
+        #expect(first == [.send(.taskList(TaskList(entries: []))), .sendHeartbeat(sequence: 1), .wake(at: seconds(1))])
+        #expect(worker.at(0.5, .received(.heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics())))) == [.wake(at: seconds(1))])
+        #expect(worker.at(1, .timer) == [.sendHeartbeat(sequence: 2), .wake(at: seconds(2))])
+        #expect(worker.at(1.5, .timer) == [.wake(at: seconds(2))])   // an early timer sends nothing
+        #expect(worker.at(2, .timer) == [.sendHeartbeat(sequence: 3), .wake(at: seconds(3))])
+        #expect(worker.at(2.5, .disconnected) == [])
+        #expect(worker.at(3, .timer) == [])
+        let second = worker.at(10, .connected(welcome))
+        #expect(second.contains(.sendHeartbeat(sequence: 1)))
+        #expect(second.last == .wake(at: seconds(11)))
+        // A late timer sends one beat, not the ones missed.
+        #expect(worker.at(13.5, .timer) == [.sendHeartbeat(sequence: 2), .wake(at: seconds(14.5))])
+    }
+
+    @Test func aManagerSilentForManagerSilenceIsDroppedOnce() {
+        var worker = Worker(managerSilence: .seconds(5))
+        _ = worker.at(0, .connected(welcome))
+        for second in 1...5 { #expect(!worker.at(Double(second), .timer).dropsConnection) }
+        let due = worker.machine.nextWake
+        #expect(due == Moment(nanoseconds: 5_000_000_001))
+        let dropped = worker.handle(.timer, at: Moment(nanoseconds: 5_000_000_001))
+        #expect(dropped == [.dropConnection(reason: "no word from the manager for more than 5s")])
+        #expect(!worker.machine.isConnected)
+        #expect(!worker.at(7, .timer).dropsConnection)
+        #expect(worker.at(8, .disconnected) == [])
+    }
+
+    @Test func aManagerThatAnswersIsNotDropped() {
+        var worker = Worker(managerSilence: .seconds(5))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(4, .received(.heartbeat(Heartbeat(sequence: 4, metrics: MachineMetrics()))))
+        for second in 5...9 { #expect(!worker.at(Double(second), .timer).dropsConnection) }
+        #expect(worker.at(9.5, .timer).dropsConnection)
+    }
+
+    @Test func aTaskWithStopAfterIsStoppedAfterThatLongInSilenceAndNotBefore() {
+        var worker = Worker(managerSilence: .seconds(5))
+        _ = worker.at(0, .connected(welcome))
+        let cautious = spec(disconnect: DisconnectPolicy(stopAfter: .seconds(10)))
+        _ = worker.at(0, assign("t1", 1, cautious))
+        _ = worker.at(0.5, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        #expect(worker.at(2, .disconnected) == [.wake(at: seconds(10))])
+        #expect(worker.at(9.999, .timer) == [.wake(at: seconds(10))])
+        #expect(worker.machine.snapshot.first?.state == .running)
+        let stopped = worker.at(10, .timer)
+        #expect(stopped == [
+            .note(.stoppedForDisconnect(task("t1"), attempt: 1, after: .seconds(10))),
+            .stop(task("t1"), attempt: 1, container: container("c1"), grace: TaskSpec.defaultStopGracePeriod),
+        ])
+        #expect(worker.at(11, .timer) == [])   // stopped once
+        let exited = worker.at(12, .containerExited(task("t1"), attempt: 1, exitCode: 143))
+        #expect(exited.withoutNotes == [.remove(container("c1"))])
+        let reason = "stopped: no word from the manager for 10s"
+        let again = worker.at(13, .connected(welcome))
+        #expect(again.sent == [
+            .taskList(TaskList(entries: [])),
+            .taskStatus(TaskStatus(statusID: 3, task: task("t1"), attempt: 1, state: .completed, container: container("c1"), exitCode: 143, error: reason)),
+        ])
+    }
+
+    @Test func aTaskWithStopAfterRunsOnWhileTheManagerIsHeard() {
+        var worker = Worker(managerSilence: .seconds(5))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0, assign("t1", 1, spec(disconnect: DisconnectPolicy(stopAfter: .seconds(10)))))
+        _ = worker.at(0.5, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        for second in 1...30 {
+            _ = worker.at(Double(second), .received(.heartbeat(Heartbeat(sequence: UInt64(second), metrics: MachineMetrics()))))
+            let effects = worker.at(Double(second), .timer)
+            #expect(effects.stops.isEmpty)
+        }
+        #expect(worker.machine.runningCount == 1)
+    }
+
+    // MARK: - Health
+
+    @Test func theHealthWatchStartsOnThePublishedPortOfTheCheck() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        let check = HealthCheck(path: "/ready", port: 8080)
+        _ = worker.at(0.1, assign("t1", 1, spec(health: check)))
+        let ports = [port(80, 0, "0.0.0.0", 31000), port(8080, 1, "0.0.0.0", 31001), port(8080, 0, "0.0.0.0", 31002)]
+        let started = worker.at(0.2, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: ports))
+        #expect(started.withoutWakes == [
+            .note(.running(task("t1"), attempt: 1, container("c1"))),
+            .send(.taskStatus(TaskStatus(statusID: 1, task: task("t1"), attempt: 1, state: .running, container: container("c1"), ports: ports, health: .starting))),
+            .watchHealth(task("t1"), attempt: 1, check: check, host: "127.0.0.1", port: 31002),
+        ])
+        let healthy = worker.at(1, .healthChanged(task("t1"), attempt: 1, .healthy))
+        #expect(healthy.statuses.map(\.health) == [.healthy])
+        #expect(worker.at(2, .healthChanged(task("t1"), attempt: 1, .healthy)).statuses.isEmpty)
+        #expect(worker.at(2, .healthChanged(task("t1"), attempt: 0, .unhealthy)).statuses.isEmpty)
+
+        // Bound on one address: probed there.
+        _ = worker.at(3, assign("t2", 1, spec(health: check)))
+        let bound = worker.at(3.1, .containerStarted(task("t2"), attempt: 1, container: container("c2"), ports: [port(8080, 0, "192.168.1.5", 31003)]))
+        #expect(bound.contains(.watchHealth(task("t2"), attempt: 1, check: check, host: "192.168.1.5", port: 31003)))
+
+        // Not published: said, and nothing is probed.
+        _ = worker.at(4, assign("t3", 1, spec(health: check)))
+        let unpublished = worker.at(4.1, .containerStarted(task("t3"), attempt: 1, container: container("c3"), ports: [port(80, 0, "0.0.0.0", 31004)]))
+        #expect(unpublished.contains(.note(.healthPortNotPublished(task("t3"), port: 8080))))
+        #expect(!unpublished.watchesHealth)
+
+        // An exit ends the watch.
+        let exited = worker.at(5, .containerExited(task("t1"), attempt: 1, exitCode: 0))
+        #expect(exited.contains(.unwatchHealth(task("t1"), attempt: 1)))
+    }
+
+    // MARK: - Views
+
+    @Test func theViewsListEveryAttemptByTaskID() {
+        var worker = Worker()
+        _ = worker.at(0, assign("b", 1))
+        _ = worker.at(0, assign("a", 2))
+        _ = worker.at(0.1, .containerStarted(task("a"), attempt: 2, container: container("ca"), ports: []))
+        #expect(worker.machine.taskList.entries.map(\.task) == [task("a"), task("b")])
+        #expect(worker.machine.snapshot.map(\.state) == [.running, .scheduled])
+        #expect(worker.machine.runningCount == 1)
+        #expect(worker.machine.container(of: task("a")) == container("ca"))
+        #expect(worker.machine.attempt(of: task("b")) == 1)
+        #expect(!worker.machine.isConnected)
+    }
+}
+
+// MARK: - Helpers
+
+/// A worker machine driven at explicit moments.
+private struct Worker {
+    var machine: WorkerMachine
+
+    init(maximumConcurrentStarts: Int = 4, managerSilence: Duration = .seconds(5)) {
+        machine = WorkerMachine(
+            configuration: .init(node: NodeID(rawValue: "n1"), maximumConcurrentStarts: maximumConcurrentStarts, managerSilence: managerSilence),
+            now: .zero)
+    }
+
+    mutating func at(_ second: Double, _ input: WorkerMachine.Input) -> [WorkerMachine.Effect] {
+        machine.handle(input, now: seconds(second))
+    }
+
+    mutating func handle(_ input: WorkerMachine.Input, at moment: Moment) -> [WorkerMachine.Effect] {
+        machine.handle(input, now: moment)
+    }
+}
+
+private let welcome = Welcome(version: 2, heartbeatInterval: .seconds(1))
+
+private func seconds(_ value: Double) -> Moment { Moment(nanoseconds: Int64((value * 1e9).rounded())) }
+private func task(_ id: String) -> TaskID { TaskID(rawValue: id) }
+private func container(_ id: String) -> ContainerID { ContainerID(rawValue: id) }
+
+private func spec(
+    health: HealthCheck? = nil, grace: Duration = TaskSpec.defaultStopGracePeriod, disconnect: DisconnectPolicy? = nil, name: String? = nil
+) -> TaskSpec {
+    TaskSpec(name: name, image: "busybox:latest", ports: health.map { [PortSpec(containerPort: $0.port)] } ?? [],
+             stopGracePeriod: grace, healthCheck: health, disconnect: disconnect)
+}
+
+private func assign(_ id: String, _ attempt: UInt64, _ spec: TaskSpec = spec()) -> WorkerMachine.Input {
+    .received(.assignTask(AssignTask(task: task(id), attempt: attempt, spec: spec)))
+}
+
+/// A published port; protocol 0 is TCP, 1 UDP.
+private func port(_ containerPort: Int, _ proto: Int, _ hostIP: String, _ hostPort: Int) -> PublishedPort {
+    PublishedPort(containerPort: containerPort, protocol: proto == 0 ? .tcp : .udp, hostIP: hostIP, hostPort: hostPort)
+}
+
+private func found(
+    _ id: String, _ attempt: UInt64, _ containerID: String, running: Bool, exitCode: Int32? = nil, ports: [PublishedPort] = []
+) -> WorkerMachine.FoundContainer {
+    .init(task: task(id), attempt: attempt, container: container(containerID), image: "busybox:latest", running: running,
+          exitCode: exitCode, error: nil, ports: ports)
+}
+
+extension [WorkerMachine.Effect] {
+    fileprivate var withoutWakes: [WorkerMachine.Effect] { filter { if case .wake = $0 { false } else { true } } }
+
+    fileprivate var withoutNotes: [WorkerMachine.Effect] {
+        withoutWakes.filter { if case .note = $0 { false } else { true } }
+    }
+
+    /// The frames written, in order.
+    fileprivate var sent: [WireMessage] { compactMap { if case .send(let message) = $0 { message } else { nil } } }
+
+    fileprivate var statuses: [TaskStatus] { sent.compactMap { if case .taskStatus(let status) = $0 { status } else { nil } } }
+
+    fileprivate var dropsConnection: Bool { contains { if case .dropConnection = $0 { true } else { false } } }
+
+    fileprivate var watchesHealth: Bool { contains { if case .watchHealth = $0 { true } else { false } } }
+
+    /// The containers asked to stop, in order.
+    fileprivate var stops: [ContainerID] { compactMap { if case .stop(_, _, let container, _) = $0 { container } else { nil } } }
+
+    /// The tasks whose start was asked for, in order.
+    fileprivate var starts: [TaskID] { compactMap { if case .start(let task, _, _) = $0 { task } else { nil } } }
+}
