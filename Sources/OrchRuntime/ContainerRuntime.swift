@@ -39,6 +39,10 @@ public enum ContainerLabel {
     public static let node = "orch.node"
     public static let task = "orch.task"
     public static let attempt = "orch.attempt"
+    /// The task's stop grace period and `disconnect.stopAfter`, in nanoseconds: a worker that
+    /// adopts the container after a restart honours them before the manager resends its spec.
+    public static let stopGrace = "orch.stop-grace-ns"
+    public static let stopAfter = "orch.stop-after-ns"
 }
 
 /// How to create a task's container.
@@ -81,7 +85,8 @@ public struct ContainerConfig: Sendable, Hashable {
                 ContainerLabel.node: node.rawValue,
                 ContainerLabel.task: task.rawValue,
                 ContainerLabel.attempt: String(attempt),
-            ])
+                ContainerLabel.stopGrace: String(spec.stopGracePeriod.nanoseconds),
+            ].merging(spec.disconnect.map { [ContainerLabel.stopAfter: String($0.stopAfter.nanoseconds)] } ?? [:]) { a, _ in a })
     }
 }
 

@@ -184,7 +184,9 @@ public actor TaskSupervisor {
             }
             found.append(WorkerMachine.FoundContainer(
                 task: task, attempt: attempt, container: info.id, image: info.image, running: info.running,
-                exitCode: info.running ? nil : Int32(clamping: info.exitCode), error: info.error, ports: info.publishedPorts))
+                exitCode: info.running ? nil : Int32(clamping: info.exitCode), error: info.error, ports: info.publishedPorts,
+                stopGracePeriod: summary.labels[ContainerLabel.stopGrace].flatMap { Int64($0) }.map { .nanoseconds($0) },
+                stopAfter: summary.labels[ContainerLabel.stopAfter].flatMap { Int64($0) }.map { .nanoseconds($0) }))
         }
         feed(.found(found))
     }

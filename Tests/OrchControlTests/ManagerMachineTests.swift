@@ -106,8 +106,8 @@ import Testing
         h.commitAll()
         let submit = h.request()
         h.feed(.submit(submit, Self.spec("t1")))
-        let assign = try #require(Self.assignment(h.effects, on: c1))
-        h.commitAll()
+        #expect(Self.assignment(h.effects, on: c1) == nil, "an assignment leaves only once its placement is durable")
+        let assign = try #require(Self.assignment(h.commitAll(), on: c1))
         h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: assign.task, attempt: assign.attempt, state: .running, container: ContainerID(rawValue: "c")))))
         let exited = TaskStatus(statusID: 2, task: assign.task, attempt: assign.attempt, state: .completed, container: ContainerID(rawValue: "c"), exitCode: 0)
         h.feed(.received(c1, .taskStatus(exited)))
@@ -273,7 +273,7 @@ import Testing
         var h = Harness()
         let c1 = h.join("w1", connection: 1)
         h.feed(.submit(h.request(), Self.spec("t1", policy: RestartPolicy(mode: .onFailure))))
-        let first = try #require(Self.assignment(h.effects, on: c1))
+        let first = try #require(Self.assignment(h.commitAll(), on: c1))
         let c2 = h.join("w2", connection: 2)
         h.commitAll()
         h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: first.task, attempt: 1, state: .running, container: ContainerID(rawValue: "c")))))
@@ -283,7 +283,7 @@ import Testing
             h.advance(.milliseconds(250))
             h.feed(.received(c2, .heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics()))))
             h.feed(.timer)
-            if let assign = Self.assignment(h.effects, on: c2) { placed = assign; break }
+            if let assign = Self.assignment(h.commitAll(), on: c2) { placed = assign; break }
         }
         let moved = try #require(placed, "the task is placed on the other node once its node is down and its backoff passed")
         #expect(moved.attempt == 2)
@@ -296,7 +296,7 @@ import Testing
         var h = Harness()
         let c1 = h.join("w1", connection: 1)
         h.feed(.submit(h.request(), Self.spec("t1", policy: RestartPolicy(mode: .always), disconnect: DisconnectPolicy(stopAfter: .seconds(10)))))
-        let first = try #require(Self.assignment(h.effects, on: c1))
+        let first = try #require(Self.assignment(h.commitAll(), on: c1))
         let c2 = h.join("w2", connection: 2)
         h.commitAll()
         h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: first.task, attempt: 1, state: .running, container: ContainerID(rawValue: "c")))))
@@ -306,8 +306,7 @@ import Testing
             h.advance(.milliseconds(250))
             h.feed(.received(c2, .heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics()))))
             h.feed(.timer)
-            if Self.assignment(h.effects, on: c2) != nil { placedAt = h.now }
-            h.commitAll()
+            if Self.assignment(h.commitAll(), on: c2) != nil { placedAt = h.now }
         }
         let at = try #require(placedAt)
         #expect(at >= Moment.zero + .seconds(21), "placed at \(at): not before stopAfter + grace + margin")
@@ -320,15 +319,57 @@ import Testing
         var h = Harness()
         let c1 = h.join("w1", connection: 1)
         h.feed(.submit(h.request(), Self.spec("t1", policy: RestartPolicy(mode: .always))))
-        let first = try #require(Self.assignment(h.effects, on: c1))
-        h.commitAll()
+        let first = try #require(Self.assignment(h.commitAll(), on: c1))
         h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: first.task, attempt: 1, state: .failed, exitCode: 1))))
         let wakes = h.effects.compactMap { effect -> Moment? in if case .wake(let at) = effect { return at } else { return nil } }
         #expect(wakes.contains(h.now + .seconds(1)), "the backoff asks to be woken at its end")
         #expect(h.machine.forgottenPendingTasks.isEmpty)
         h.advance(.seconds(1))
         h.feed(.timer)
-        let second = try #require(Self.assignment(h.effects, on: c1), "placed again when the backoff ends")
+        let second = try #require(Self.assignment(h.commitAll(), on: c1), "placed again when the backoff ends")
         #expect(second.attempt == 2)
+    }
+
+    // MARK: - Found by the simulator
+
+    @Test func aRunningReportOfAnAttemptAlreadyEndedStopsThatContainer() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.submit(h.request(), Self.spec("t1")))
+        let assign = try #require(Self.assignment(h.commitAll(), on: c1))
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: assign.task, attempt: 1, state: .completed, exitCode: 0))))
+        h.commitAll()
+        // The worker started the same attempt again (an assignment re-sent before its end was known).
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 2, task: assign.task, attempt: 1, state: .running, container: ContainerID(rawValue: "again")))))
+        #expect(Self.sent(h.effects, on: c1).contains(.stopTask(StopTask(task: assign.task, attempt: 1))), "an orphan is stopped, not just acknowledged")
+        #expect(h.machine.task(assign.task)?.state == .completed)
+    }
+
+    @Test func anUnhealthyTaskWithStopAfterIsReplacedOnlyOnceItsContainerStopped() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        var spec = Self.spec("t1", policy: RestartPolicy(mode: .always), disconnect: DisconnectPolicy(stopAfter: .seconds(10)))
+        spec.ports = [PortSpec(containerPort: 8080)]
+        spec.healthCheck = HealthCheck(path: "/health", port: 8080)
+        h.feed(.submit(h.request(), spec))
+        let assign = try #require(Self.assignment(h.commitAll(), on: c1))
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: assign.task, attempt: 1, state: .running, container: ContainerID(rawValue: "c"), health: .healthy))))
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 2, task: assign.task, attempt: 1, state: .running, container: ContainerID(rawValue: "c"), health: .unhealthy))))
+        #expect(Self.sent(h.effects, on: c1).contains(.stopTask(StopTask(task: assign.task, attempt: 1))))
+        h.commitAll()
+        // Past the backoff, the old container may still be in its grace period: no replacement yet.
+        for _ in 0..<12 {
+            h.advance(.milliseconds(250))
+            h.feed(.received(c1, .heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics()))))
+            h.feed(.timer)
+            #expect(Self.assignment(h.commitAll(), on: c1) == nil, "not placed again before the old container is known stopped")
+        }
+        // The worker reports it stopped: the replacement follows after its backoff.
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 3, task: assign.task, attempt: 1, state: .failed, container: ContainerID(rawValue: "c"), exitCode: 143))))
+        h.commitAll()
+        h.advance(.seconds(1))
+        h.feed(.timer)
+        let again = try #require(Self.assignment(h.commitAll(), on: c1))
+        #expect(again.attempt == 2)
     }
 }

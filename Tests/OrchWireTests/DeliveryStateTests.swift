@@ -42,5 +42,8 @@ import Testing
         #expect(ledger.current[task] == 2)
         ledger.release(task, attempt: 2)
         #expect(ledger.current[task] == nil)
+        // An assignment of the attempt let go, arriving late, does not start it again.
+        #expect(ledger.assign(task, attempt: 2) == .stale(current: 2))
+        #expect(ledger.assign(task, attempt: 3) == .start(replacing: nil))
     }
 }

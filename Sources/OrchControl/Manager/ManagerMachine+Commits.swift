@@ -67,6 +67,7 @@ extension ManagerMachine {
 
     mutating func timer() {
         checkLiveness()
+        releaseDueConfirmations()
         releaseDueBackoffs()
         emit(.wake(at: nextWake()))
     }
@@ -81,6 +82,7 @@ extension ManagerMachine {
         var next = now + .seconds(3600)
         if !connections.isEmpty { next = min(next, now + livenessCheckPeriod) }
         for due in backoff.values where due < next { next = due }
+        for waiting in confirming.values where waiting.deadline < next { next = waiting.deadline }
         for entry in nodes.values {
             if let lostAt = entry.tasksLostAt, lostAt < next { next = lostAt }
             for due in entry.lingering.values where due < next { next = due }

@@ -83,7 +83,10 @@ extension ManagerMachine {
         guard change(id, .placed(on: node)), let record = tasks[id] else { return }
         reserve(id, on: node)
         note(.placed(id, on: node))
-        send(.assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec)), to: node)
+        // Sent once the placement is durable: a manager that crashed before would place the
+        // task again under the same attempt number, and the fencing number would not be unique.
+        guard let connection = nodes[node]?.connection else { return }
+        afterCommit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec))))
     }
 
     // MARK: - The scheduler's view of the nodes

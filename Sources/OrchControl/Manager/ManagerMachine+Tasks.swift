@@ -99,6 +99,10 @@ extension ManagerMachine {
                 tasks[id]?.hostPorts = status.ports
                 if let container = status.container { tasks[id]?.containerID = container }
                 save(id)
+            } else if record.state.isTerminal || record.state == .pending {
+                // The manager has ended this attempt (its exit was recorded, or it was given
+                // up on): a container still running for it is an orphan.
+                emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
             } else if record.state == .stopping && record.desiredState == .stop {
                 // Still running after the stop was asked (e.g. the stop was lost): ask again.
                 emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
@@ -107,13 +111,18 @@ extension ManagerMachine {
                 if status.health == .unhealthy {
                     // The manager decides: the attempt is ended and its policy restarts it.
                     emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
-                    if change(id, .healthFailed) { attemptEnded(id) }
+                    if change(id, .healthFailed) { endWhenStopped(id, node: node) }
                 } else if status.health != .none {
                     change(id, .healthChanged(status.health))
                 }
             }
             emit(.send(connection, ack))
         case .completed, .failed:
+            if let waiting = confirming[id], waiting.attempt == record.attempt {
+                // The attempt the manager ended is stopped now: its replacement may start.
+                confirming[id] = nil
+                attemptEnded(id)
+            }
             if !record.state.isTerminal && record.state != .pending {
                 let event: TaskEvent = status.exitCode.map { .exited(code: Int($0)) }
                     ?? .startFailed(reason: status.error ?? "the container could not be started")
@@ -148,7 +157,7 @@ extension ManagerMachine {
                 // Sent again so that the worker reports the attempt's full status (ports,
                 // health, an exit it saw while away) and learns its spec if it adopted the
                 // container after a restart.
-                emit(.send(connection, .assignTask(AssignTask(task: entry.task, attempt: entry.attempt, spec: record.spec))))
+                afterCommit(.send(connection, .assignTask(AssignTask(task: entry.task, attempt: entry.attempt, spec: record.spec))))
             } else if record.state.isTerminal && entry.container != nil {
                 // Ended here already: its container has no more use.
                 emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
@@ -158,7 +167,7 @@ extension ManagerMachine {
             guard let record = tasks[id], record.node == node else { continue }
             switch record.state {
             case .scheduled:
-                emit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec))))
+                afterCommit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec))))
             case .running:
                 if change(id, .startFailed(reason: "the worker no longer has this task")) { attemptEnded(id) }
             case .stopping:
@@ -231,6 +240,27 @@ extension ManagerMachine {
             }
         case .leave(nil):
             if record.state == .lost { change(id, .abandoned(reason: record.error ?? "node lost")) }
+        }
+    }
+
+    /// The manager ended an attempt whose container may still run (its health check failed).
+    /// A task with a disconnect policy must never run twice, so its replacement waits until
+    /// the worker reports that container ended, or until it has surely stopped it (its
+    /// `stopAfter`, stop grace and the margin); its resources stay reserved meanwhile. Any
+    /// other task is replaced at once, as its policy says.
+    mutating func endWhenStopped(_ id: TaskID, node: NodeID) {
+        guard let record = tasks[id], let stopAfter = record.spec.disconnect?.stopAfter else { return attemptEnded(id) }
+        let deadline = now + stopAfter + record.spec.stopGracePeriod + configuration.disconnectMargin
+        confirming[id] = (record.attempt, deadline)
+        wake(at: deadline)
+    }
+
+    /// Attempts whose end waited for confirmation and whose deadline has passed.
+    mutating func releaseDueConfirmations() {
+        guard !confirming.isEmpty else { return }
+        for (id, waiting) in confirming.sorted(by: { $0.key < $1.key }) where waiting.deadline <= now {
+            confirming[id] = nil
+            if tasks[id]?.attempt == waiting.attempt { attemptEnded(id) }
         }
     }
 

@@ -39,6 +39,9 @@ public struct ManagerMachine: Sendable {
     var backoff: [TaskID: Moment] = [:]
     /// Whether capacity may have appeared since a pass last found a task fitting nowhere.
     var capacityChanged = true
+    /// Attempts the manager ended whose container may still run, with when to stop waiting
+    /// for their worker to confirm it stopped (``endWhenStopped(_:node:)``).
+    var confirming: [TaskID: (attempt: Int, deadline: Moment)] = [:]
 
     // Commits.
     var journal: [StoreChange] = []
@@ -76,6 +79,12 @@ public struct ManagerMachine: Sendable {
             order.append(record.id)
             stateCounts[record.state, default: 0] += 1
             if record.state == .pending && record.desiredState == .run { ready.append(record.id) }
+            if record.state.isTerminal, let stopAfter = record.spec.disconnect?.stopAfter,
+               case .restart = RestartDecision.decide(for: record, now: wallOrigin.addingTimeInterval(Double(now.nanoseconds) / 1e9)) {
+                // Ended by the manager and waiting for its worker to confirm the stop when the
+                // manager went down: it waits again, as long as it would have.
+                confirming[record.id] = (record.attempt, now + stopAfter + record.spec.stopGracePeriod + configuration.disconnectMargin)
+            }
             if let node = record.node, record.holdsReservation {
                 if nodes[node] == nil {
                     // A reservation on a node the store no longer knows: lost at once.

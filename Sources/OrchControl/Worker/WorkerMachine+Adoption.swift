@@ -47,7 +47,8 @@ extension WorkerMachine {
             let state: TaskState = found.running ? .running : (found.exitCode == 0 ? .completed : .failed)
             tasks[task] = Held(
                 attempt: found.attempt, spec: nil, image: found.image, container: found.container, state: state,
-                exitCode: found.running ? nil : found.exitCode, error: found.running ? nil : found.error, ports: found.ports)
+                exitCode: found.running ? nil : found.exitCode, error: found.running ? nil : found.error, ports: found.ports,
+                adoptedGrace: found.stopGracePeriod, adoptedStopAfter: found.stopAfter)
             note(.adopted(task, attempt: found.attempt, state))
             // An exit the manager has not heard of: kept in the outbox and sent (again) until acknowledged.
             if state.isTerminal { report(task) }

@@ -103,7 +103,7 @@ extension WorkerMachine {
 
     /// When a task's disconnect policy stops it, or nil when it has none or it is ending already.
     func disconnectDeadline(of held: Held) -> Moment? {
-        guard let stopAfter = held.spec?.disconnect?.stopAfter, !held.state.isTerminal,
+        guard let stopAfter = held.stopAfter, !held.state.isTerminal,
               !held.stopRequested, held.state != .stopping else { return nil }
         return lastHeard + stopAfter
     }
@@ -114,7 +114,7 @@ extension WorkerMachine {
     private mutating func stopTasksCutOff() {
         for task in tasks.keys.sorted() {
             guard let held = tasks[task], let deadline = disconnectDeadline(of: held), deadline <= now,
-                  let stopAfter = held.spec?.disconnect?.stopAfter else { continue }
+                  let stopAfter = held.stopAfter else { continue }
             note(.stoppedForDisconnect(task, attempt: held.attempt, after: stopAfter))
             requestStop(task, reason: "stopped: no word from the manager for \(DurationText.format(stopAfter))")
         }

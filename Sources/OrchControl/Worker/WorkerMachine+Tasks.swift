@@ -117,7 +117,7 @@ extension WorkerMachine {
         freeSlot(task, attempt: attempt)
         guard var held = tasks[task], held.attempt == attempt else {
             // Replaced or forgotten while it was being started: not wanted any more.
-            let grace = tasks[task]?.spec?.stopGracePeriod ?? TaskSpec.defaultStopGracePeriod
+            let grace = tasks[task]?.stopGracePeriod ?? TaskSpec.defaultStopGracePeriod
             emit(.stop(task, attempt: attempt, container: container, grace: grace))
             emit(.remove(container))
             return
@@ -224,9 +224,7 @@ extension WorkerMachine {
 
     // MARK: - Helpers
 
-    func grace(of held: Held) -> Duration {
-        held.spec?.stopGracePeriod ?? TaskSpec.defaultStopGracePeriod
-    }
+    func grace(of held: Held) -> Duration { held.stopGracePeriod }
 
     /// Forgets the current attempt of `task`, removing `container` if given. Its terminal
     /// status, if any, stays in the outbox until acknowledged.

@@ -24,6 +24,10 @@ extension WorkerMachine {
 
     public func attempt(of task: TaskID) -> UInt64? { tasks[task]?.attempt }
 
+    /// When the manager was last heard from: the shell keeps it across restarts (as
+    /// `silentFor` for the next process), so that a disconnect policy's clock goes on.
+    public var lastHeardFromManager: Moment { lastHeard }
+
     public var runningCount: Int { tasks.values.filter { $0.state == .running }.count }
 
     /// Terminal statuses not yet acknowledged, oldest first: re-sent on every connection.

@@ -49,10 +49,13 @@ public struct WorkerMachine: Sendable {
     var now: Moment
     var effects: [Effect] = []
 
-    public init(configuration: Configuration, now: Moment) {
+    /// - Parameter silentFor: how long before `now` the previous process of this worker last
+    ///   heard from the manager (kept in its state directory), so that a disconnect policy's
+    ///   clock does not start again with every restart; nil when unknown (a first start).
+    public init(configuration: Configuration, now: Moment, silentFor: Duration? = nil) {
         self.configuration = configuration
         self.now = now
-        lastHeard = now
+        lastHeard = now - max(silentFor ?? .zero, .zero)
     }
 
     /// Handles one input at `now`; returns what to do, in order.
@@ -96,8 +99,18 @@ extension WorkerMachine {
         public var exitCode: Int32?
         public var error: String?
         public var ports: [PublishedPort]
+        /// The stop grace period and disconnect policy it was created with (from its labels),
+        /// so that an adopted container is handled as its task asks before the manager has
+        /// sent its spec again.
+        public var stopGracePeriod: Duration?
+        public var stopAfter: Duration?
 
-        public init(task: TaskID, attempt: UInt64, container: ContainerID, image: String?, running: Bool, exitCode: Int32?, error: String?, ports: [PublishedPort]) {
+        public init(
+            task: TaskID, attempt: UInt64, container: ContainerID, image: String?, running: Bool, exitCode: Int32?, error: String?,
+            ports: [PublishedPort], stopGracePeriod: Duration? = nil, stopAfter: Duration? = nil
+        ) {
+            self.stopGracePeriod = stopGracePeriod
+            self.stopAfter = stopAfter
             self.task = task
             self.attempt = attempt
             self.container = container
@@ -183,6 +196,12 @@ extension WorkerMachine {
         /// An exit seen while starting, applied once the start is answered.
         var exitDuringStart: Int32?
         var watchingHealth = false
+        /// For an adopted container, until its spec is known: what its labels said.
+        var adoptedGrace: Duration?
+        var adoptedStopAfter: Duration?
+
+        var stopGracePeriod: Duration { spec?.stopGracePeriod ?? adoptedGrace ?? TaskSpec.defaultStopGracePeriod }
+        var stopAfter: Duration? { spec.map { $0.disconnect?.stopAfter } ?? adoptedStopAfter }
     }
 
     /// One attempt of one task, as a start slot is held for it.

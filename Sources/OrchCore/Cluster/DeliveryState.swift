@@ -33,6 +33,9 @@ public struct StatusOutbox: Sendable, Hashable {
 public struct AssignmentLedger: Sendable, Hashable {
     /// The current attempt of each task this worker holds.
     public private(set) var current: [TaskID: UInt64] = [:]
+    /// The highest attempt of each task this worker has held and let go: an assignment of it
+    /// (or of an older one) arriving later, sent before its end was known, is stale.
+    public private(set) var ended: [TaskID: UInt64] = [:]
 
     public init() {}
 
@@ -47,6 +50,7 @@ public struct AssignmentLedger: Sendable, Hashable {
     }
 
     public mutating func assign(_ task: TaskID, attempt: UInt64) -> Decision {
+        if current[task] == nil, let done = ended[task], attempt <= done { return .stale(current: done) }
         switch current[task] {
         case nil:
             current[task] = attempt
@@ -68,6 +72,8 @@ public struct AssignmentLedger: Sendable, Hashable {
 
     /// Forgets a task whose container is gone.
     public mutating func release(_ task: TaskID, attempt: UInt64) {
-        if current[task] == attempt { current[task] = nil }
+        guard current[task] == attempt else { return }
+        current[task] = nil
+        ended[task] = max(ended[task] ?? 0, attempt)
     }
 }

@@ -1,1 +1,0 @@
-// The simulator; see Simulator.swift once written.

@@ -1,0 +1,68 @@
+import OrchCore
+
+/// The manager's durable state as the simulated store keeps it: the committed tasks and
+/// nodes (applied as `SQLiteStore` applies them: an insert replaces, a save updates a row
+/// that exists and keeps its spec) and the revision, which is the sequence number of the last
+/// batch committed. Batches handed over by the manager wait in `queued` until a commit takes
+/// all of them at once (group commit); a crash of the manager loses them.
+struct SimStore {
+    var tasks: [TaskID: TaskRecord] = [:]
+    var nodes: [NodeID: NodeRecord] = [:]
+    var revision: UInt64 = 0
+    var historyLines = 0
+
+    /// Batches of the running manager not committed yet, in order.
+    var queued: [StoreBatch] = []
+    /// The sequence number of the last batch handed over (the next must be one more).
+    var lastSequence: UInt64 = 0
+    /// A commit (or its retry) is scheduled; its token tells a stale one from the current.
+    var commitScheduled = false
+    var commitToken = 0
+    /// Commits fail until then (an outage: a full disk, a lost volume).
+    var failingUntil: Moment?
+    /// Failed commits in a row, for the retry's backoff.
+    var failures = 0
+    var commits = 0
+    var failedCommits = 0
+
+    /// Applies committed batches, in order.
+    mutating func apply(_ batches: [StoreBatch]) {
+        for batch in batches {
+            for change in batch.changes {
+                switch change {
+                case .insertTask(let record):
+                    tasks[record.id] = record
+                case .saveTask(let record):
+                    guard let stored = tasks[record.id] else { continue }   // UPDATE of no row
+                    var record = record
+                    record.spec = stored.spec   // the spec is written once, at the insert
+                    tasks[record.id] = record
+                case .appendHistory:
+                    historyLines += 1
+                case .saveNode(let node):
+                    nodes[node.id] = node
+                case .deleteNode(let id):
+                    nodes[id] = nil
+                }
+            }
+            revision = batch.sequence
+        }
+    }
+
+    /// What a manager starting now loads: tasks by creation date then id, nodes by id.
+    var snapshot: StoreSnapshot {
+        StoreSnapshot(
+            tasks: tasks.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) },
+            nodes: nodes.values.sorted { $0.id < $1.id },
+            revision: revision)
+    }
+
+    /// The manager crashed: what it had not committed is gone.
+    mutating func managerCrashed() {
+        queued = []
+        commitScheduled = false
+        commitToken += 1
+        lastSequence = revision
+        failures = 0
+    }
+}

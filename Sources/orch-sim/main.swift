@@ -1,1 +1,0 @@
-print("orch-sim: not written yet")

@@ -1,0 +1,263 @@
+import OrchCore
+@testable import OrchControl
+@testable import OrchSim
+import Testing
+
+/// Every invariant can fail: each test breaks the shell (a sabotaged engine, network or
+/// store) or doctors the state of a running simulation, and expects exactly that invariant
+/// to be reported. None of them passes vacuously.
+@Suite("Each invariant can fail")
+struct InvariantFailureTests {
+    static let spec = TaskSpec(image: "busybox:1.36", environment: [Behaviour.key: "forever"], resources: Resources(millicores: 100, memoryBytes: 32 << 20))
+
+    /// A quiet cluster with at least one task of the kind asked for running.
+    func clusterRunning(where wanted: (TaskRecord) -> Bool) -> (Simulation, TaskRecord)? {
+        for seed in UInt64(1)...40 {
+            let simulation = quietCluster(seed: seed)
+            guard simulation.violations.isEmpty, let machine = simulation.manager?.machine else { continue }
+            let table = machine.taskTable
+            if let record = table.order.compactMap({ table.tasks[$0] }).first(where: { $0.state == .running && wanted($0) }) {
+                return (simulation, record)
+            }
+        }
+        return nil
+    }
+
+    func index(of node: NodeID?, in simulation: Simulation) -> Int {
+        simulation.nodes.firstIndex { $0.id == node }!
+    }
+
+    // MARK: - one-current-attempt
+
+    @Test("one-current-attempt: two running containers of one task on a node")
+    func twoContainersOnANode() {
+        let simulation = Simulation(seed: 7, workers: 3, steps: 400)
+        simulation.faults = .none
+        simulation.sabotage.startTwice = true
+        let violation = simulation.run().violations.first
+        #expect(violation?.invariant == .oneCurrentAttempt)
+        #expect(violation?.message.contains("runs two containers") == true)
+    }
+
+    @Test("one-current-attempt: a stale container runs on while its worker hears from the manager")
+    func staleContainerWhileInContact() throws {
+        let simulation = quietCluster(seed: 3)
+        try #require(simulation.violations.isEmpty)
+        // A container of a task the manager never had, on a connected node.
+        simulation.injectRunningContainer(task: TaskID(rawValue: "ghost"), attempt: 1, spec: Self.spec, on: 0)
+        let early = simulation.runUntilViolation(or: simulation.now + .seconds(10))
+        #expect(early == nil, "the bound (the stop grace period and 3 s) has not passed yet")
+        let violation = simulation.runUntilViolation(or: simulation.now + .seconds(10))
+        #expect(violation?.invariant == .oneCurrentAttempt)
+        #expect(violation?.message.contains("still runs stale") == true)
+    }
+
+    @Test("one-current-attempt: stops that never arrive leave an older attempt running")
+    func stopsLost() throws {
+        // Health checks that turn unhealthy make the manager end the attempt and stop it;
+        // with every stop_task lost, the old container runs on beside the new attempt.
+        var found: Violation?
+        for seed in UInt64(1)...60 where found == nil {
+            let simulation = Simulation(seed: seed, workers: 3, steps: 600)
+            simulation.faults = .none
+            simulation.sabotage.dropStops = true
+            simulation.maximumQuiet = .seconds(60)
+            found = simulation.run().violations.first { $0.invariant == .oneCurrentAttempt }
+        }
+        let violation = try #require(found)
+        #expect(violation.message.contains("stale"))
+    }
+
+    // MARK: - no-duplicate-with-stopAfter
+
+    @Test("no-duplicate-with-stopAfter: a second running container of a task with stopAfter")
+    func duplicateWithStopAfter() throws {
+        let (simulation, record) = try #require(clusterRunning { $0.spec.disconnect != nil })
+        let here = index(of: record.node, in: simulation)
+        simulation.injectRunningContainer(task: record.id, attempt: UInt64(record.attempt), spec: record.spec, on: (here + 1) % 3)
+        let violation = simulation.runUntilViolation(or: simulation.now + .seconds(1))
+        #expect(violation?.invariant == .noDuplicateWithStopAfter)
+    }
+
+    @Test("no-duplicate-with-stopAfter does not apply to tasks without a disconnect policy")
+    func duplicateWithoutStopAfterIsAllowed() throws {
+        let (simulation, record) = try #require(clusterRunning { $0.spec.disconnect == nil })
+        let here = index(of: record.node, in: simulation)
+        simulation.injectRunningContainer(task: record.id, attempt: UInt64(record.attempt), spec: record.spec, on: (here + 1) % 3)
+        #expect(simulation.runUntilViolation(or: simulation.now + .seconds(1)) == nil)
+    }
+
+    // MARK: - acknowledged-task-kept
+
+    @Test("acknowledged-task-kept: a store that says committed but keeps no new task")
+    func storeForgetsTasks() {
+        let simulation = Simulation(seed: 11, workers: 3, steps: 300)
+        simulation.faults = .none
+        simulation.sabotage.storeForgetsTasks = true
+        let violation = simulation.run().violations.first
+        #expect(violation?.invariant == .acknowledgedTaskKept)
+        #expect(violation?.message.contains("not in the store") == true)
+    }
+
+    @Test("acknowledged-task-kept: a restarted manager that lost an acknowledged task")
+    func managerLosesTask() throws {
+        let simulation = quietCluster(seed: 4)
+        let id = try #require(simulation.clients.acknowledged.keys.sorted().first)
+        // The store keeps it, but the manager restarts from a snapshot without it.
+        let kept = simulation.store.tasks[id]
+        simulation.crashManager()
+        simulation.store.tasks[id] = nil
+        _ = simulation.restartManager()
+        simulation.store.tasks[id] = kept
+        try #require(simulation.violations.isEmpty)
+        simulation.checkAfterStep()
+        #expect(simulation.violations.first?.invariant == .acknowledgedTaskKept)
+        #expect(simulation.violations.first?.message.contains("does not have it") == true)
+    }
+
+    // MARK: - reservations-within-capacity
+
+    @Test("reservations-within-capacity: a node that comes back with less capacity than it holds")
+    func capacityShrinks() throws {
+        let simulation = quietCluster(seed: 5)
+        try #require(simulation.violations.isEmpty)
+        simulation.sabotage.shrinkCapacityOnRestart = true
+        let machine = try #require(simulation.manager?.machine)
+        let busiest = try #require(machine.reservations.max { $0.reserved.millicores < $1.reserved.millicores })
+        try #require(busiest.reserved.millicores > Int(Simulation.workerMillicores) / 10)
+        simulation.crashWorker(index(of: busiest.node, in: simulation), downFor: .milliseconds(500))
+        let violation = simulation.runUntilViolation(or: simulation.now + .seconds(3))
+        #expect(violation?.invariant == .reservationsWithinCapacity)
+    }
+
+    // MARK: - stopped-stays-stopped
+
+    /// Stops a running task as a client would and waits for the answer.
+    func stopped() throws -> (Simulation, TaskRecord) {
+        let (simulation, record) = try #require(clusterRunning { _ in true })
+        let request = RequestID(rawValue: 999_999)
+        simulation.clients.pending[request] = .init(spec: nil, task: record.id, kind: .new, at: simulation.now)
+        _ = simulation.feedManager(.stop(request, record.id))
+        simulation.advance(until: simulation.now + .seconds(1))
+        try #require(simulation.clients.stopped[record.id] != nil)
+        try #require(simulation.violations.isEmpty)
+        return (simulation, record)
+    }
+
+    @Test("stopped-stays-stopped: a worker told to start a newer attempt after the stop")
+    func startAfterStop() throws {
+        let (simulation, record) = try stopped()
+        simulation.applyWorker(index(of: record.node, in: simulation), .start(record.id, attempt: UInt64(record.attempt + 1), spec: record.spec))
+        #expect(simulation.violations.first?.invariant == .stoppedStaysStopped)
+    }
+
+    @Test("stopped-stays-stopped: the store forgets the stop")
+    func storeForgetsStop() throws {
+        let (simulation, record) = try stopped()
+        simulation.store.tasks[record.id]?.desiredState = .run
+        let violation = simulation.runUntilViolation(or: simulation.now + .seconds(1))
+        #expect(violation?.invariant == .stoppedStaysStopped)
+    }
+
+    @Test("stopped-stays-stopped: the manager runs the task again")
+    func managerForgetsStop() throws {
+        let (simulation, record) = try stopped()
+        simulation.manager?.machine.tasks[record.id]?.desiredState = .run
+        let violation = simulation.runUntilViolation(or: simulation.now + .seconds(1))
+        #expect(violation?.invariant == .stoppedStaysStopped)
+    }
+
+    // MARK: - no-forgotten-pending
+
+    @Test("no-forgotten-pending: a pending task taken out of every queue")
+    func forgottenPending() throws {
+        let simulation = quietCluster(seed: 6)
+        try #require(simulation.violations.isEmpty)
+        var huge = Self.spec
+        huge.id = TaskID(rawValue: "too-big")
+        huge.resources = Resources(millicores: 100_000, memoryBytes: 64 << 20)
+        let request = RequestID(rawValue: 999_998)
+        simulation.clients.pending[request] = .init(spec: huge, task: huge.id, kind: .new, at: simulation.now)
+        _ = simulation.feedManager(.submit(request, huge))
+        simulation.advance(until: simulation.now + .seconds(1))
+        try #require(simulation.violations.isEmpty)
+        try #require(simulation.manager?.machine.task(huge.id!)?.state == .pending)
+        simulation.manager?.machine.blocked.removeAll { $0 == huge.id }
+        simulation.manager?.machine.ready.removeAll { $0 == huge.id }
+        simulation.checkAfterStep()
+        #expect(simulation.violations.first?.invariant == .noForgottenPending)
+    }
+
+    // MARK: - The extra ones
+
+    @Test("submission-answers-consistent: an acknowledged id accepted again with another spec")
+    func conflictMissed() throws {
+        let simulation = quietCluster(seed: 8)
+        let id = try #require(simulation.clients.acknowledged.keys.sorted().first)
+        let record = try #require(simulation.manager?.machine.task(id))
+        var other = record
+        other.spec = Workload.altered(record.spec)
+        let request = RequestID(rawValue: 999_997)
+        simulation.clients.pending[request] = .init(spec: other.spec, task: id, kind: .again(sameSpec: false), at: simulation.now)
+        simulation.answered(request, .submitted(other, created: false, revision: 1))
+        #expect(simulation.violations.first?.invariant == .submissionAnswersConsistent)
+    }
+
+    @Test("store-batches-in-order: a batch that skips a sequence number")
+    func batchOutOfOrder() {
+        let simulation = quietCluster(seed: 9)
+        simulation.persist(StoreBatch(sequence: simulation.store.lastSequence + 2, changes: []))
+        #expect(simulation.violations.first?.invariant == .storeBatchesInOrder)
+    }
+
+    // MARK: - The end state
+
+    @Test("terminal-statuses-acknowledged: a network that loses every ack")
+    func acksLost() throws {
+        var found: Violation?
+        for seed in UInt64(1)...10 where found == nil {
+            let simulation = Simulation(seed: seed, workers: 3, steps: 300)
+            simulation.faults = .none
+            simulation.sabotage.dropAcks = true
+            simulation.maximumQuiet = .seconds(40)
+            found = simulation.run().violations.first
+        }
+        let violation = try #require(found)
+        #expect(violation.invariant == .terminalStatusesAcknowledged)
+    }
+
+    @Test("converged: starts that are never answered leave tasks scheduled")
+    func startsHang() {
+        let simulation = Simulation(seed: 12, workers: 3, steps: 200)
+        simulation.faults = .none
+        simulation.sabotage.startsHang = true
+        simulation.maximumQuiet = .seconds(30)
+        let violation = simulation.run().violations.first
+        #expect(violation?.invariant == .converged)
+        #expect(violation?.message.contains("still scheduled") == true)
+    }
+
+    @Test("converged: a container the manager does not know runs on at the end")
+    func orphanAtTheEnd() throws {
+        let simulation = quietCluster(seed: 3)
+        try #require(simulation.violations.isEmpty)
+        simulation.beginQuiet()
+        simulation.advance(until: simulation.now + .seconds(2))
+        var ghost = Self.spec
+        ghost.stopGracePeriod = .seconds(600)   // keeps one-current-attempt out of the way
+        simulation.injectRunningContainer(task: TaskID(rawValue: "ghost"), attempt: 1, spec: ghost, on: 1)
+        simulation.maximumQuiet = .seconds(30)
+        let violation = simulation.runUntilViolation(or: simulation.now + .seconds(60))
+        #expect(violation?.invariant == .converged)
+        #expect(violation?.message.contains("does not have") == true)
+    }
+
+    @Test("a fault-free cluster has no violations and settles")
+    func faultFree() {
+        let results = runSeeds(100..<120, steps: 500) { $0.faults = .none }
+        for result in results {
+            #expect(result.violations.isEmpty, "seed \(result.seed): \(result.violations.first.map(\.description) ?? "")")
+            #expect(result.counters.quietTime < .seconds(60), "seed \(result.seed) took \(result.counters.quietTime) to settle")
+        }
+    }
+}

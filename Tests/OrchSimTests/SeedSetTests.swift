@@ -1,0 +1,53 @@
+import OrchCore
+import OrchSim
+import Testing
+
+/// The fixed seed set: every seed runs the whole fault model (resets, partitions, worker and
+/// manager crashes, graceful worker restarts, store failures, lost event streams, clients
+/// submitting, re-submitting and stopping) and then the quiet phase, with every invariant
+/// checked after every step. `orch-sim replay --seed S --steps 400` shows a failing seed.
+@Suite("Simulator seed set")
+struct SeedSetTests {
+    static let seeds: Range<UInt64> = 0..<2000
+    static let steps = 400
+
+    @Test("2,000 seeds, every invariant after every step, no violation", .timeLimit(.minutes(15)))
+    func fixedSeedSet() {
+        let results = runSeeds(Self.seeds, steps: Self.steps)
+        let violations = results.compactMap(\.violations.first)
+
+        // Not vacuous: the set exercised what the invariants are about.
+        let total = results.reduce(into: Counters()) { sum, result in
+            let c = result.counters
+            sum.submissions += c.submissions
+            sum.acknowledged += c.acknowledged
+            sum.stops += c.stops
+            sum.containersStarted += c.containersStarted
+            sum.resets += c.resets
+            sum.partitions += c.partitions
+            sum.managerCrashes += c.managerCrashes
+            sum.workerCrashes += c.workerCrashes
+            sum.workerStops += c.workerStops
+            sum.storeFailures += c.storeFailures
+            sum.eventStreamLosses += c.eventStreamLosses
+        }
+        #expect(total.acknowledged > 10 * Self.seeds.count)
+        #expect(total.stops > Self.seeds.count)
+        #expect(total.managerCrashes > Self.seeds.count / 4)
+        #expect(total.workerCrashes > Self.seeds.count / 4)
+        #expect(total.workerStops > Self.seeds.count / 8)
+        #expect(total.partitions > Self.seeds.count)
+        #expect(total.storeFailures > Self.seeds.count / 2)
+        // Every run that did not stop at a violation went through both phases.
+        #expect(results.filter(\.violations.isEmpty).allSatisfy { $0.steps > Self.steps && $0.counters.quietTime > .zero })
+
+        if !violations.isEmpty {
+            var byInvariant: [Invariant: Int] = [:]
+            for violation in violations { byInvariant[violation.invariant, default: 0] += 1 }
+            let counts = byInvariant.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue): \($0.value)" }.joined(separator: ", ")
+            let lines = violations.map { "  \($0)" }.joined(separator: "\n")
+            let traces = violations.prefix(3).map { "seed \($0.seed), last steps:\n" + $0.trace.map { "    " + $0 }.joined(separator: "\n") }.joined(separator: "\n")
+            Issue.record("\(violations.count) of \(Self.seeds.count) seeds violate an invariant (\(counts)):\n\(lines)\n\(traces)")
+        }
+    }
+}
