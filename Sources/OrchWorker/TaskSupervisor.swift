@@ -22,6 +22,7 @@ public actor TaskSupervisor {
     private let logger: Logger
     private var machine: WorkerMachine
     private let origin = ContinuousClock.now
+    private let wallOrigin = Date()
 
     /// Writes a message on the current connection (throws when none is up).
     private let write: @Sendable (WireMessage) async throws -> Void
@@ -60,7 +61,8 @@ public actor TaskSupervisor {
         managerSilence: Duration = .seconds(5),
         write: @escaping @Sendable (WireMessage) async throws -> Void,
         dropConnection: @escaping @Sendable (String) async -> Void = { _ in },
-        metrics: @escaping @Sendable (Int) async -> MachineMetrics = { MachineMetrics(runningTasks: UInt32($0)) }
+        metrics: @escaping @Sendable (Int) async -> MachineMetrics = { MachineMetrics(runningTasks: UInt32($0)) },
+        lastContact: Date? = nil
     ) {
         self.node = node
         self.runtime = runtime
@@ -72,7 +74,14 @@ public actor TaskSupervisor {
         self.metrics = metrics
         machine = WorkerMachine(
             configuration: .init(node: node, maximumConcurrentStarts: maximumConcurrentStarts, managerSilence: managerSilence),
-            now: .zero)
+            now: .zero, silentFor: lastContact.map { .milliseconds(Int64(max(0, Date().timeIntervalSince($0)) * 1000)) })
+    }
+
+    /// When the manager was last heard from (wall time), for the state directory: the next
+    /// process of this worker goes on from it, so that a disconnect policy's clock does not
+    /// start again with a restart.
+    public var lastContact: Date {
+        wallOrigin.addingTimeInterval(Double(machine.lastHeardFromManager.nanoseconds) / 1e9)
     }
 
     /// The labels that select this worker's containers, and only its.

@@ -52,7 +52,8 @@ public final class Worker: Service, Sendable {
             managerSilence: configuration.managerSilence,
             write: { try await client.send($0) },
             dropConnection: { await client.dropConnection(reason: $0) },
-            metrics: { metrics.metrics(runningTasks: $0) })
+            metrics: { metrics.metrics(runningTasks: $0) },
+            lastContact: LastContact.read(in: configuration.stateDirectory))
         logs = LogRelay(runtime: runtime, send: { try await client.send($0) })
     }
 
@@ -90,6 +91,7 @@ public final class Worker: Service, Sendable {
             // manager is dialed, so that no exit of an assigned task can be missed.
             let ready = AsyncStream<Void>.makeStream()
             group.addTask { await self.supervisor.run() }
+            group.addTask { await self.keepLastContact() }
             group.addTask { await self.watchEvents(ready: ready.continuation) }
             for await _ in ready.stream { break }
             group.addTask {
@@ -227,5 +229,41 @@ final class MetricsSource: Sendable {
             memoryTotalBytes: sample.memory.totalBytes, diskUsedBytes: sample.disk.usedBytes, diskTotalBytes: sample.disk.totalBytes,
             load1Hundredths: sample.load.load1, load5Hundredths: sample.load.load5, load15Hundredths: sample.load.load15,
             runningTasks: UInt32(running))
+    }
+
+}
+
+extension Worker {
+    /// Writes when the manager was last heard from into the state directory, every second
+    /// while it changes (see ``TaskSupervisor/lastContact``).
+    private func keepLastContact() async {
+        var written: Date?
+        while !Task.isCancelled {
+            let contact = await supervisor.lastContact
+            if contact != written {
+                do {
+                    try LastContact.write(contact, in: configuration.stateDirectory)
+                    written = contact
+                } catch {
+                    logger.warning("cannot keep the last contact with the manager in \(configuration.stateDirectory): \(error)")
+                }
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+}
+
+/// `<state>/last-contact`: the wall time (seconds since 1970) the manager was last heard from.
+enum LastContact {
+    static func path(in directory: String) -> String { "\(directory)/last-contact" }
+
+    static func read(in directory: String) -> Date? {
+        guard let text = try? String(contentsOfFile: path(in: directory), encoding: .utf8),
+              let seconds = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+        return Date(timeIntervalSince1970: seconds)
+    }
+
+    static func write(_ date: Date, in directory: String) throws {
+        try String(format: "%.3f\n", date.timeIntervalSince1970).write(toFile: path(in: directory), atomically: true, encoding: .utf8)
     }
 }
