@@ -105,3 +105,18 @@ struct EventQueue<Element> {
     /// The time of the next event, if any.
     var nextTime: Moment? { heap.first?.time }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Simulation {
+    /// The cores online, for running seeds side by side (each seed is one thread's work).
+    public static var onlineCores: Int {
+        #if canImport(Glibc)
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        #else
+        return 2
+        #endif
+    }
+}

@@ -86,7 +86,7 @@ extension OrchSim {
         var jobs: Int?
 
         func run() throws {
-            let jobs = max(1, self.jobs ?? System.coreCount)
+            let jobs = max(1, self.jobs ?? Simulation.onlineCores)
             let cluster = self.cluster
             var totalSteps = 0, violating = 0
             // In chunks, each printed in seed order, so that the output does not depend on timing.
@@ -146,17 +146,3 @@ extension OrchSim {
         }
     }
 }
-
-enum System {
-    static var coreCount: Int {
-        #if canImport(Glibc)
-        return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        #else
-        return 2
-        #endif
-    }
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif

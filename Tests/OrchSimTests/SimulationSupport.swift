@@ -9,7 +9,7 @@ func runSeeds(_ seeds: Range<UInt64>, workers: Int = 3, steps: Int, configure: @
     let results = Mutex<[Int: SimulationResult]>([:])
     let next = Atomic<Int>(0)
     let first = seeds.lowerBound
-    DispatchQueue.concurrentPerform(iterations: max(1, min(count, coreCount))) { _ in
+    DispatchQueue.concurrentPerform(iterations: max(1, min(count, Simulation.onlineCores))) { _ in
         while true {
             let index = next.add(1, ordering: .relaxed).oldValue
             guard index < count else { return }
@@ -22,18 +22,6 @@ func runSeeds(_ seeds: Range<UInt64>, workers: Int = 3, steps: Int, configure: @
     let done = results.withLock { $0 }
     return (0..<count).map { done[$0]! }
 }
-
-var coreCount: Int {
-    #if canImport(Glibc)
-    return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-    #else
-    return 2
-    #endif
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A cluster with clients but no faults, started and run to `moment`.
 func quietCluster(seed: UInt64, until moment: Moment = .zero + .seconds(20), steps: Int = 100_000) -> Simulation {
