@@ -334,6 +334,21 @@ import Testing
         ])
     }
 
+    @Test func anAdoptedContainerKeepsItsStopAfterGraceAndTheSilenceOfTheProcessBefore() {
+        // The previous process last heard from the manager 7 s before this one started; the
+        // container's labels say stopAfter 10 s and a 3 s grace: it is stopped 3 s in.
+        var worker = Worker(silentFor: .seconds(7))
+        var labelled = found("t1", 1, "c1", running: true)
+        labelled.stopAfter = .seconds(10)
+        labelled.stopGracePeriod = .seconds(3)
+        _ = worker.at(0, .found([labelled]))
+        #expect(worker.at(2.999, .timer).withoutWakes == [], "not before the policy's 10 s since the last contact")
+        #expect(worker.at(3, .timer) == [
+            .note(.stoppedForDisconnect(task("t1"), attempt: 1, after: .seconds(10))),
+            .stop(task("t1"), attempt: 1, container: container("c1"), grace: .seconds(3)),
+        ])
+    }
+
     @Test func aTaskWithStopAfterRunsOnWhileTheManagerIsHeard() {
         var worker = Worker(managerSilence: .seconds(5))
         _ = worker.at(0, .connected(welcome))
@@ -404,10 +419,10 @@ import Testing
 private struct Worker {
     var machine: WorkerMachine
 
-    init(maximumConcurrentStarts: Int = 4, managerSilence: Duration = .seconds(5)) {
+    init(maximumConcurrentStarts: Int = 4, managerSilence: Duration = .seconds(5), silentFor: Duration? = nil) {
         machine = WorkerMachine(
             configuration: .init(node: NodeID(rawValue: "n1"), maximumConcurrentStarts: maximumConcurrentStarts, managerSilence: managerSilence),
-            now: .zero)
+            now: .zero, silentFor: silentFor)
     }
 
     mutating func at(_ second: Double, _ input: WorkerMachine.Input) -> [WorkerMachine.Effect] {

@@ -25,7 +25,7 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .nodeIsUp(let name): "node \(name) is up; only a node that is down can be removed"
         case .ambiguousNodeID(let prefix, let matches):
             "the id prefix \(prefix) matches \(matches.count) nodes: \(matches.prefix(5).map(\.rawValue).joined(separator: ", "))"
-        case .unavailable(let text): "the manager cannot store changes now (\(text)); nothing was changed, try again later"
+        case .unavailable(let text): "the manager cannot store changes now (\(text)); try again later (a task submitted again with the same id is the same task)"
         case .noLogs(let text): "no logs: \(text)"
         case .taskTooLarge(let text): text
         }

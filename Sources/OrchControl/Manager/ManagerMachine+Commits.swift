@@ -32,10 +32,9 @@ extension ManagerMachine {
     mutating func commitSucceeded(through sequence: UInt64) {
         guard sequence > committed else { return }
         committed = min(sequence, issued)
-        if let failure = storeFailure {
+        if storeFailure != nil {
             storeFailure = nil
             note(.storeRecovered)
-            _ = failure
         }
         var index = 0
         while index < held.count, held[index].sequence <= committed {

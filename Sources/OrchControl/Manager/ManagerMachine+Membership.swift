@@ -43,8 +43,9 @@ extension ManagerMachine {
             }
             join(hello, on: connection)
         case .joined(let node):
-            guard nodes[node]?.connection == connection else { return }
-            nodes[node]?.lastHeard = now
+            // One hash of the id, the entry changed in place: this runs for every frame.
+            guard let index = nodes.index(forKey: node), nodes.values[index].connection == connection else { return }
+            nodes.values[index].lastHeard = now
             receivedFromNode(message, from: node, on: connection)
         }
     }
