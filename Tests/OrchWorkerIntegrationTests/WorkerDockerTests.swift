@@ -169,8 +169,9 @@ struct WorkerDockerTests {
             let quitter = TaskID(rawValue: "quitter")
             try await harness.assign(runner, sleeper())
             try await harness.assign(quitter, TaskSpec(image: testImage, command: ["sh", "-c", "exit 4"]))
-            _ = try await waitForStatus(&events, runner, "running") { $0.state == .running }
-            let failed = try await waitForStatus(&events, quitter, "failed") { $0.state == .failed }
+            // The two statuses come in either order (the quitter may be done before the runner runs).
+            _ = try await awaitStatus(harness.peer, runner, "running") { $0.state == .running }
+            let failed = try await awaitStatus(harness.peer, quitter, "failed") { $0.state == .failed }
 
             await harness.peer.dropAll()
             try await harness.waitForConnection(2, &events)
