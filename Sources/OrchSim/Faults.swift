@@ -157,17 +157,22 @@ extension Simulation {
 
     /// The manager process dies: what it had not committed is lost, its connections reset,
     /// requests in flight are never answered.
-    func crashManager() {
+    ///
+    /// `silently`: its host is gone (power, kernel panic, a cable): no reset reaches the
+    /// workers, whose connections stay open on their side, dead, until they notice the
+    /// silence themselves.
+    func crashManager(silently: Bool = false) {
         guard manager != nil else { return }
         manager = nil
         counters.managerCrashes += 1
+        if silently { counters.halfOpens += 1 }
         store.managerCrashed()
         clients.pending = [:]
         for id in connections.keys.sorted() {
             guard var connection = connections[id], connection.managerIncarnation == managerIncarnation else { continue }
             connection.managerOpen = false
             connections[id] = connection
-            reset(id)
+            if silently { breakSilently(id) } else { reset(id) }
             forgetIfClosed(id)
         }
         managerRestartPending = true
@@ -184,13 +189,16 @@ extension Simulation {
 
     /// The worker process ends (crash, stop, permanent refusal): its containers stay on the
     /// engine, its connection resets, the starts it asked for settle, its probes end.
-    func workerProcessEnds(_ index: Int) {
+    ///
+    /// `silently`: its host went away at once (a reboot, the power): no reset reaches the
+    /// manager, whose side of the connection stays open, dead, until it closes it itself.
+    func workerProcessEnds(_ index: Int, silently: Bool = false) {
         guard nodes[index].process != nil else { return }
         if let id = nodes[index].process?.connection, var connection = connections[id] {
             if connection.workerOpen {
                 connection.workerOpen = false
                 connections[id] = connection
-                reset(id)
+                if silently { breakSilently(id) } else { reset(id) }
                 forgetIfClosed(id)
             }
         }
@@ -201,10 +209,11 @@ extension Simulation {
         nodes[index].watches = [:]
     }
 
-    func crashWorker(_ index: Int, downFor: Duration) {
+    func crashWorker(_ index: Int, downFor: Duration, silently: Bool = false) {
         guard nodes[index].process != nil else { return }
         counters.workerCrashes += 1
-        workerProcessEnds(index)
+        if silently { counters.halfOpens += 1 }
+        workerProcessEnds(index, silently: silently)
         nodes[index].restartPending = true
         schedule(.workerRestart(node: index), at: now + downFor)
     }
@@ -244,7 +253,8 @@ extension Simulation {
         let name = nodeName(index)
         let weights = [
             faults.connectionResets ? 20 : 0, faults.partitions ? 15 : 0, faults.workerCrashes ? 8 : 0, faults.workerStops ? 5 : 0,
-            faults.managerCrashes ? 4 : 0, faults.storeFailures ? 5 : 0, faults.eventStreamLosses ? 4 : 0, 12,
+            faults.managerCrashes ? 4 : 0, faults.storeFailures ? 5 : 0, faults.eventStreamLosses ? 4 : 0,
+            faults.halfOpens ? 5 : 0, 12,
         ]
         switch chaosRandom.weighted(weights) {
         case 0:
@@ -291,6 +301,17 @@ extension Simulation {
             let duration = chaosRandom.duration(.milliseconds(500)...(.seconds(5)))
             schedule(.eventsRestored(node: index, generation: nodes[index].eventsGeneration), at: now + duration)
             return simRecord("fault: \(name) loses the runtime's event stream for \(DurationText.format(duration))")
+        case 7:
+            // A host vanishes without a word: the other side's connection stays half-open.
+            if chaosRandom.chance(0.7) {
+                guard nodes[index].process != nil else { return nil }
+                let down = min(chaosRandom.duration(.milliseconds(200)...(.seconds(12))), faults.maximumWorkerDowntime)
+                crashWorker(index, downFor: down, silently: true)
+                return simRecord("fault: \(name)'s host goes away silently (back in \(DurationText.format(down))); the manager is not told")
+            }
+            guard manager != nil else { return nil }
+            crashManager(silently: true)
+            return simRecord("fault: the manager's host goes away silently (store at revision \(store.revision)); the workers are not told")
         default:
             return nil
         }

@@ -40,6 +40,9 @@ import OrchCore
 ///   acknowledged with is never refused as a conflict.
 /// - `store-batches-in-order` (extra): every persisted batch is numbered one more than the
 ///   one before (after a restart, one more than the revision it resumed from).
+/// - `valid-workers-admitted`: no worker is refused for good (every simulated worker speaks
+///   the protocol with a valid hello; a permanent refusal makes a real worker exit for a
+///   person to look at), whatever connection of it the manager still holds.
 ///
 /// At the end of the quiet phase:
 /// - `terminal-statuses-acknowledged`: every worker machine's `unacknowledged` is empty.

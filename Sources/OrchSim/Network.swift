@@ -9,7 +9,8 @@ import OrchCore
 /// is partitioned nothing arrives: a `hold` partition keeps the frames back until it heals
 /// (TCP retransmits), a `drop` partition loses them and leaves the connection broken (nothing
 /// more passes; when the partition heals, both sides get a reset). Nobody is told of a
-/// partition while it lasts.
+/// partition while it lasts. A host that vanishes (`breakSilently`) leaves the other side's
+/// end open and dead: nothing passes and nothing tells it.
 struct SimConnection {
     enum Item { case frame(WireMessage), fin }
 
@@ -221,6 +222,9 @@ extension Simulation {
             case .refused(let refused):
                 workerCloses(index, id)
                 if refused.permanent {
+                    // Every simulated worker is valid: a refusal for good (the real worker
+                    // exits 3, for a person to look at) is a node lost to a mistake.
+                    violate(.validWorkersAdmitted, "\(nodeName(index)) was refused for good on \(id): \(refused.reason)")
                     // The worker ends; its supervisor (systemd) starts it again later.
                     workerProcessEnds(index)
                     schedule(.workerRestart(node: index), at: now + nodes[index].random.duration(.seconds(2)...(.seconds(6))))
@@ -249,6 +253,16 @@ extension Simulation {
         connections[id] = connection
         if connection.managerOpen { schedule(.resetNotice(id, .manager), at: now + managerDelay) }
         if connection.workerOpen { schedule(.resetNotice(id, .worker), at: now + workerDelay) }
+    }
+
+    /// The connection dies with one side gone and the other never told: nothing more passes,
+    /// and the side still open learns only from its own deadlines (or a later heal's reset).
+    func breakSilently(_ id: ConnectionID) {
+        guard var connection = connections[id] else { return }
+        connection.broken = true
+        connection.toManager.clear()
+        connection.toWorker.clear()
+        connections[id] = connection
     }
 
     func resetNotice(_ id: ConnectionID, _ side: Side) -> TraceRecord? {
@@ -341,7 +355,10 @@ extension Simulation {
         if sabotage.shrinkCapacityOnRestart, nodes[index].incarnation > 1 {
             capacity = Capacity(millicores: capacity.millicores / 10, memoryBytes: capacity.memoryBytes / 10, diskBytes: capacity.diskBytes)
         }
+        let future = ProtocolVersion.newest + 1
         let hello = Hello(
+            oldestVersion: sabotage.helloFromTheFuture ? future : ProtocolVersion.oldest,
+            newestVersion: sabotage.helloFromTheFuture ? future : ProtocolVersion.newest,
             nodeID: nodes[index].id, name: nodes[index].name, addresses: ["10.0.0.\(index + 1):5557"], capacity: capacity,
             labels: ["zone": "z\(index % 2)"], joinToken: nil)
         enqueue(.frame(.hello(hello)), on: id, .toManager)

@@ -48,6 +48,9 @@ public final class Simulation {
     var quietSince: Moment?
     var quietSteps = 0
     var finished = false
+    /// Events handled since the clock last moved; a live cluster's time always moves on.
+    var eventsThisInstant = 0
+    static let maximumEventsPerInstant = 100_000
 
     var manager: ManagerProcess?
     var managerIncarnation = 0
@@ -127,7 +130,15 @@ public final class Simulation {
     @discardableResult
     func stepOnce() -> Bool {
         guard !finished, let (time, event) = queue.pop() else { return false }
+        if time > now { eventsThisInstant = 0 }
         now = max(now, time)
+        eventsThisInstant += 1
+        if eventsThisInstant > Self.maximumEventsPerInstant {
+            // A timer asked for again at the instant it fires, for ever: time stands still.
+            violate(.converged, "\(eventsThisInstant) events at one instant: time stands still (a timer that fires and asks for itself again?)")
+            finished = true
+            return true
+        }
         guard let record = handle(event) else { return true }
         step += 1
         if phase == .quiet { quietSteps += 1 }
@@ -317,6 +328,7 @@ public enum Invariant: String, Sendable, Hashable, CaseIterable {
     case noForgottenPending = "no-forgotten-pending"
     case submissionAnswersConsistent = "submission-answers-consistent"
     case storeBatchesInOrder = "store-batches-in-order"
+    case validWorkersAdmitted = "valid-workers-admitted"
     case terminalStatusesAcknowledged = "terminal-statuses-acknowledged"
     case converged = "converged"
 }
@@ -359,6 +371,8 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
     public var workerRestarts = 0
     public var storeFailures = 0
     public var eventStreamLosses = 0
+    /// Hosts that went away silently, leaving the other side's connection half-open.
+    public var halfOpens = 0
     public var quietTime: Duration = .zero
 
     public init() {}
@@ -367,7 +381,7 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
         "submissions \(submissions) (acked \(acknowledged)), stops \(stops), containers \(containersStarted) (exits \(containerExits)), "
             + "connections \(connections), resets \(resets), partitions \(partitions), manager crashes \(managerCrashes), "
             + "worker crashes \(workerCrashes), worker stops \(workerStops), store failures \(storeFailures), "
-            + "event stream losses \(eventStreamLosses), quiet \(DurationText.format(quietTime))"
+            + "event stream losses \(eventStreamLosses), half-open \(halfOpens), quiet \(DurationText.format(quietTime))"
     }
 }
 
@@ -474,6 +488,8 @@ public struct FaultProfile: Sendable, Hashable {
     public var managerCrashes = true
     public var storeFailures = true
     public var eventStreamLosses = true
+    /// A worker's or the manager's host vanishing without a reset reaching the other side.
+    public var halfOpens = true
     /// The longest a crashed or stopped worker process stays down.
     public var maximumWorkerDowntime: Duration = .seconds(45)
 
@@ -489,6 +505,7 @@ public struct FaultProfile: Sendable, Hashable {
         profile.managerCrashes = false
         profile.storeFailures = false
         profile.eventStreamLosses = false
+        profile.halfOpens = false
         return profile
     }()
 }
@@ -507,4 +524,6 @@ struct Sabotage {
     var startsHang = false
     /// The network loses every stop_task (stale containers keep running).
     var dropStops = false
+    /// Workers say hello with a protocol range the manager does not speak.
+    var helloFromTheFuture = false
 }

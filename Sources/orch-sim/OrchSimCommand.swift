@@ -34,7 +34,7 @@ struct ClusterOptions: ParsableArguments {
     var steps = 2000
 
     @Option(name: .customLong("without"), parsing: .upToNextOption,
-            help: "Fault kinds left out: resets, partitions, worker-crashes, worker-stops, manager-crashes, store-failures, event-losses.")
+            help: "Fault kinds left out: resets, partitions, worker-crashes, worker-stops, manager-crashes, store-failures, event-losses, half-opens.")
     var without: [String] = []
 
     @Option(help: "The longest a crashed or stopped worker process stays down, in seconds.")
@@ -46,7 +46,7 @@ struct ClusterOptions: ParsableArguments {
 
     func validate() throws {
         for name in ignore where Invariant(rawValue: name) == nil { throw ValidationError("unknown invariant '\(name)'") }
-        let known: Set = ["resets", "partitions", "worker-crashes", "worker-stops", "manager-crashes", "store-failures", "event-losses"]
+        let known: Set = ["resets", "partitions", "worker-crashes", "worker-stops", "manager-crashes", "store-failures", "event-losses", "half-opens"]
         for kind in without where !known.contains(kind) { throw ValidationError("unknown fault kind '\(kind)'") }
     }
 
@@ -60,6 +60,7 @@ struct ClusterOptions: ParsableArguments {
         profile.managerCrashes = !off.contains("manager-crashes")
         profile.storeFailures = !off.contains("store-failures")
         profile.eventStreamLosses = !off.contains("event-losses")
+        profile.halfOpens = !off.contains("half-opens")
         if let seconds = maxWorkerDowntime { profile.maximumWorkerDowntime = .milliseconds(Int(seconds * 1000)) }
         return profile
     }

@@ -68,6 +68,18 @@ struct InvariantFailureTests {
         #expect(violation.message.contains("stale"))
     }
 
+    // MARK: - valid-workers-admitted
+
+    @Test("valid-workers-admitted: a worker refused for good")
+    func workerRefusedForGood() {
+        let simulation = Simulation(seed: 5, workers: 2, steps: 100)
+        simulation.faults = .none
+        simulation.sabotage.helloFromTheFuture = true
+        let violation = simulation.run().violations.first
+        #expect(violation?.invariant == .validWorkersAdmitted)
+        #expect(violation?.message.contains("refused for good") == true)
+    }
+
     // MARK: - no-duplicate-with-stopAfter
 
     @Test("no-duplicate-with-stopAfter: a second running container of a task with stopAfter")

@@ -3,7 +3,7 @@ import OrchSim
 import Testing
 
 /// The fixed seed set: every seed runs the whole fault model (resets, partitions, worker and
-/// manager crashes, graceful worker restarts, store failures, lost event streams, clients
+/// manager crashes, graceful worker restarts, store failures, lost event streams, hosts that vanish leaving half-open connections, clients
 /// submitting, re-submitting and stopping) and then the quiet phase, with every invariant
 /// checked after every step. `orch-sim replay --seed S --steps 400` shows a failing seed.
 @Suite("Simulator seed set")
@@ -30,6 +30,7 @@ struct SeedSetTests {
             sum.workerStops += c.workerStops
             sum.storeFailures += c.storeFailures
             sum.eventStreamLosses += c.eventStreamLosses
+            sum.halfOpens += c.halfOpens
         }
         #expect(total.acknowledged > 10 * Self.seeds.count)
         #expect(total.stops > Self.seeds.count)
@@ -38,6 +39,7 @@ struct SeedSetTests {
         #expect(total.workerStops > Self.seeds.count / 8)
         #expect(total.partitions > Self.seeds.count)
         #expect(total.storeFailures > Self.seeds.count / 2)
+        #expect(total.halfOpens > Self.seeds.count / 2)
         // Every run that did not stop at a violation went through both phases.
         #expect(results.filter(\.violations.isEmpty).allSatisfy { $0.steps > Self.steps && $0.counters.quietTime > .zero })
 
