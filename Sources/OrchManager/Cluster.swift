@@ -59,38 +59,32 @@ public actor Cluster {
         perform(machine.handle(input, now: now))
     }
 
-    /// Feeds a request and waits for its answer (given once what it reports is durable).
-    private func ask(_ make: (RequestID) -> ManagerMachine.Input) async -> ManagerMachine.Answer {
+    /// Feeds a request and waits for its answer (given once what it reports is durable):
+    /// what `expected` takes from it, or the refusal it was.
+    private func ask<Value>(
+        _ make: (RequestID) -> ManagerMachine.Input, _ expected: (ManagerMachine.Answer) -> Value?
+    ) async throws(ClusterError) -> Value {
         let request = RequestID(rawValue: nextRequest)
         nextRequest += 1
-        return await withCheckedContinuation { continuation in
+        let answer = await withCheckedContinuation { continuation in
             waiters[request] = continuation
             feed(make(request))
         }
+        if let value = expected(answer) { return value }
+        if case .refused(let error) = answer { throw error }
+        throw .unavailable("unexpected answer \(answer)")
     }
 
     func submit(_ spec: TaskSpec) async throws(ClusterError) -> (record: TaskRecord, created: Bool, revision: UInt64) {
-        switch await ask({ .submit($0, spec) }) {
-        case .submitted(let record, let created, let revision): return (record, created, revision)
-        case .refused(let error): throw error
-        case let other: throw .unavailable("unexpected answer \(other)")
-        }
+        try await ask({ .submit($0, spec) }) { if case .submitted(let record, let created, let revision) = $0 { (record, created, revision) } else { nil } }
     }
 
     func stop(_ id: TaskID) async throws(ClusterError) -> (record: TaskRecord, revision: UInt64) {
-        switch await ask({ .stop($0, id) }) {
-        case .stopped(let record, let revision): return (record, revision)
-        case .refused(let error): throw error
-        case let other: throw .unavailable("unexpected answer \(other)")
-        }
+        try await ask({ .stop($0, id) }) { if case .stopped(let record, let revision) = $0 { (record, revision) } else { nil } }
     }
 
     func removeNode(_ id: NodeID) async throws(ClusterError) -> UInt64 {
-        switch await ask({ .removeNode($0, id) }) {
-        case .nodeRemoved(let revision): return revision
-        case .refused(let error): throw error
-        case let other: throw .unavailable("unexpected answer \(other)")
-        }
+        try await ask({ .removeNode($0, id) }) { if case .nodeRemoved(let revision) = $0 { revision } else { nil } }
     }
 
     /// A new connection: the machine gives it an id and a deadline for its hello.

@@ -165,7 +165,7 @@ public actor TaskSupervisor {
 
     /// Stops `attempt` of `task` (the worker's own API), as the manager's stop would.
     public func stop(_ task: TaskID, attempt: UInt64) {
-        feed(.received(.stopTask(StopTask(task: task, attempt: attempt))))
+        feed(.stopRequested(task, attempt: attempt))
     }
 
     /// Applies a container event from the runtime's stream: a `die` ends the attempt.

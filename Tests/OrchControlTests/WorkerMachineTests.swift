@@ -349,6 +349,20 @@ import Testing
         ])
     }
 
+    @Test func aStopOnTheWorkersOwnAPIStopsTheTaskButIsNoWordFromTheManager() {
+        var worker = Worker(managerSilence: .seconds(5))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0, assign("t1", 1))
+        _ = worker.at(0.5, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        let stopped = worker.at(4, .stopRequested(task("t1"), attempt: 1))
+        #expect(stopped.stops == [container("c1")])
+        #expect(stopped.statuses.map(\.state) == [.stopping])
+        // Still counted silent since 0: the connection is dropped 5 s after the welcome.
+        #expect(worker.at(5.5, .timer).dropsConnection)
+        // A stop for another attempt changes nothing.
+        #expect(worker.at(6, .stopRequested(task("t1"), attempt: 7)).withoutWakes == [])
+    }
+
     @Test func aTaskWithStopAfterRunsOnWhileTheManagerIsHeard() {
         var worker = Worker(managerSilence: .seconds(5))
         _ = worker.at(0, .connected(welcome))

@@ -17,6 +17,7 @@ extension WorkerMachine {
             containerFailed(task, attempt: attempt, container: container, error: error)
         case .containerExited(let task, let attempt, let code): containerExited(task, attempt: attempt, code: code)
         case .healthChanged(let task, let attempt, let health): healthChanged(task, attempt: attempt, to: health)
+        case .stopRequested(let task, let attempt): stopAsked(StopTask(task: task, attempt: attempt))
         case .timer: timer()
         }
     }

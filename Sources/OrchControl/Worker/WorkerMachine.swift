@@ -140,6 +140,10 @@ extension WorkerMachine {
         case containerExited(TaskID, attempt: UInt64, exitCode: Int32)
         /// A health probe's verdict changed.
         case healthChanged(TaskID, attempt: UInt64, TaskHealth)
+        /// A stop asked on the worker's own HTTP API (by someone on this host, not by the
+        /// manager: it is not contact with the manager, and the manager learns of it from the
+        /// statuses that follow).
+        case stopRequested(TaskID, attempt: UInt64)
         /// A `wake(at:)` came due (extra timers are harmless).
         case timer
     }
