@@ -18,6 +18,9 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The fault tests: CPU load (stress-ng), network namespaces and veth links (iproute2).
+command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]}"
   as_root apt-get update -qq

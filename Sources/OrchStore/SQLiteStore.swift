@@ -110,30 +110,33 @@ public final class SQLiteStore: ManagerStore {
     /// Writes one batch of changes inside an open transaction, and the revision they reach.
     static func write(_ changes: [StoreChange], revision: UInt64?, _ db: Database) throws {
         let encoder = JSONEncoder()
+        // Prepared once per connection and reused (GRDB's statement cache): the statements
+        // of a batch are the same few, run thousands of times.
+        func run(_ sql: String, _ arguments: StatementArguments) throws {
+            try db.cachedStatement(sql: sql).execute(arguments: arguments)
+        }
         if let revision {
-            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)", arguments: [Int64(clamping: revision)])
+            try run("INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?)", [Int64(clamping: revision)])
         }
         for change in changes {
             switch change {
             case .insertTask(let task):
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO task (id, state, node, createdAt, record, spec) VALUES (?, ?, ?, ?, ?, ?)",
-                    arguments: [task.id.rawValue, task.state.rawValue, task.node?.rawValue, task.createdAt,
-                                try encoder.encode(TaskStateRow(task)), try encoder.encode(task.spec)])
+                try run(
+                    "INSERT OR REPLACE INTO task (id, state, node, createdAt, record, spec) VALUES (?, ?, ?, ?, ?, ?)",
+                    [task.id.rawValue, task.state.rawValue, task.node?.rawValue, task.createdAt,
+                     try encoder.encode(TaskStateRow(task)), try encoder.encode(task.spec)])
             case .saveTask(let task):
-                try db.execute(
-                    sql: "UPDATE task SET state = ?, node = ?, record = ? WHERE id = ?",
-                    arguments: [task.state.rawValue, task.node?.rawValue, try encoder.encode(TaskStateRow(task)), task.id.rawValue])
+                try run(
+                    "UPDATE task SET state = ?, node = ?, record = ? WHERE id = ?",
+                    [task.state.rawValue, task.node?.rawValue, try encoder.encode(TaskStateRow(task)), task.id.rawValue])
             case .appendHistory(let entry):
-                try db.execute(
-                    sql: "INSERT INTO taskHistory (taskId, at, state, message) VALUES (?, ?, ?, ?)",
-                    arguments: [entry.task.rawValue, entry.at, entry.state.rawValue, entry.message])
+                try run(
+                    "INSERT INTO taskHistory (taskId, at, state, message) VALUES (?, ?, ?, ?)",
+                    [entry.task.rawValue, entry.at, entry.state.rawValue, entry.message])
             case .saveNode(let node):
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO node (id, name, record) VALUES (?, ?, ?)",
-                    arguments: [node.id.rawValue, node.name, try encoder.encode(node)])
+                try run("INSERT OR REPLACE INTO node (id, name, record) VALUES (?, ?, ?)", [node.id.rawValue, node.name, try encoder.encode(node)])
             case .deleteNode(let id):
-                try db.execute(sql: "DELETE FROM node WHERE id = ?", arguments: [id.rawValue])
+                try run("DELETE FROM node WHERE id = ?", [id.rawValue])
             }
         }
     }

@@ -21,8 +21,8 @@ public struct WorkerConfiguration: Sendable {
     /// Where published ports bind.
     public var publishAddress = "127.0.0.1"
     public var joinToken: String?
-    /// A connection on which the manager said nothing (it answers every heartbeat) for this
-    /// long is dropped and dialed again.
+    /// A connection on which the manager said nothing (it answers a heartbeat in three) for
+    /// this long, and at least 4 heartbeat intervals, is dropped and dialed again.
     public var managerSilence: Duration = .seconds(5)
 
     public init(name: String, stateDirectory: String? = nil) {

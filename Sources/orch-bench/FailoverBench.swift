@@ -97,53 +97,7 @@ struct FailoverBench: AsyncParsableCommand {
             "--log-level", "warning",
         ]
         guard let namespace else { return try LaunchedProcess(orchctl: arguments) }
-        return try LaunchedProcess(executable: "/usr/sbin/ip", ["netns", "exec", namespace.name, orchctlPath] + arguments)
-    }
-}
-
-/// A network namespace of the benchmark's own, joined to the host by a veth pair
-/// (10.77.N.1 on the host, 10.77.N.2 inside); taking the host's end down cuts it off silently.
-struct NetworkNamespace {
-    let name: String
-    let hostLink: String
-    let hostAddress: String
-
-    static func create() throws -> NetworkNamespace {
-        let n = Int.random(in: 1...250)
-        let space = NetworkNamespace(name: "orchbench\(n)", hostLink: "obh\(n)", hostAddress: "10.77.\(n).1")
-        space.remove()
-        let inner = "obn\(n)"
-        for command in [
-            ["netns", "add", space.name],
-            ["link", "add", space.hostLink, "type", "veth", "peer", "name", inner],
-            ["link", "set", inner, "netns", space.name],
-            ["addr", "add", "\(space.hostAddress)/24", "dev", space.hostLink],
-            ["link", "set", space.hostLink, "up"],
-            ["netns", "exec", space.name, "ip", "addr", "add", "10.77.\(n).2/24", "dev", inner],
-            ["netns", "exec", space.name, "ip", "link", "set", inner, "up"],
-            ["netns", "exec", space.name, "ip", "link", "set", "lo", "up"],
-        ] {
-            guard ip(command) == 0 else { throw BenchError("ip \(command.joined(separator: " ")) failed") }
-        }
-        return space
-    }
-
-    func cut() { _ = Self.ip(["link", "set", hostLink, "down"]) }
-
-    func remove() {
-        _ = Self.ip(["link", "del", hostLink])
-        _ = Self.ip(["netns", "del", name])
-    }
-
-    @discardableResult
-    static func ip(_ arguments: [String]) -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return 127 }
-        process.waitUntilExit()
-        return process.terminationStatus
+        let inside = namespace.command(orchctlPath, arguments)
+        return try LaunchedProcess(executable: inside.executable, inside.arguments)
     }
 }

@@ -227,6 +227,27 @@ import Testing
 
     // MARK: - Membership
 
+    @Test func heartbeatsAreAnsweredTheFirstAndThenOneInThreeSoTheWorkerHearsEveryThreeIntervals() {
+        var h = Harness()   // heartbeat interval 1 s
+        let c1 = h.join("w1", connection: 1)
+        var answered: [UInt64] = []
+        for sequence in UInt64(1)...10 {
+            h.feed(.received(c1, .heartbeat(Heartbeat(sequence: sequence, metrics: MachineMetrics()))))
+            if Self.sent(h.effects, on: c1).contains(.heartbeat(Heartbeat(sequence: sequence, metrics: .none))) { answered.append(sequence) }
+            h.advance(.seconds(1))
+        }
+        #expect(answered == [1, 4, 7, 10])
+        // A late beat is answered at once: never more than 3 intervals without a word.
+        h.advance(.seconds(2))
+        h.feed(.received(c1, .heartbeat(Heartbeat(sequence: 11, metrics: MachineMetrics()))))
+        #expect(Self.sent(h.effects, on: c1).contains(.heartbeat(Heartbeat(sequence: 11, metrics: .none))))
+        // A new connection answers its first beat whatever the old one did.
+        h.feed(.disconnected(c1))
+        let c2 = h.join("w1", connection: 2)
+        h.feed(.received(c2, .heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics()))))
+        #expect(Self.sent(h.effects, on: c2).contains(.heartbeat(Heartbeat(sequence: 1, metrics: .none))))
+    }
+
     @Test func aDialAgainReplacesAHalfOpenConnectionButALiveTwinIsRefusedForNow() {
         var h = Harness()
         let c1 = h.join("w1", connection: 1)

@@ -301,6 +301,15 @@ import Testing
         #expect(worker.at(8, .disconnected) == [])
     }
 
+    @Test func theSilenceAllowedIsAtLeastFourHeartbeatIntervals() {
+        // Configured 1 s, but the manager's interval is 2 s: it answers a beat in three.
+        var worker = Worker(managerSilence: .seconds(1))
+        _ = worker.at(0, .connected(Welcome(version: 2, heartbeatInterval: .seconds(2))))
+        #expect(worker.machine.nextWake != nil)
+        for second in stride(from: 0.5, through: 8, by: 0.5) { #expect(!worker.at(second, .timer).dropsConnection, "dropped at \(second) s") }
+        #expect(worker.at(8.001, .timer).dropsConnection)
+    }
+
     @Test func aManagerThatAnswersIsNotDropped() {
         var worker = Worker(managerSilence: .seconds(5))
         _ = worker.at(0, .connected(welcome))

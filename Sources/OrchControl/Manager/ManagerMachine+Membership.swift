@@ -9,6 +9,8 @@ extension ManagerMachine {
         var connection: ConnectionID?
         /// When anything was last heard from it, and when its last heartbeat came (wall time, for people).
         var lastHeard: Moment?
+        /// When a heartbeat on its connection was last answered (nil: none on this connection).
+        var lastAnswered: Moment?
         var lastHeartbeatDate: Date?
         var metrics: MachineMetrics?
         /// When the tasks of a node that is not connected are given up on.
@@ -122,6 +124,7 @@ extension ManagerMachine {
         entry.state = .up
         entry.connection = connection
         entry.lastHeard = now
+        entry.lastAnswered = nil
         entry.lastHeartbeatDate = date
         entry.tasksLostAt = nil
         // Back in time: its tasks are its own again, and reconciled from its task list.
@@ -146,7 +149,14 @@ extension ManagerMachine {
         nodes.values[index].metrics = beat.metrics
         recordMeasured(node, beat.metrics)
         // The manager's side of liveness: the worker drops a connection it has not heard
-        // from for its grace period, so every heartbeat is answered with one.
+        // from for its silence period (at least 4 intervals), so the manager answers a
+        // heartbeat whenever it has answered none for 2.5 intervals: every third one, a
+        // word at least every 3 intervals. Answering every one cost a write per beat.
+        if let answered = nodes.values[index].lastAnswered, now - answered < configuration.heartbeatInterval * 2.5 {
+            note(.heartbeat)
+            return
+        }
+        nodes.values[index].lastAnswered = now
         emit(.send(connection, .heartbeat(Heartbeat(sequence: beat.sequence, metrics: .none))))
         note(.heartbeat)
     }

@@ -91,14 +91,20 @@ extension WorkerMachine {
     /// The first moment the manager counts as silent on this connection (strictly more than
     /// `managerSilence` since it was last heard).
     var silenceDeadline: Moment? {
-        connected == nil ? nil : lastHeard + configuration.managerSilence + .nanoseconds(1)
+        connected.map { _ in lastHeard + managerSilence + .nanoseconds(1) }
+    }
+
+    /// The silence allowed: as configured, but at least 4 of the manager's heartbeat
+    /// intervals (it answers one heartbeat in three).
+    var managerSilence: Duration {
+        max(configuration.managerSilence, (heartbeatInterval ?? .zero) * 4)
     }
 
     /// A connection on which the manager said nothing (not even its answer to our heartbeats)
     /// is half-open or the manager is stuck: it is dropped, once, and the shell dials again.
     private mutating func dropConnectionIfSilent() {
         guard let deadline = silenceDeadline, now >= deadline else { return }
-        emit(.dropConnection(reason: "no word from the manager for more than \(DurationText.format(configuration.managerSilence))"))
+        emit(.dropConnection(reason: "no word from the manager for more than \(DurationText.format(managerSilence))"))
         connectionLost()
     }
 
