@@ -10,6 +10,8 @@ import Testing
 final class ClusterProcesses: @unchecked Sendable {
     let httpPort: Int
     let wirePort: Int
+    /// Where the cluster port listens (a namespace's host address, for partition tests).
+    let wireHost: String
     let data: String
     var manager: LaunchedProcess
     var workers: [String: LaunchedProcess] = [:]
@@ -17,20 +19,28 @@ final class ClusterProcesses: @unchecked Sendable {
     var api: String { "http://127.0.0.1:\(httpPort)" }
 
     let restartWindow: String
+    /// More options for every manager started (`--fsync`, say).
+    let managerOptions: [String]
 
-    init(grace: String = "2s", restartWindow: String = "2s") async throws {
+    init(grace: String = "2s", restartWindow: String = "2s", managerOptions: [String] = [], wireHost: String = "127.0.0.1") async throws {
         httpPort = try freePort()
         wirePort = try freePort()
+        self.wireHost = wireHost
         data = temporaryDirectory("manager")
         self.restartWindow = restartWindow
-        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow)
+        self.managerOptions = managerOptions
+        manager = try Self.launchManager(
+            http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
     }
 
     /// Runs `body` with a manager started; everything is killed and removed afterwards,
     /// also when the test fails.
-    static func with(grace: String = "2s", restartWindow: String = "2s", _ body: (ClusterProcesses) async throws -> Void) async throws {
-        let cluster = try await ClusterProcesses(grace: grace, restartWindow: restartWindow)
+    static func with(
+        grace: String = "2s", restartWindow: String = "2s", managerOptions: [String] = [], wireHost: String = "127.0.0.1",
+        _ body: (ClusterProcesses) async throws -> Void
+    ) async throws {
+        let cluster = try await ClusterProcesses(grace: grace, restartWindow: restartWindow, managerOptions: managerOptions, wireHost: wireHost)
         do {
             try await body(cluster)
         } catch {
@@ -40,33 +50,51 @@ final class ClusterProcesses: @unchecked Sendable {
         await cluster.tearDown()
     }
 
-    static func launchManager(http: Int, wire: Int, data: String, grace: String, restartWindow: String = "2s") throws -> LaunchedProcess {
+    static func launchManager(
+        http: Int, wire: Int, data: String, grace: String, restartWindow: String = "2s", options: [String] = [], wireHost: String = "127.0.0.1"
+    ) throws -> LaunchedProcess {
         try LaunchedProcess(orchctl: [
-            "manager", "--http", "127.0.0.1:\(http)", "--wire", "127.0.0.1:\(wire)", "--data", data,
+            "manager", "--http", "127.0.0.1:\(http)", "--wire", "\(wireHost):\(wire)", "--data", data,
             "--heartbeat-interval", "200ms", "--heartbeat-grace", grace, "--restart-window", restartWindow,
             // Placement by reservations: E-PVM also weighs each worker's measured load, and two
             // workers on one busy host measure the same machine at different instants, so
             // its choice between them follows that noise rather than anything the tests do.
             "--scheduler", "spread",
-        ])
+        ] + options)
     }
 
     /// Kills the manager with SIGKILL and starts it again on the same directory and ports.
     func restartManager(grace: String = "2s") async throws {
+        try await killManager()
+        try await startManagerAgain(grace: grace)
+    }
+
+    func killManager() async throws {
         manager.signal(SIGKILL)
         _ = try await manager.waitForExit()
-        manager = try Self.launchManager(http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow)
+    }
+
+    func startManagerAgain(grace: String = "2s") async throws {
+        manager = try Self.launchManager(
+            http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
     }
 
-    /// Starts (or starts again) the worker `name` offering a share of the machine.
-    func startWorker(_ name: String) async throws {
+    /// Starts (or starts again) the worker `name` offering a share of the machine; inside
+    /// `namespace` when one is given (it reaches the manager over the namespace's link).
+    func startWorker(_ name: String, in namespace: NetworkNamespace? = nil, options: [String] = []) async throws {
         let stateDir = workerStateDirs[name] ?? temporaryDirectory("worker-\(name)")
         workerStateDirs[name] = stateDir
-        workers[name] = try LaunchedProcess(orchctl: [
-            "worker", "--manager", "127.0.0.1:\(wirePort)", "--http", "127.0.0.1:0", "--name", name,
+        let arguments = [
+            "worker", "--manager", "\(wireHost):\(wirePort)", "--http", "127.0.0.1:0", "--name", name,
             "--state-dir", stateDir, "--cpus", "1", "--memory", "1GiB",
-        ])
+        ] + options
+        if let namespace {
+            let inside = namespace.command(orchctlPath, arguments)
+            workers[name] = try LaunchedProcess(executable: inside.executable, inside.arguments)
+        } else {
+            workers[name] = try LaunchedProcess(orchctl: arguments)
+        }
         try await workers[name]!.waitForOutput("connected to the manager")
     }
 
@@ -151,8 +179,8 @@ func runDocker(_ arguments: [String]) throws -> String {
 }
 
 /// Ids of the containers (running or not) carrying `label`.
-func dockerPS(label: String, runningOnly: Bool = false) throws -> [String] {
-    try runDocker(["ps", "-q"] + (runningOnly ? [] : ["-a"]) + ["--filter", "label=\(label)"])
+func dockerPS(label: String, runningOnly: Bool = false, fullIDs: Bool = false) throws -> [String] {
+    try runDocker(["ps", "-q"] + (runningOnly ? [] : ["-a"]) + (fullIDs ? ["--no-trunc"] : []) + ["--filter", "label=\(label)"])
         .split(separator: "\n").map(String.init)
 }
 

@@ -44,11 +44,21 @@ struct EndToEndTests {
             let b = try cluster.nodeID(of: "k-b")
 
             try await cluster.killWorker("k-a")
+            let killed = ContinuousClock.now
+            var downAfter: Duration?
+            while downAfter == nil, ContinuousClock.now - killed < .seconds(20) {
+                if try await cluster.nodes().contains(where: { $0["name"] as? String == "k-a" && $0["state"] as? String == "down" }) { downAfter = .now - killed }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let down = try #require(downAfter, "the killed worker's node is marked down")
+            #expect(down < .seconds(3), "down within the grace period (2 s) and a poll: \(down)")
             let moved = try await cluster.waitForTasks("running on b", within: .seconds(60)) {
                 $0.count == 3 && $0.allSatisfy { $0.state == "running" && $0.node == b }
             }
             #expect(moved.allSatisfy { $0.attempt == 2 })
-            #expect(try dockerPS(label: "orch.node=\(b)", runningOnly: true).count == 3)
+            // Nothing is reported running that is not: the containers named are the ones Docker runs.
+            let reported = Set(moved.compactMap { $0["container"] as? String })
+            #expect(reported == Set(try dockerPS(label: "orch.node=\(b)", runningOnly: true, fullIDs: true)))
             #expect(try dockerPS(label: "orch.node=\(a)", runningOnly: true).count == 3, "a's containers outlived it")
 
             // a comes back: its attempts are stale, and are stopped and removed.
