@@ -37,6 +37,7 @@ struct CrashLoopTests {
             #expect(waits[0] >= .milliseconds(800) && waits[0] < .seconds(2), "first wait about 1 s: \(waits[0])")
             #expect(waits[1] >= .milliseconds(1800) && waits[1] < .seconds(3), "second about 2 s: \(waits[1])")
             #expect(waits[2] >= .milliseconds(3800) && waits[2] < .seconds(5), "third about 4 s: \(waits[2])")
+            print("fault: crash loop: waits before attempts 2, 3, 4: \(waits)")
 
             let events = try await task(looping, in: cluster)["events"] as? [[String: Any]] ?? []
             let delays = events.compactMap { $0["message"] as? String }.filter { $0.hasPrefix("requeued: restarting after") }

@@ -36,6 +36,8 @@ struct LoadTests {
             #expect(polls > 30, "the gateway answered through the load (\(polls) polls)")
             #expect(downSeen.isEmpty, "nodes seen not up: \(downSeen.prefix(5))")
             let tasks = try await cluster.tasks()
+            print("fault: both cores saturated for 60 s (load \(sawLoad)): \(downSeen.count) nodes seen not up in \(polls) polls, "
+                  + "\(tasks.filter { $0.attempt != 1 }.count) of \(tasks.count) tasks restarted")
             #expect(tasks.count == 20 && tasks.allSatisfy { $0.state == "running" && $0.attempt == 1 },
                     "restarted: \(tasks.filter { $0.attempt != 1 || $0.state != "running" }.map { "\($0.state) #\($0.attempt)" })")
         }

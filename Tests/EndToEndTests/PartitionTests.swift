@@ -34,9 +34,11 @@ struct PartitionTests {
             }
 
             namespace.cut()
+            let cutAt = ContinuousClock.now
             let moved = try await cluster.waitForTasks("every task running on the other worker", within: .seconds(60)) {
                 $0.count == 3 && $0.allSatisfy { $0.state == "running" && $0.node == b }
             }
+            let replacedAfter = ContinuousClock.now - cutAt
             #expect(moved.allSatisfy { $0.attempt == 2 })
             let down = try await cluster.nodes().first { $0["name"] as? String == "cut-a" }
             #expect(down?["state"] as? String == "down", "the cut-off node is down: \(down ?? [:])")
@@ -65,6 +67,8 @@ struct PartitionTests {
             let (most, samples) = await sampler.value
             #expect(samples > 20)
             #expect(most == 1, "at most one running container of the task with stopAfter at any sample (saw \(most))")
+            print("fault: link cut: replaced on the other worker \(replacedAfter) after the cut; healed worker's stale attempts stopped "
+                  + "\(stopped) after its reconnect; stopAfter task: at most \(most) running in \(samples) samples")
             let final = try await cluster.tasks()
             #expect(final.allSatisfy { $0.state == "running" && $0.node == b && $0.attempt == 2 }, "nothing moved back")
         }

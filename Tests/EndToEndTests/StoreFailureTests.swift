@@ -47,12 +47,13 @@ struct StoreFailureTests {
         // Room again: the manager recovers by itself, without a restart.
         try FileManager.default.removeItem(atPath: filler)
         var recovered = false
-        let recovery = ContinuousClock.now + .seconds(30)
-        while !recovered, ContinuousClock.now < recovery {
+        let roomAgain = ContinuousClock.now
+        while !recovered, ContinuousClock.now - roomAgain < .seconds(30) {
             recovered = try await submit().status == 201
             if !recovered { try await Task.sleep(for: .milliseconds(200)) }
         }
         #expect(recovered, "the manager accepts submissions again once the disk has room")
+        let recoveredAfter = ContinuousClock.now - roomAgain
 
         // Every submission answered 2xx is there after a crash.
         manager.signal(SIGKILL)
@@ -62,6 +63,8 @@ struct StoreFailureTests {
         let listed = try await OrchTestSupport.http(.GET, "\(api)/tasks?limit=100000")
         let ids = Set((try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String })
         #expect(stored.isSubset(of: ids), "answered 2xx but lost: \(stored.subtracting(ids).count) of \(stored.count)")
+        print("fault: disk full: \(stored.count) answered 2xx, \(stored.subtracting(ids).count) lost after a crash; "
+              + "accepting again \(recoveredAfter) after the disk had room")
     }
 
     /// Writes zeros to `path` until the file system has no room left.
