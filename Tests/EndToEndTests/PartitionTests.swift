@@ -49,11 +49,20 @@ struct PartitionTests {
             namespace.heal()
             let reconnectDeadline = ContinuousClock.now + .seconds(30)
             var upAgain: ContinuousClock.Instant?
+            var seen = ""
+            var polls = 0
             while upAgain == nil, ContinuousClock.now < reconnectDeadline {
-                if try await cluster.nodes().contains(where: { $0["name"] as? String == "cut-a" && $0["state"] as? String == "up" }) { upAgain = .now }
-                try await Task.sleep(for: .milliseconds(100))
+                let nodes = try await cluster.nodes()
+                polls += 1
+                seen = nodes.map { "\($0["name"] as? String ?? "?"): \($0["state"] as? String ?? "?")" }.joined(separator: ", ")
+                let up = nodes.contains { ($0["name"] as? String) == "cut-a" && ($0["state"] as? String) == "up" }
+                if up {
+                    upAgain = ContinuousClock.now
+                } else {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
             }
-            let reconnected = try #require(upAgain, "the healed worker reconnects")
+            let reconnected = try #require(upAgain, "the healed worker reconnects (\(polls) polls; nodes: \(seen))")
             var staleStoppedAfter: Duration?
             while staleStoppedAfter == nil, ContinuousClock.now - reconnected < .seconds(10) {
                 if try dockerPS(label: "orch.node=\(a)", runningOnly: true).isEmpty { staleStoppedAfter = .now - reconnected }
