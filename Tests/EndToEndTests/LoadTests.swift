@@ -15,9 +15,21 @@ struct LoadTests {
             for _ in 0..<20 { _ = try await cluster.submit(Self.task) }
             try await cluster.waitForTasks("twenty running", within: .seconds(60)) { $0.count == 20 && $0.allSatisfy { $0.state == "running" } }
 
-            let stress = try LaunchedProcess(
-                executable: "/usr/bin/stress-ng", ["--cpu", "\(ProcessInfo.processInfo.activeProcessorCount)", "--cpu-load", "100", "--timeout", "60s", "--quiet"])
-            defer { stress.signal(SIGKILL) }
+            // Started with an empty signal mask: a child spawned from a thread that blocks
+            // signals (libdispatch's do) inherits that mask, and stress-ng would then neither
+            // end at its timeout nor on SIGTERM.
+            let stress = try LaunchedProcess(executable: "/usr/bin/python3", [
+                "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])",
+                "/usr/bin/stress-ng", "--cpu", "\(ProcessInfo.processInfo.activeProcessorCount)", "--cpu-load", "100", "--timeout", "60s", "--quiet",
+            ])
+            // SIGTERM, not SIGKILL: stress-ng stops its workers on SIGTERM, while a SIGKILLed
+            // parent leaves them burning both cores for every test after this one.
+            defer {
+                stress.signal(SIGTERM)
+                let deadline = Date().addingTimeInterval(10)
+                while stress.process.isRunning, Date() < deadline { usleep(50_000) }
+                stress.signal(SIGKILL)
+            }
             var downSeen: [String] = []
             var polls = 0
             let end = ContinuousClock.now + .seconds(60)
@@ -31,6 +43,9 @@ struct LoadTests {
                 try await Task.sleep(for: .milliseconds(500))
             }
             #expect(!stress.process.isRunning || ContinuousClock.now >= end)
+            stress.signal(SIGTERM)
+            _ = try await stress.waitForExit(within: .seconds(10))
+            #expect(try runningStressWorkers() == 0, "stress-ng's workers ended with it")
             let sawLoad = try String(contentsOfFile: "/proc/loadavg", encoding: .utf8).split(separator: " ").first.flatMap { Double($0) } ?? 0
             #expect(sawLoad > 1.5, "the cores were saturated (load average \(sawLoad))")
             #expect(polls > 30, "the gateway answered through the load (\(polls) polls)")
@@ -42,4 +57,17 @@ struct LoadTests {
                     "restarted: \(tasks.filter { $0.attempt != 1 || $0.state != "running" }.map { "\($0.state) #\($0.attempt)" })")
         }
     }
+}
+
+/// How many stress-ng processes run (its workers rename themselves `stress-ng-cpu`).
+func runningStressWorkers() throws -> Int {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+    process.arguments = ["-r", "R,S,D", "-f", "stress-ng"]   // not the zombies of earlier runs
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").count
 }
