@@ -32,4 +32,8 @@ if [ "$#" -eq 0 ] && ! grep -qE 'Suite "[^"]*\(Docker\)[^"]*" passed' "$log"; th
   echo "test.sh: the tests against the real Docker engine did not run" >&2
   exit 1
 fi
+# The cluster protocol's decoder under a coverage-guided fuzzer for a minute (tools/fuzz/).
+if [ "$#" -eq 0 ]; then
+  tools/fuzz/run.sh 60
+fi
 echo "test.sh: all tests passed"

@@ -53,9 +53,16 @@ struct WireReader {
         let count = try u32(field)
         guard Int(count) <= buffer.readableBytes else { throw .listTooLong(field: field, count: count) }
         var elements: [T] = []
-        elements.reserveCapacity(Int(count))
+        elements.reserveCapacity(Self.capacityToReserve(count: Int(count), bytesLeft: buffer.readableBytes, elementStride: MemoryLayout<T>.stride))
         for _ in 0..<count { elements.append(try read(&self)) }
         return elements
+    }
+
+    /// How many elements to reserve for a list announcing `count`: never more memory than the
+    /// bytes received (an element in memory is larger than its smallest form on the wire, so
+    /// a frame announcing a million entries would otherwise reserve 48 times its size).
+    static func capacityToReserve(count: Int, bytesLeft: Int, elementStride: Int) -> Int {
+        min(count, bytesLeft / max(elementStride, 1))
     }
 
     /// A list of string pairs; a later duplicate key wins.

@@ -24,6 +24,24 @@ import Testing
         return messages
     }
 
+    @Test func aListReservesNoMoreMemoryThanTheBytesReceived() throws {
+        // A 1 MiB task_list announcing 1,048,571 entries of 48 bytes each in memory: the
+        // reservation is bounded by the bytes, not the count (50 MB were reserved before).
+        let stride = MemoryLayout<TaskList.Entry>.stride
+        let reserved = WireReader.capacityToReserve(count: 1_048_571, bytesLeft: 1 << 20, elementStride: stride)
+        #expect(reserved * stride <= 1 << 20)
+        #expect(WireReader.capacityToReserve(count: 3, bytesLeft: 1 << 20, elementStride: stride) == 3, "a small list is reserved whole")
+        // And the frame itself is still refused as truncated, not trapped on.
+        var body = ByteBuffer()
+        body.writeInteger(WireMessage.Kind.taskList.rawValue)
+        body.writeInteger(UInt32(1_048_571))
+        body.writeBytes([UInt8](repeating: 0, count: (1 << 20) - 5))
+        var frame = ByteBuffer()
+        frame.writeInteger(UInt32(body.readableBytes))
+        frame.writeImmutableBuffer(body)
+        #expect(throws: WireError.self) { _ = try Frame.decode(from: &frame, maximumBytes: 2 << 20) }
+    }
+
     @Test func manyFramesInOneReadComeOutInOrder() throws {
         let (bytes, expected) = try stream()
         let channel = try channel()
