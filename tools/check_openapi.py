@@ -11,6 +11,10 @@ The requests the script means to be valid are validated against the spec too, an
 the ones the server must refuse (a state that does not exist, limit=0, a body that
 is not JSON) must be refused by the spec as well.
 
+What no operation of the spec can describe is checked against the spec's components:
+a method a path lacks (405 `MethodNotAllowed`, with its `Allow` header) and a path
+that names no route (404 `Error` with `not_found`).
+
 With a node up, it also waits for a task to run and to complete, so that the fields
 only a placed task has (node, container, ports, startedAt, exitCode) are validated, and
 reads a task's logs.
@@ -95,6 +99,8 @@ class Checker:
             config = Config(request_validator_cls=V31RequestValidator, response_validator_cls=V31ResponseValidator)
         # Loading also validates the document itself (openapi-spec-validator).
         self.openapi = OpenAPI.from_file_path(spec_path, config=config)
+        with open(spec_path, encoding="utf-8") as handle:
+            self.document = yaml.safe_load(handle)
         self.api = api.rstrip("/")
         self.session = requests.Session()
         self.passed = 0
@@ -117,13 +123,16 @@ class Checker:
 
     # -- one request
 
-    def send(self, method: str, path: str, *, body: Optional[bytes] = None):
-        """Sends one request; returns (prepared request, response or None, error text)."""
+    def send(self, method: str, path: str, *, body: Optional[bytes] = None,
+             headers: Optional[dict[str, str]] = None):
+        """Sends one request; returns (prepared request, response or None, error text).
+        A body goes as `application/json` unless `headers` names a `Content-Type`."""
         requests = self.requests
-        headers = {}
+        sent_headers = {}
         if body is not None:
-            headers["Content-Type"] = "application/json"
-        prepared = requests.Request(method, self.api + path, data=body, headers=headers).prepare()
+            sent_headers["Content-Type"] = "application/json"
+        sent_headers.update(headers or {})
+        prepared = requests.Request(method, self.api + path, data=body, headers=sent_headers).prepare()
         try:
             response = self.session.send(prepared, timeout=TIMEOUT, allow_redirects=False)
         except requests.RequestException as error:
@@ -164,6 +173,7 @@ class Checker:
         request_valid: Optional[bool] = True,
         check: Optional[Callable[[Any], Optional[str]]] = None,
         report: bool = True,
+        headers: Optional[dict[str, str]] = None,
     ):
         """Sends a request, validates the exchange, reports one line; returns the response
         (None when the API did not answer) and whether every check passed."""
@@ -171,7 +181,7 @@ class Checker:
         shown = "/".join(str(s) for s in sorted(expected))
         label = f"{method} {template} {shown}" + (f" {code}" if code else "") + (f" ({note})" if note else "")
         data = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else None)
-        prepared, response, error = self.send(method, path, body=data)
+        prepared, response, error = self.send(method, path, body=data, headers=headers)
         if response is None:
             self.fail(label, error or "no answer")
             return None, False
@@ -198,6 +208,55 @@ class Checker:
         elif report:
             self.ok(label)
         return response, not problems
+
+    def component_problems(self, instance: Any, pointer: str) -> list[str]:
+        """What is wrong with `instance` against the spec's schema at `pointer`
+        (`#/components/...`), resolved within the whole document."""
+        from openapi_schema_validator import OAS30Validator
+
+        schema = dict(self.document)
+        schema["$ref"] = pointer
+        errors = sorted(OAS30Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+        return [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {_short(e.message)}" for e in errors]
+
+    def call_outside_spec(self, method: str, path: str, expect: int, code: str, *, note: str = "",
+                          allow: Optional[str] = None, body: Optional[bytes] = None) -> None:
+        """A request no operation describes (a method the path lacks, a path that names no
+        route): its status, its `Allow` header, and its body as the spec's `Error`."""
+        label = f"{method} {path} {expect} {code}" + (f" ({note})" if note else "")
+        _, response, error = self.send(method, path, body=body)
+        if response is None:
+            self.fail(label, error or "no answer")
+            return
+        problems: list[str] = []
+        if response.status_code != expect:
+            problems.append(f"expected {expect}, got {response.status_code}: {_short(response.text)}")
+        content_type = response.headers.get("Content-Type", "")
+        if not content_type.startswith("application/json"):
+            problems.append(f"Content-Type {content_type!r}, not JSON")
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+            problems.append(f"the body is not JSON: {_short(response.text)}")
+        if document is not None:
+            problems += [f"body: {p}" for p in self.component_problems(document, "#/components/schemas/Error")]
+            got = document.get("error", {}).get("code") if isinstance(document, dict) else None
+            if got != code:
+                problems.append(f"expected the error code {code}, got {got!r}")
+        if allow is not None:
+            header = response.headers.get("Allow")
+            if header != allow:
+                problems.append(f"Allow is {header!r}, expected {allow!r}")
+            if header:
+                pointer = "#/components/responses/MethodNotAllowed/headers/Allow/schema"
+                problems += [f"Allow header: {p}" for p in self.component_problems(header, pointer)]
+        elif "Allow" in response.headers:
+            problems.append(f"an Allow header on a {response.status_code}: {response.headers['Allow']!r}")
+        if problems:
+            self.fail(label, "; ".join(problems))
+        else:
+            self.ok(label)
 
 
 def task_file(task_id: Optional[str] = None, command: Optional[list[str]] = None, **extra: Any) -> dict:
@@ -348,7 +407,14 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
            check=lambda r: created_check(r) or normalized_check(r))
 
     big = json.dumps({"image": IMAGE, "name": "x" * (2 << 20)}).encode()
-    c.call("POST", "/tasks", "/tasks", 413, code="bad_request", note="a 2 MiB body", raw_body=big, request_valid=None)
+    c.call("POST", "/tasks", "/tasks", 413, code="body_too_large", note="a 2 MiB body", raw_body=big, request_valid=None)
+    c.call("POST", "/tasks", "/tasks", 415, code="unsupported_media_type", note="a task file sent as text/plain",
+           raw_body=json.dumps(task_file(f"oacheck-{run_id}-text")).encode(), headers={"Content-Type": "text/plain"},
+           request_valid=False)
+    c.call("POST", "/tasks", "/tasks", 400, code="invalid_task", note="100,000 nested [",
+           raw_body=b"[" * 100_000, request_valid=False, check=details_check([""]))
+    c.call("GET", "/healthz", "/healthz", 431, code="headers_too_large", note="a header of 100 KB",
+           headers={"X-Padding": "a" * (100 << 10)})
 
     # -- reading one task
 
@@ -367,6 +433,12 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     c.call("GET", "/tasks/{taskID}", f"/tasks/{dup_id[:-1]}", 200, note="unique prefix",
            check=detail_check(dup_id))
     c.call("GET", "/tasks/{taskID}", f"/tasks/{missing_id}", 404, code="task_not_found")
+    # (openapi-core matches the path as sent, undecoded: the request is not validated.)
+    c.call("GET", "/tasks/{taskID}", f"/tasks/{dup_id.replace('-', '%2D')}", 200, note="percent-encoded id",
+           check=detail_check(dup_id), request_valid=None)
+    for bad_id, what in (("%00", "NUL"), ("a" * 1000, "1,000 characters"), ("%C3%A9", "unicode")):
+        c.call("GET", "/tasks/{taskID}", f"/tasks/{bad_id}", 400, code="invalid_task_id", note=what, request_valid=False)
+    c.call("DELETE", "/tasks/{taskID}", "/tasks/%00", 400, code="invalid_task_id", note="NUL", request_valid=False)
 
     # -- logs of a task that cannot have any
 
@@ -377,6 +449,20 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
            request_valid=False)
     c.call("GET", logs, f"/tasks/{full_id}/logs?tail=abc", 400, code="invalid_query", note="tail=abc",
            request_valid=False)
+    c.call("GET", logs, "/tasks/%00/logs", 400, code="invalid_task_id", note="NUL", request_valid=False)
+
+    # -- what no operation describes: methods a path lacks, paths that name no route
+
+    for method, path, allow in (("PUT", "/tasks", "GET, POST"), ("POST", f"/tasks/{dup_id}", "GET, DELETE"),
+                                ("PATCH", "/nodes", "GET"), ("GET", f"/nodes/{missing_id}", "DELETE"),
+                                ("OPTIONS", "/tasks/x/logs", "GET")):
+        c.call_outside_spec(method, path, 405, "method_not_allowed", allow=allow,
+                            body=json.dumps(task_file(f"oacheck-{run_id}-put")).encode() if method == "PUT" else None)
+    for path, what in (("/nope", "unknown route"), ("/tasks/", "empty id"), ("/tasks//logs", "empty id")):
+        c.call_outside_spec("GET", path, 404, "not_found", note=what)
+    for refused in ("text", "put"):
+        c.call("GET", "/tasks/{taskID}", f"/tasks/oacheck-{run_id}-{refused}", 404, code="task_not_found",
+               note=f"the refused {'text/plain POST' if refused == 'text' else 'PUT'} submitted nothing")
 
     # -- ambiguous prefixes (the two tasks may exist from an earlier run: 200)
 
@@ -505,6 +591,8 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     if up_nodes:
         c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{up_nodes[0]['id']}", 409, code="node_is_up",
                note=f"node {up_nodes[0]['name']} is up")
+        c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{up_nodes[0]['id'][:8]}", 409, code="node_is_up",
+               note="a unique prefix of the up node's id")
         c.call("GET", "/nodes", "/nodes", 200, note="the up node is still listed",
                check=lambda r: None if any(n["id"] == up_nodes[0]["id"] for n in r.json()) else "the node vanished")
     else:

@@ -53,6 +53,7 @@ public final class Manager: Service, Sendable {
         logger.info("cluster protocol listening on \(wire)")
         let app = Application(
             router: RESTGateway(cluster: cluster, store: store, metrics: metrics).router(),
+            server: .http1WithAPIErrors(),
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in
                 let address = "\(channel.localAddress?.ipAddress ?? "127.0.0.1"):\(channel.localAddress?.port ?? 0)"

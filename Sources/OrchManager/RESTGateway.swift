@@ -8,6 +8,11 @@ import OrchStore
 import OrchWire
 
 /// The manager's REST gateway (Protocol/openapi.yaml describes every route).
+///
+/// Routes are registered through ``APIRoutes``, which answers every error in the API's
+/// shape, a known path asked with another method 405 with `Allow`, and a path with an
+/// empty segment 404. The server it runs on should be `.http1WithAPIErrors()`, so that a
+/// request the HTTP parser refuses (headers over 80 KiB: 431) is answered in that shape too.
 struct RESTGateway: Sendable {
     let cluster: Cluster
     let store: any ManagerStore
@@ -18,29 +23,29 @@ struct RESTGateway: Sendable {
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
-        router.add(middleware: APIErrorMiddleware())
-        router.get("healthz") { _, _ in
+        let routes = APIRoutes(router)
+        routes.get("healthz") { _, _ in
             if let problem = await cluster.storeProblem {
                 throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the state cannot be written: \(problem)")
             }
             return JSONBody(["status": "ok"], headers: await revisionHeader())
         }
-        router.get("metrics") { _, _ in
+        routes.get("metrics") { _, _ in
             let (tasks, nodes) = await cluster.counts()
             let text = metrics.render(tasks: tasks, nodes: nodes)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: text)))
         }
-        router.get("tasks") { request, _ in try await listTasks(request) }
-        router.post("tasks") { request, _ in try await submit(request) }
-        router.get("tasks/:taskID") { _, context in
+        routes.get("tasks") { request, _ in try await listTasks(request) }
+        routes.post("tasks") { request, _ in try await submit(request) }
+        routes.get("tasks/:taskID") { _, context in
             let id = try await resolveTask(context)
             guard let record = await cluster.task(id) else { throw Self.apiError(.taskNotFound(id.rawValue)) }
             let history = try await store.history(of: id)
             return JSONBody(await cluster.dto(record, events: history), headers: await revisionHeader())
         }
-        router.delete("tasks/:taskID") { _, context in
+        routes.delete("tasks/:taskID") { _, context in
             let id = try await resolveTask(context)
             do {
                 let (record, revision) = try await cluster.stop(id)
@@ -49,10 +54,10 @@ struct RESTGateway: Sendable {
                 throw Self.apiError(error)
             }
         }
-        router.get("tasks/:taskID/logs") { request, context in try await logs(request, context) }
-        router.get("nodes") { _, _ in JSONBody(await cluster.listNodes(), headers: await revisionHeader()) }
-        router.delete("nodes/:nodeID") { _, context in
-            let text = try context.parameters.require("nodeID")
+        routes.get("tasks/:taskID/logs") { request, context in try await logs(request, context) }
+        routes.get("nodes") { _, _ in JSONBody(await cluster.listNodes(), headers: await revisionHeader()) }
+        routes.delete("nodes/:nodeID") { _, context in
+            let text = try context.parameters.decoded("nodeID", code: "invalid_node_id", what: "node id")
             do {
                 let id = try await cluster.resolveNode(text)
                 let revision = try await cluster.removeNode(id)
@@ -166,8 +171,10 @@ struct RESTGateway: Sendable {
         return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: body)
     }
 
+    /// The task the path names, by its id or a unique prefix; 400 `invalid_task_id` for
+    /// text no task id can start with (`%00`, 1,000 characters, `é`).
     private func resolveTask(_ context: BasicRequestContext) async throws -> TaskID {
-        let text = try context.parameters.require("taskID")
+        let text = try context.parameters.taskID()
         do {
             return try await cluster.resolveTask(text)
         } catch {

@@ -62,6 +62,7 @@ public final class Worker: Service, Sendable {
         let running = AsyncStream<String>.makeStream()
         let app = Application(
             router: WorkerAPI(worker: self).router(),
+            server: .http1WithAPIErrors(),
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-worker"),
             onServerRunning: { channel in
                 let address = "\(channel.localAddress?.ipAddress ?? "127.0.0.1"):\(channel.localAddress?.port ?? 0)"

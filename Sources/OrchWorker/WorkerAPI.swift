@@ -14,25 +14,28 @@ import OrchWire
 /// | DELETE /tasks/{taskID} | stops the task's container here |
 /// | GET /tasks/{taskID}/logs?tail=N | the task's output, as text |
 /// | GET /stats | the machine metrics and the worker's identity |
+///
+/// Errors, 405s and path rules are the manager's gateway's (OrchHTTP's ``APIRoutes``); the
+/// server it runs on should be `.http1WithAPIErrors()`, for 431 in the same shape.
 struct WorkerAPI: Sendable {
     let worker: Worker
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
-        router.add(middleware: APIErrorMiddleware())
-        router.get("tasks") { _, _ in
-            try JSONBody(await worker.supervisor.snapshot())
+        let routes = APIRoutes(router)
+        routes.get("tasks") { _, _ in
+            JSONBody(await worker.supervisor.snapshot())
         }
-        router.post("tasks") { request, _ in
+        routes.post("tasks") { request, _ in
             try await submit(request)
         }
-        router.delete("tasks/:taskID") { _, context in
+        routes.delete("tasks/:taskID") { _, context in
             let task = try taskID(context)
             guard let attempt = await worker.supervisor.attempt(of: task) else { throw unknownTask(task) }
             await worker.supervisor.stop(task, attempt: attempt)
-            return try JSONBody(["id": task.rawValue, "state": "stopping"], status: .accepted)
+            return JSONBody(["id": task.rawValue, "state": "stopping"], status: .accepted)
         }
-        router.get("tasks/:taskID/logs") { request, context in
+        routes.get("tasks/:taskID/logs") { request, context in
             let task = try taskID(context)
             guard let container = await worker.supervisor.container(of: task) else { throw unknownTask(task) }
             let tail = request.uri.queryParameters.get("tail", as: Int.self)
@@ -43,9 +46,9 @@ struct WorkerAPI: Sendable {
             }
             return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: text))
         }
-        router.get("stats") { _, _ in
+        routes.get("stats") { _, _ in
             let metrics = await worker.machineMetrics()
-            return try JSONBody(WorkerStatsDTO(
+            return JSONBody(WorkerStatsDTO(
                 node: worker.node.rawValue, name: worker.configuration.name, connected: await worker.client.isConnected,
                 capacity: .init(millicores: Int(worker.capacity.millicores), memoryBytes: Int(worker.capacity.memoryBytes), diskBytes: Int(worker.capacity.diskBytes)),
                 metrics: .init(metrics)))
@@ -60,11 +63,11 @@ struct WorkerAPI: Sendable {
                 throw APIError(.notFound, code: "task_not_found", message: "no task \(submission.spec.id?.rawValue ?? "(no id)") on this worker")
             }
             await worker.supervisor.stop(id, attempt: attempt)
-            return try JSONBody(["id": id.rawValue, "state": "stopping"], status: .accepted)
+            return JSONBody(["id": id.rawValue, "state": "stopping"], status: .accepted)
         }
         do {
             let id = try await worker.submit(submission.spec)
-            return try JSONBody(["id": id.rawValue], status: .created)
+            return JSONBody(["id": id.rawValue], status: .created)
         } catch let error as WorkerError {
             switch error {
             case .submitRefused: throw APIError(.badRequest, code: "task_refused", message: error.description)
@@ -73,12 +76,9 @@ struct WorkerAPI: Sendable {
         }
     }
 
+    /// The task the path names, percent-decoded; 400 `invalid_task_id` when no task can have it.
     private func taskID(_ context: BasicRequestContext) throws -> TaskID {
-        let text = try context.parameters.require("taskID")
-        if let problem = TaskID.problem(with: text) {
-            throw APIError(.badRequest, code: "invalid_task_id", message: "task id \(text.prefix(80)) \(problem)")
-        }
-        return TaskID(rawValue: text)
+        TaskID(rawValue: try context.parameters.taskID())
     }
 
     private func unknownTask(_ task: TaskID) -> APIError {
