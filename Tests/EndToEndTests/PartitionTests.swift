@@ -54,9 +54,9 @@ struct PartitionTests {
             while upAgain == nil, ContinuousClock.now < reconnectDeadline {
                 let nodes = try await cluster.nodes()
                 polls += 1
-                seen = nodes.map { "\($0["name"] as? String ?? "?"): \($0["state"] as? String ?? "?")" }.joined(separator: ", ")
-                let up = nodes.contains { ($0["name"] as? String) == "cut-a" && ($0["state"] as? String) == "up" }
-                if up {
+                let states = nodes.map { "\($0["name"] as? String ?? "?"): \($0["state"] as? String ?? "?")" }
+                seen = states.joined(separator: ", ")
+                if states.contains("cut-a: up") {
                     upAgain = ContinuousClock.now
                 } else {
                     try await Task.sleep(for: .milliseconds(100))
