@@ -171,6 +171,7 @@ let package = Package(
                 "OrchCore", "OrchWire", "OrchRuntime", "OrchWorker", "OrchTestSupport", "orchctl",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

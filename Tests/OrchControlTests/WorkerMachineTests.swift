@@ -372,6 +372,20 @@ import Testing
         #expect(worker.at(6, .stopRequested(task("t1"), attempt: 7)).withoutWakes == [])
     }
 
+    @Test func anExitOf127SaysTheCommandWasNotFound() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0, .received(.assignTask(AssignTask(task: task("t1"), attempt: 1, spec: TaskSpec(image: "busybox:latest", command: ["nosuch"])))))
+        _ = worker.at(0.5, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        let failed = worker.at(0.6, .containerExited(task("t1"), attempt: 1, exitCode: 127)).statuses.last
+        #expect(failed?.state == .failed && failed?.exitCode == 127)
+        #expect(failed?.error == "exit 127: nosuch: command not found in the image")
+        // Another code says nothing more than the code.
+        _ = worker.at(1, assign("t2", 1))
+        _ = worker.at(1.5, .containerStarted(task("t2"), attempt: 1, container: container("c2"), ports: []))
+        #expect(worker.at(1.6, .containerExited(task("t2"), attempt: 1, exitCode: 3)).statuses.last?.error == nil)
+    }
+
     @Test func aTaskWithStopAfterRunsOnWhileTheManagerIsHeard() {
         var worker = Worker(managerSilence: .seconds(5))
         _ = worker.at(0, .connected(welcome))

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import OrchCore
 import OrchRuntime
 import OrchTestSupport
@@ -76,6 +78,44 @@ struct WorkerDockerTests {
             #expect(failed.state == .failed)
             #expect(failed.error?.contains("orch-no-such-image") == true, "error: \(failed.error ?? "none")")
             #expect(try await harness.containers(of: task).isEmpty)
+        }
+    }
+
+    @Test func aCommandTheImageDoesNotHaveEndsAsAClearTaskError() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "no-command")
+            try await harness.assign(task, TaskSpec(image: testImage, command: ["orch-no-such-command"]))
+            let failed = try await waitForStatus(&events, task, "failed") { $0.state.isTerminal }
+            #expect(failed.state == .failed)
+            #expect(failed.error?.contains("orch-no-such-command") == true, "error: \(failed.error ?? "none")")
+            // The worker goes on: the next task runs.
+            let next = TaskID(rawValue: "after-no-command")
+            try await harness.assign(next, sleeper())
+            _ = try await waitForStatus(&events, next, "running") { $0.state == .running }
+        }
+    }
+
+    @Test func aHostPortAlreadyInUseEndsAsAClearTaskError() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            // Something else holds the port on the address the worker publishes on.
+            let holder = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+            defer { holder.close(promise: nil) }
+            let port = try #require(holder.localAddress?.port)
+            let task = TaskID(rawValue: "port-taken")
+            try await harness.assign(task, TaskSpec(image: testImage, ports: [PortSpec(containerPort: 8080, hostPort: port)]))
+            let failed = try await waitForStatus(&events, task, "failed") { $0.state.isTerminal }
+            #expect(failed.state == .failed)
+            #expect(failed.error?.contains("\(port)") == true, "the error names the port: \(failed.error ?? "none")")
+            let removedBy = ContinuousClock.now + .seconds(10)
+            while try await !harness.containers(of: task).isEmpty, ContinuousClock.now < removedBy { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(try await harness.containers(of: task).isEmpty, "its container is removed")
+            let next = TaskID(rawValue: "after-port-taken")
+            try await harness.assign(next, sleeper())
+            _ = try await waitForStatus(&events, next, "running") { $0.state == .running }
         }
     }
 

@@ -185,11 +185,27 @@ extension WorkerMachine {
         stopWatching(task, &held)
         held.exitCode = code
         held.state = held.stopRequested || code == 0 ? .completed : .failed
-        if let error { held.error = error }
+        if let error {
+            held.error = error
+        } else if held.state == .failed, let meaning = Self.shellMeaning(of: code) {
+            let command = held.spec?.command?.first ?? "the image's command"
+            held.error = "exit \(code): \(command): \(meaning)"
+        }
         tasks[task] = held
         note(.exited(task, attempt: held.attempt, code: code, held.state))
         report(task)
         if held.stopRequested { forget(task, removing: held.container) }
+    }
+
+    /// What the shells' exit codes for a command that could not run mean (the engine starts
+    /// such a container and it exits at once with them: a user's typo otherwise shows as a
+    /// bare exit code).
+    static func shellMeaning(of code: Int32) -> String? {
+        switch code {
+        case 127: "command not found in the image"
+        case 126: "command found but not executable"
+        default: nil
+        }
     }
 
     mutating func healthChanged(_ task: TaskID, attempt: UInt64, to health: TaskHealth) {
