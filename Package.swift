@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // The domain: tasks, states, validation, Cube's task files. No I/O.
@@ -69,6 +72,18 @@ let package = Package(
             dependencies: ["OrchCore", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: swiftSettings
         ),
+        // The cluster's PKI: its certificate authority, join tokens, a worker's key and
+        // certificate, a chain checked against the CA a join token pins. Files only, no network.
+        .target(
+            name: "OrchSecurity",
+            dependencies: [
+                "OrchCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The manager's durable state: SQLite through GRDB (WAL), behind the ManagerStore protocol.
         .target(
             name: "OrchStore",
@@ -88,6 +103,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -198,6 +214,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "OrchCoreTests", dependencies: ["OrchCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OrchSecurityTests",
+            dependencies: [
+                "OrchCore", "OrchSecurity",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The machines' handlers, each input with an injected clock (no sleeps, no sockets).
         .testTarget(name: "OrchControlTests", dependencies: ["OrchCore", "OrchControl"], swiftSettings: swiftSettings),
         // The simulator's fixed seed set (CI) and its own checks.

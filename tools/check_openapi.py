@@ -83,7 +83,7 @@ class Unreachable(Exception):
 
 
 class Checker:
-    def __init__(self, api: str, spec_path: str):
+    def __init__(self, api: str, spec_path: str, token: Optional[str] = None):
         import requests
         from openapi_core import Config, OpenAPI
         from openapi_core import V30RequestValidator, V30ResponseValidator
@@ -102,6 +102,7 @@ class Checker:
         with open(spec_path, encoding="utf-8") as handle:
             self.document = yaml.safe_load(handle)
         self.api = api.rstrip("/")
+        self.token = token
         self.session = requests.Session()
         self.passed = 0
         self.failed = 0
@@ -131,7 +132,11 @@ class Checker:
         sent_headers = {}
         if body is not None:
             sent_headers["Content-Type"] = "application/json"
+        if self.token:
+            sent_headers["Authorization"] = f"Bearer {self.token}"
         sent_headers.update(headers or {})
+        # A header given as None is not sent (a request without a token, say).
+        sent_headers = {name: value for name, value in sent_headers.items() if value is not None}
         prepared = requests.Request(method, self.api + path, data=body, headers=sent_headers).prepare()
         try:
             response = self.session.send(prepared, timeout=TIMEOUT, allow_redirects=False)
@@ -585,6 +590,32 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
         c.note("GET /tasks/{taskID} 200 (a completed task)", "not exercised: no node is up")
         c.note("GET /tasks/{taskID}/logs 200", "not exercised: no node is up")
 
+    # -- tokens and roles
+
+    no_token = {"Authorization": None}
+    c.call("GET", "/tasks", "/tasks", 401, code="unauthorized", note="no token", headers=no_token, request_valid=None,
+           check=lambda r: None if r.headers.get("WWW-Authenticate", "").startswith("Bearer") else "no WWW-Authenticate: Bearer")
+    c.call("POST", "/tasks", "/tasks", 401, code="unauthorized", note="a token nobody made", body=task_file(),
+           headers={"Authorization": "Bearer orch_" + "x" * 43}, request_valid=None)
+    c.call("GET", "/healthz", "/healthz", 200, note="no token: health needs none", headers=no_token)
+    viewer_name = f"oacheck-{run_id}-viewer"
+    response, _ = c.call("POST", "/tokens", "/tokens", 201, note="a viewer token", body={"name": viewer_name, "role": "viewer"})
+    viewer = body_of(response, dict).get("token")
+    c.call("POST", "/tokens", "/tokens", 409, code="token_exists", note="the same name again", body={"name": viewer_name})
+    c.call("POST", "/tokens", "/tokens", 400, code="invalid_token", note="an unknown role",
+           body={"name": f"oacheck-{run_id}-x", "role": "root"}, request_valid=False)
+    c.call("GET", "/tokens", "/tokens", 200,
+           check=lambda r: None if any(t["name"] == viewer_name for t in r.json()) else "the new token is not listed")
+    if viewer:
+        as_viewer = {"Authorization": f"Bearer {viewer}"}
+        c.call("GET", "/tasks", "/tasks", 200, note="a viewer reads", headers=as_viewer)
+        c.call("POST", "/tasks", "/tasks", 403, code="forbidden", note="a viewer may not submit", body=task_file(), headers=as_viewer)
+        c.call("DELETE", "/tasks/{taskID}", f"/tasks/{missing_id}", 403, code="forbidden", note="a viewer may not stop", headers=as_viewer)
+        c.call("GET", "/tokens", "/tokens", 403, code="forbidden", note="a viewer may not list tokens", headers=as_viewer)
+        c.call("DELETE", "/tokens/{name}", f"/tokens/{viewer_name}", 204)
+        c.call("GET", "/tasks", "/tasks", 401, code="unauthorized", note="a revoked token", headers=as_viewer, request_valid=None)
+    c.call("DELETE", "/tokens/{name}", f"/tokens/{viewer_name}", 404, code="token_not_found", note="revoked already")
+
     # -- nodes
 
     c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{missing_id}", 404, code="node_not_found")
@@ -633,11 +664,23 @@ def wait_for(c: Checker, task_id: str, states: tuple[str, ...], wait: float, not
         time.sleep(0.5)
 
 
+def local_token(url) -> Optional[str]:
+    """The token a manager left for this user for the API at `url` (as orchctl finds it)."""
+    path = os.path.join(os.path.expanduser("~"), ".orch", "tokens", f"{url.hostname}:{url.port or 80}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description="Exercises a running manager's REST API and validates every response against the OpenAPI spec.")
     parser.add_argument("--api", required=True, help="the manager's REST address, e.g. http://127.0.0.1:5555")
     parser.add_argument("--spec", default=str(DEFAULT_SPEC), help="the OpenAPI document (default: %(default)s)")
+    parser.add_argument("--token", default=os.environ.get("ORCH_TOKEN"),
+                        help="an admin token (default: $ORCH_TOKEN, else the one the manager left in ~/.orch/tokens/HOST:PORT)")
     parser.add_argument("--wait", type=float, default=60.0,
                         help="seconds to wait for a task to run or complete when a node is up (default: %(default)s)")
     parser.add_argument("--remove-down-nodes", action="store_true",
@@ -661,7 +704,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
 
     try:
-        checker = Checker(args.api, args.spec)
+        checker = Checker(args.api, args.spec, args.token or local_token(url))
     except Exception as error:
         print(f"FAIL {args.spec}: not a valid OpenAPI document: {_summary_of(error)}", flush=True)
         print("check_openapi: FAILED (the spec cannot be loaded)")

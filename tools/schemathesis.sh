@@ -12,6 +12,8 @@
 # examples among them), so not on a cluster that matters.
 #
 # Environment:
+#   ORCH_TOKEN                  an admin token (default: the one the manager left for this
+#                               user in ~/.orch/tokens/HOST:PORT)
 #   ORCH_PYTHON                 the Python with schemathesis (default .venv-test/bin/python;
 #                               tools/test.sh installs tools/requirements-test.txt there)
 #   ORCH_SCHEMATHESIS_EXAMPLES  random cases per operation (default 100: about 700 cases,
@@ -38,11 +40,20 @@ seconds="${ORCH_SCHEMATHESIS_SECONDS:-240}"
 CHECKS="not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance"
 CHECKS="$CHECKS,response_schema_conformance,negative_data_rejection,unsupported_method,allow_header_conformance"
 CHECKS="${ORCH_SCHEMATHESIS_CHECKS:-$CHECKS}"
+# DELETE /tokens/{name} is left out: a generated name could revoke the run's own token
+# (tools/check_openapi.py checks revocation).
 
 if ! "$python" -c 'import schemathesis' 2>/dev/null; then
   echo "schemathesis.sh: $python has no schemathesis; install tools/requirements-test.txt (tools/test.sh does)" >&2
   exit 2
 fi
+hostport="${api#*://}"
+token="${ORCH_TOKEN:-$(cat "$HOME/.orch/tokens/$hostport" 2>/dev/null || true)}"
+if [ -z "$token" ]; then
+  echo "schemathesis.sh: no token for $api: set ORCH_TOKEN (an admin token)" >&2
+  exit 2
+fi
+export ORCH_TOKEN="$token"
 if ! curl -fs --max-time 5 "$api/healthz" >/dev/null; then
   echo "schemathesis.sh: the API at $api does not answer GET /healthz" >&2
   exit 2
@@ -53,12 +64,13 @@ trap 'rm -rf "$work"' EXIT
 
 # The configuration: the ids that exist now, as dictionaries for the path parameters.
 "$python" - "$api" "$work/schemathesis.toml" <<'PY'
-import json, sys, urllib.request
+import json, os, sys, urllib.request
 
 api, path = sys.argv[1], sys.argv[2]
 
 def get(route):
-    with urllib.request.urlopen(api + route, timeout=10) as response:
+    request = urllib.request.Request(api + route, headers={"Authorization": "Bearer " + os.environ["ORCH_TOKEN"]})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 tasks = [t["id"] for t in get("/tasks?limit=1000")]
@@ -103,6 +115,8 @@ status=0
 # Hypothesis keeps its caches in the run's temporary folder, not in the work tree.
 NO_COLOR=1 HYPOTHESIS_STORAGE_DIRECTORY="$work/hypothesis" timeout --kill-after=10s "$seconds" "$python" -m schemathesis.cli --config-file "$work/schemathesis.toml" run \
   Protocol/openapi.yaml --url "$api" \
+  --header "Authorization: Bearer $token" \
+  --exclude-operation-id revokeToken \
   --checks "$CHECKS" \
   --phases examples,coverage,fuzzing \
   --max-examples "$examples" \
@@ -119,7 +133,7 @@ from urllib.parse import urlparse
 
 templates = [("GET", r"/healthz"), ("GET", r"/metrics"), ("GET", r"/tasks"), ("POST", r"/tasks"),
              ("GET", r"/tasks/{taskID}"), ("DELETE", r"/tasks/{taskID}"), ("GET", r"/tasks/{taskID}/logs"),
-             ("GET", r"/nodes"), ("DELETE", r"/nodes/{nodeID}")]
+             ("GET", r"/nodes"), ("DELETE", r"/nodes/{nodeID}"), ("GET", r"/tokens"), ("POST", r"/tokens")]
 patterns = [(m, t, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", t) + "$")) for m, t in templates]
 counts = collections.defaultdict(collections.Counter)
 total = 0

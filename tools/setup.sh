@@ -37,13 +37,24 @@ ping_docker() { curl -fsS --max-time 2 --unix-socket "$SOCK" http://docker/_ping
 
 if ! ping_docker; then
   # A killed engine leaves its pid file behind and the next dockerd refuses to
-  # start; nothing reaps zombies here, so an existing pid proves nothing.
-  if pgrep -x dockerd >/dev/null 2>&1; then
+  # start; nothing may reap zombies here, so only a live dockerd counts (not a
+  # zombie's name in the process table).
+  if pgrep -r R,S,D -x dockerd >/dev/null 2>&1; then
     say "dockerd is running but does not answer; waiting for it"
   else
     as_root rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
     say "starting dockerd (log: /var/log/dockerd.log)"
-    as_root setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+    # The daemon outlives this script: it keeps none of its caller's descriptors
+    # beyond the three it gets here (a pipe or socket it held would keep whoever
+    # waits on this script's output, or on its end, waiting for good).
+    (
+      for fd in /proc/self/fd/*; do
+        n=${fd##*/}
+        if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-" 2>/dev/null || true; fi
+      done
+      if [ "$(id -u)" = 0 ]; then set -- setsid dockerd; else set -- sudo setsid dockerd; fi
+      exec "$@" >/var/log/dockerd.log 2>&1 < /dev/null
+    ) &
   fi
   for _ in $(seq 1 120); do
     ping_docker && break

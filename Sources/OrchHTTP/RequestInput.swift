@@ -38,6 +38,24 @@ extension Request {
         }
     }
 
+    /// A small JSON object body (a token's name and role, say): 415 when it is sent as
+    /// something else, 413 over `limit` bytes, 400 when it is not one JSON object.
+    public func jsonObject(limit: Int) async throws -> [String: Any] {
+        try requireJSONContent(of: "the body")
+        let body: ByteBuffer
+        do {
+            body = try await self.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, code: "body_too_large", message: "the body is over \(limit) bytes")
+        }
+        let data = Data(buffer: body)
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            let reason = TaskFileJSON.syntaxError(in: data).map { "not valid JSON: \($0)" } ?? "not a JSON object"
+            throw APIError(.badRequest, code: "invalid_body", message: "the body is \(reason)")
+        }
+        return object
+    }
+
     /// Refuses a body whose `Content-Type` is not JSON: `application/json` or a `+json`
     /// type, with no charset or UTF-8 (the only one JSON has, RFC 8259 §8.1). A request
     /// without the header is read as JSON, as `curl --data-binary` and most scripts send it.

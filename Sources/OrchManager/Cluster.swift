@@ -75,12 +75,12 @@ public actor Cluster {
         throw .unavailable("unexpected answer \(answer)")
     }
 
-    func submit(_ spec: TaskSpec) async throws(ClusterError) -> (record: TaskRecord, created: Bool, revision: UInt64) {
-        try await ask({ .submit($0, spec) }) { if case .submitted(let record, let created, let revision) = $0 { (record, created, revision) } else { nil } }
+    func submit(_ spec: TaskSpec, by caller: String? = nil) async throws(ClusterError) -> (record: TaskRecord, created: Bool, revision: UInt64) {
+        try await ask({ .submit($0, spec, by: caller) }) { if case .submitted(let record, let created, let revision) = $0 { (record, created, revision) } else { nil } }
     }
 
-    func stop(_ id: TaskID) async throws(ClusterError) -> (record: TaskRecord, revision: UInt64) {
-        try await ask({ .stop($0, id) }) { if case .stopped(let record, let revision) = $0 { (record, revision) } else { nil } }
+    func stop(_ id: TaskID, by caller: String? = nil) async throws(ClusterError) -> (record: TaskRecord, revision: UInt64) {
+        try await ask({ .stop($0, id, by: caller) }) { if case .stopped(let record, let revision) = $0 { (record, revision) } else { nil } }
     }
 
     func removeNode(_ id: NodeID) async throws(ClusterError) -> UInt64 {
@@ -167,6 +167,10 @@ public actor Cluster {
             logger.info("node \(name) is draining; its tasks move")
         case .nodeLost(let name, let count):
             logger.warning("node \(name) is lost with \(count) task\(count == 1 ? "" : "s")")
+        case .nodeEngine(let name, let error?):
+            logger.warning("node \(name): its container engine does not answer; nothing is placed there (\(error))")
+        case .nodeEngine(let name, nil):
+            logger.info("node \(name): its container engine answers again")
         case .protocolViolation(let connection, let text):
             logger.warning("closing a connection: \(text)", metadata: ["connection": "\(connection)"])
         case .submitted:

@@ -17,6 +17,7 @@ public final class Manager: Service, Sendable {
     let store: any ManagerStore
     let cluster: Cluster
     let metrics: ManagerMetrics
+    let tokens: APITokens
     let logger: Logger
     /// The real addresses once listening (port 0 becomes the chosen port).
     public let httpAddress = Mutex<String?>(nil)
@@ -25,6 +26,7 @@ public final class Manager: Service, Sendable {
     public init(configuration: ManagerConfiguration, logger: Logger = Logger(label: "orch.manager")) async throws {
         self.configuration = configuration
         self.logger = logger
+        if let problem = configuration.exposureProblem { throw ManagerError.exposed(problem) }
         do {
             try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         } catch {
@@ -37,6 +39,17 @@ public final class Manager: Service, Sendable {
             throw ManagerError.dataDirectory("cannot open \(configuration.databasePath): \(error)")
         }
         self.store = store
+        tokens = try await APITokens(store: store)
+        if tokens.isEmpty {
+            // The first start: the admin's token, in a file only this user can read.
+            let admin = try await tokens.create(name: "admin", role: .admin)
+            do {
+                try LocalTokens.writePrivately(admin.token + "\n", to: configuration.adminTokenPath)
+            } catch {
+                throw ManagerError.dataDirectory("cannot write the admin token to \(configuration.adminTokenPath): \(error)")
+            }
+            logger.info("made the admin token; it is in \(configuration.adminTokenPath)")
+        }
         let snapshot = try await store.load()
         metrics = ManagerMetrics()
         cluster = Cluster(configuration: configuration, snapshot: snapshot, metrics: metrics, logger: logger)
@@ -46,18 +59,22 @@ public final class Manager: Service, Sendable {
     }
 
     public func run() async throws {
+        // Left before the gateway listens, so that whoever sees it listen finds the token
+        // (on port 0 the port is known only then: it is left before "listening on" is logged).
+        if configuration.httpPort != 0 { leaveAdminToken(host: configuration.httpHost, port: configuration.httpPort) }
         let listener = try await WireListener.bind(
             host: configuration.wireHost, port: configuration.wirePort, maximumFrameBytes: configuration.maximumFrameBytes)
         let wire = "\(listener.localAddress.ipAddress ?? configuration.wireHost):\(listener.localAddress.port ?? configuration.wirePort)"
         wireAddress.withLock { $0 = wire }
         logger.info("cluster protocol listening on \(wire)")
         let app = Application(
-            router: RESTGateway(cluster: cluster, store: store, metrics: metrics).router(),
+            router: RESTGateway(cluster: cluster, store: store, metrics: metrics, tokens: tokens).router(),
             server: .http1WithAPIErrors(),
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in
                 let address = "\(channel.localAddress?.ipAddress ?? "127.0.0.1"):\(channel.localAddress?.port ?? 0)"
                 self.httpAddress.withLock { $0 = address }
+                if self.configuration.httpPort == 0 { self.leaveAdminToken(host: self.configuration.httpHost, port: channel.localAddress?.port ?? 0) }
                 self.logger.info("listening on \(address)")
             },
             logger: logger)
@@ -67,6 +84,7 @@ public final class Manager: Service, Sendable {
         } catch is ShutdownRequested {
             logger.info("stopping; the state is in \(configuration.databasePath)")
         }
+        await tokens.flushLastUse()
         await cluster.abandonRequests(reason: "the manager is stopping")
     }
 
@@ -77,11 +95,27 @@ public final class Manager: Service, Sendable {
             group.addTask { try await listener.run { await gateway.serve($0) } }
             group.addTask { try await self.controlLoop() }
             group.addTask {
+                while true {
+                    try await Task.sleep(for: .seconds(10))
+                    await self.tokens.flushLastUse()
+                }
+            }
+            group.addTask {
                 try? await gracefulShutdown()
                 // The last batches are written before the group ends (within a bound).
                 await self.awaitCommitted(within: .seconds(5))
                 throw ShutdownRequested()
             }
+        }
+    }
+
+    /// Leaves the admin token for orchctl run by this user on this host (``LocalTokens``).
+    private func leaveAdminToken(host: String, port: Int) {
+        guard let token = try? String(contentsOfFile: configuration.adminTokenPath, encoding: .utf8) else { return }
+        do {
+            try LocalTokens.write(token.trimmingCharacters(in: .whitespacesAndNewlines), host: host, port: port)
+        } catch {
+            logger.warning("cannot leave the admin token for orchctl in \(LocalTokens.directory): \(error); give it --token")
         }
     }
 
@@ -130,10 +164,12 @@ public final class Manager: Service, Sendable {
 
 public enum ManagerError: Error, Sendable, CustomStringConvertible {
     case dataDirectory(String)
+    /// A listener would be reachable off this host without TLS.
+    case exposed(String)
 
     public var description: String {
         switch self {
-        case .dataDirectory(let text): text
+        case .dataDirectory(let text), .exposed(let text): text
         }
     }
 }

@@ -30,5 +30,16 @@ public struct ManagerConfiguration: Sendable {
         return "\(home)/.orch/manager"
     }
 
+    /// Why these listeners may not start: the REST gateway on an address off this host's
+    /// loopback would carry its tokens in the clear (there is no TLS on it yet). Nil when
+    /// they may.
+    public var exposureProblem: String? {
+        guard !LoopbackAddress.contains(httpHost) else { return nil }
+        return "refusing to serve the REST API on \(httpHost):\(httpPort) without TLS (its tokens would cross the network in the clear); "
+            + "bind it to this host with --http 127.0.0.1:\(httpPort)"
+    }
+
     public var databasePath: String { "\(dataDirectory)/manager.sqlite" }
+    /// The admin's REST token, written at the first start (0600).
+    public var adminTokenPath: String { "\(dataDirectory)/admin.token" }
 }

@@ -17,6 +17,7 @@ struct RESTGateway: Sendable {
     let cluster: Cluster
     let store: any ManagerStore
     let metrics: ManagerMetrics
+    let tokens: APITokens
 
     static let defaultLimit = 1000
     static let maximumLimit = 1_000_000
@@ -24,6 +25,11 @@ struct RESTGateway: Sendable {
     func router() -> Router<BasicRequestContext> {
         let router = Router()
         let routes = APIRoutes(router)
+        routes.add(middleware: BearerAuthMiddleware(
+            hint: "the manager wrote its admin token to admin.token in its data directory (orchctl reads it by itself on that host; --token or ORCH_TOKEN elsewhere)"
+        ) { [tokens] token in
+            tokens.authenticate(token).map { ($0.name, $0.role) }
+        })
         routes.get("healthz") { _, _ in
             if let problem = await cluster.storeProblem {
                 throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the state cannot be written: \(problem)")
@@ -48,7 +54,7 @@ struct RESTGateway: Sendable {
         routes.delete("tasks/:taskID") { _, context in
             let id = try await resolveTask(context)
             do {
-                let (record, revision) = try await cluster.stop(id)
+                let (record, revision) = try await cluster.stop(id, by: APICaller.name)
                 return JSONBody(await cluster.dto(record), status: .accepted, headers: Self.revisionHeader(revision))
             } catch let error as ClusterError {
                 throw Self.apiError(error)
@@ -65,6 +71,24 @@ struct RESTGateway: Sendable {
             } catch let error as ClusterError {
                 throw Self.apiError(error)
             }
+        }
+        routes.get("tokens") { _, _ in JSONBody(tokens.list()) }
+        routes.post("tokens") { request, _ in
+            let body = try await request.jsonObject(limit: 4096)
+            guard let name = body["name"] as? String else {
+                throw APIError(.badRequest, code: "invalid_token", message: "give the token a name: {\"name\": \"ci\", \"role\": \"operator\"}")
+            }
+            let roleText = body["role"] as? String ?? APIRole.viewer.rawValue
+            guard let role = APIRole(rawValue: roleText) else {
+                throw APIError(.badRequest, code: "invalid_token",
+                               message: "role must be one of \(APIRole.allCases.map(\.rawValue).joined(separator: ", ")), not \(roleText)")
+            }
+            return JSONBody(try await tokens.create(name: name, role: role), status: .created)
+        }
+        routes.delete("tokens/:name") { _, context in
+            let name = try context.parameters.decoded("name", code: "invalid_token_name", what: "token name")
+            try await tokens.revoke(name)
+            return Response(status: .noContent)
         }
         return router
     }
@@ -113,10 +137,10 @@ struct RESTGateway: Sendable {
                 guard let id = submission.spec.id else {
                     throw APIError(.badRequest, code: "invalid_task", message: "a stop event needs the task's id")
                 }
-                let (record, revision) = try await cluster.stop(id)
+                let (record, revision) = try await cluster.stop(id, by: APICaller.name)
                 return JSONBody(await cluster.dto(record), status: .accepted, headers: Self.revisionHeader(revision))
             }
-            let (record, created, revision) = try await cluster.submit(submission.spec)
+            let (record, created, revision) = try await cluster.submit(submission.spec, by: APICaller.name)
             var headers = Self.revisionHeader(revision)
             headers[.location] = "/tasks/\(record.id.rawValue)"
             return JSONBody(await cluster.dto(record), status: created ? .created : .ok, headers: headers)

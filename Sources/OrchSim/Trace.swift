@@ -47,11 +47,11 @@ struct TraceRecord {
 
     static func describe(_ input: ManagerMachine.Input) -> String {
         switch input {
-        case .submit(let request, let spec):
+        case .submit(let request, let spec, _):
             "submit \(request) \(spec.id?.short ?? "(no id)") \(spec.restartPolicy.mode.rawValue)\(spec.restartPolicy.maxRestarts.map { "/\($0)" } ?? "") "
                 + "\(spec.environment[Behaviour.key] ?? "") grace \(DurationText.format(spec.stopGracePeriod))"
                 + (spec.disconnect.map { " stopAfter \(DurationText.format($0.stopAfter))" } ?? "") + (spec.healthCheck == nil ? "" : " health")
-        case .stop(let request, let task): "stop \(request) \(task.short)"
+        case .stop(let request, let task, _): "stop \(request) \(task.short)"
         case .removeNode(let request, let node): "removeNode \(request) \(node)"
         case .connected(let connection): "connected \(connection)"
         case .received(let connection, let message): "\(connection) \(describe(message))"
@@ -66,6 +66,8 @@ struct TraceRecord {
         switch input {
         case .found(let containers):
             "found [" + containers.map { "\($0.container) \($0.task.short)#\($0.attempt) \($0.running ? "running" : "exited \($0.exitCode.map(String.init) ?? "?")")" }.joined(separator: ", ") + "]"
+        case .containersGone(let containers): "gone [" + containers.map(\.rawValue).joined(separator: ", ") + "]"
+        case .engine(let error): "engine \(error.map { "down (\($0))" } ?? "up")"
         case .connected: "welcome"
         case .disconnected: "disconnected"
         case .received(let message): describe(message)
@@ -103,6 +105,7 @@ struct TraceRecord {
         case .storeFailing(let reason): "note: store failing (\(reason))"
         case .storeRecovered: "note: store recovered"
         case .nodeRefused(let name, _, let reason): "note: refused \(name) (\(reason))"
+        case .nodeEngine(let name, let error): "note: \(name) engine \(error.map { "down (\($0))" } ?? "up")"
         case .nodeJoined, .nodeReplacedConnection, .nodeDisconnected, .nodeDraining, .submitted, .placed, .heartbeat: nil
         }
     }

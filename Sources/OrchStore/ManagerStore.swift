@@ -12,6 +12,10 @@ public protocol ManagerStore: Sendable {
     func apply(_ batches: [StoreBatch]) async throws
     /// A task's history, oldest first.
     func history(of task: TaskID) async throws -> [TaskHistoryEntry]
+    /// Every REST API token kept (revoked ones too: their names and times stay listed).
+    func loadTokens() async throws -> [APITokenRecord]
+    /// Inserts or replaces the token named `token.name`; durable when it returns.
+    func saveToken(_ token: APITokenRecord) async throws
 }
 
 /// How far a committed write survives.

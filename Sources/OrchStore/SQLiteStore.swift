@@ -69,6 +69,16 @@ public final class SQLiteStore: ManagerStore {
         migrator.registerMigration("v3: the state's revision") { db in
             try db.execute(sql: "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)")
         }
+        migrator.registerMigration("v4: REST API tokens, hashed") { db in
+            try db.create(table: "apiToken") { table in
+                table.primaryKey("name", .text)
+                table.column("role", .text).notNull()
+                table.column("hash", .text).notNull().unique()
+                table.column("createdAt", .datetime).notNull()
+                table.column("lastUsedAt", .datetime)
+                table.column("revokedAt", .datetime)
+            }
+        }
         return migrator
     }
 
@@ -104,6 +114,30 @@ public final class SQLiteStore: ManagerStore {
                     TaskHistoryEntry(
                         task: task, at: row["at"], state: TaskState(rawValue: row["state"]) ?? .pending, message: row["message"])
                 }
+        }
+    }
+
+    public func loadTokens() async throws -> [APITokenRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, role, hash, createdAt, lastUsedAt, revokedAt FROM apiToken ORDER BY createdAt, name").map { row in
+                APITokenRecord(
+                    name: row["name"], role: APIRole(rawValue: row["role"]) ?? .viewer, hash: row["hash"],
+                    createdAt: row["createdAt"], lastUsedAt: row["lastUsedAt"], revokedAt: row["revokedAt"])
+            }
+        }
+    }
+
+    public func saveToken(_ token: APITokenRecord) async throws {
+        try await writer.write { db in
+            try db.execute(
+                // An upsert on the name: a clash on the hash is an error, never a replacement
+                // of the other token (INSERT OR REPLACE would delete it).
+                sql: """
+                    INSERT INTO apiToken (name, role, hash, createdAt, lastUsedAt, revokedAt) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET role = excluded.role, hash = excluded.hash, createdAt = excluded.createdAt,
+                        lastUsedAt = excluded.lastUsedAt, revokedAt = excluded.revokedAt
+                    """,
+                arguments: [token.name, token.role.rawValue, token.hash, token.createdAt, token.lastUsedAt, token.revokedAt])
         }
     }
 

@@ -70,6 +70,7 @@ extension WireWriter {
             u64(metrics.diskUsedBytes); u64(metrics.diskTotalBytes)
             u32(metrics.load1Hundredths); u32(metrics.load5Hundredths); u32(metrics.load15Hundredths)
             u32(metrics.runningTasks)
+            optional(m.engineError) { $0.string($1) }
         case .assignTask(let m):
             string(m.task.rawValue); u64(m.attempt); spec(m.spec)
         case .stopTask(let m):
@@ -164,7 +165,8 @@ extension WireReader {
                 diskTotalBytes: try u64("heartbeat.diskTotal"), load1Hundredths: try u32("heartbeat.load1"),
                 load5Hundredths: try u32("heartbeat.load5"), load15Hundredths: try u32("heartbeat.load15"),
                 runningTasks: try u32("heartbeat.runningTasks"))
-            return .heartbeat(Heartbeat(sequence: sequence, metrics: metrics))
+            let engineError = try optional("heartbeat.engineError") { (r: inout WireReader) throws(WireError) in try r.string("heartbeat.engineError") }
+            return .heartbeat(Heartbeat(sequence: sequence, metrics: metrics, engineError: engineError))
         case .assignTask:
             return .assignTask(AssignTask(
                 task: try taskID("assign.task"), attempt: try u64("assign.attempt"), spec: try spec("assign.spec")))

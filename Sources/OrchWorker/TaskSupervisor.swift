@@ -134,7 +134,7 @@ public actor TaskSupervisor {
                 }
             case .heartbeat(let sequence):
                 let running = await runningCount
-                let beat = Heartbeat(sequence: sequence, metrics: await metrics(running))
+                let beat = Heartbeat(sequence: sequence, metrics: await metrics(running), engineError: engineError)
                 try? await write(.heartbeat(beat))
             case .drop(let reason):
                 await drop(reason)
@@ -181,8 +181,11 @@ public actor TaskSupervisor {
     /// it adopts them (after a restart), later (after the event stream was lost) it finds the
     /// exits missed meanwhile.
     public func adopt() async throws {
+        // Started before the listing was asked for: a listing without them means they are gone.
+        let live = Set(machine.liveContainers)
         var found: [WorkerMachine.FoundContainer] = []
-        for summary in try await runtime.list(labels: ownLabels) {
+        let listed = try await runtime.list(labels: ownLabels)
+        for summary in listed {
             guard let task = summary.labels[ContainerLabel.task].map({ TaskID(rawValue: $0) }),
                   let attempt = summary.labels[ContainerLabel.attempt].flatMap({ UInt64($0) }) else { continue }
             let info: ContainerInfo
@@ -198,6 +201,26 @@ public actor TaskSupervisor {
                 stopAfter: summary.labels[ContainerLabel.stopAfter].flatMap { Int64($0) }.map { .nanoseconds($0) }))
         }
         feed(.found(found))
+        let gone = live.subtracting(found.map(\.container))
+        if !gone.isEmpty { feed(.containersGone(gone.sorted { $0.rawValue < $1.rawValue })) }
+    }
+
+    // MARK: - The engine
+
+    /// Why the container engine does not answer (nil while it does): each heartbeat says it.
+    public var engineError: String? { machine.engineError }
+
+    /// The engine stopped answering (its event stream broke and cannot be had again).
+    public func engineUnavailable(_ error: String) {
+        if engineError == nil { logger.warning("the container engine does not answer: \(error); heartbeats say so until it does") }
+        feed(.engine(error: error))
+    }
+
+    /// The engine answers again (events followed, containers listed).
+    public func engineAnswers() {
+        guard engineError != nil else { return }
+        logger.info("the container engine answers again")
+        feed(.engine(error: nil))
     }
 
     // MARK: - Views

@@ -28,12 +28,21 @@ public final class Worker: Service, Sendable {
     private let logger: Logger
     /// The HTTP API's real address once it listens.
     public let httpAddress = Mutex<String?>(nil)
+    /// The token its HTTP API asks for (`<state>/api.token`, made at the first start, 0600;
+    /// also left for this user's orchctl in ``LocalTokens``).
+    public let apiToken: String
 
     public init(configuration: WorkerConfiguration, runtime: any ContainerRuntime, logger: Logger = Logger(label: "orch.worker")) throws {
         self.configuration = configuration
         self.runtime = runtime
         self.logger = logger
+        guard LoopbackAddress.contains(configuration.httpHost) else {
+            throw WorkerError.exposed(
+                "refusing to serve the worker's API on \(configuration.httpHost):\(configuration.httpPort) without TLS (its token would cross the network in the clear); "
+                + "bind it to this host with --http 127.0.0.1:\(configuration.httpPort)")
+        }
         node = try NodeIdentity.loadOrCreate(in: configuration.stateDirectory)
+        apiToken = try LocalTokens.loadOrCreate(at: configuration.apiTokenPath)
         var sampler = MachineSampler(diskPath: configuration.stateDirectory)
         let first = try? sampler.sample()
         let metrics = MetricsSource(sampler)
@@ -58,6 +67,7 @@ public final class Worker: Service, Sendable {
     }
 
     public func run() async throws {
+        if configuration.httpPort != 0 { leaveAPIToken(port: configuration.httpPort) }
         logger.info("worker \(configuration.name) is node \(node), offering \(capacity.millicores) millicores and \(ByteCount.format(Int(capacity.memoryBytes)))")
         let running = AsyncStream<String>.makeStream()
         let app = Application(
@@ -85,6 +95,7 @@ public final class Worker: Service, Sendable {
             var addresses = running.makeAsyncIterator()
             guard let address = await addresses.next() else { return }
             httpAddress.withLock { $0 = address }
+            if configuration.httpPort == 0 { leaveAPIToken(port: Int(address.split(separator: ":").last ?? "") ?? 0) }
             logger.info("listening on \(address)")
             await client.advertise(addresses: [address])
 
@@ -115,6 +126,15 @@ public final class Worker: Service, Sendable {
                 self.logger.info("stopping (\(reason == .draining ? "draining" : "restarting")); containers keep running")
                 throw ShutdownRequested()
             }
+        }
+    }
+
+    /// Leaves the API's token for orchctl run by this user on this host (``LocalTokens``).
+    private func leaveAPIToken(port: Int) {
+        do {
+            try LocalTokens.write(apiToken, host: configuration.httpHost, port: port)
+        } catch {
+            logger.warning("cannot leave the API token for orchctl in \(LocalTokens.directory): \(error); it is in \(configuration.apiTokenPath)")
         }
     }
 
@@ -162,6 +182,7 @@ public final class Worker: Service, Sendable {
                 let events = try await runtime.events(labels: await supervisor.ownLabels)
                 // Subscribed first, then adopted: no exit falls between the two.
                 try await supervisor.adopt()
+                await supervisor.engineAnswers()
                 adopted = true
                 ready.finish()
                 backoff.reset()
@@ -170,6 +191,7 @@ public final class Worker: Service, Sendable {
                 return
             } catch {
                 logger.warning("container events interrupted\(adopted ? "" : " before adoption"): \(error)")
+                await supervisor.engineUnavailable("\(error)")
                 ready.finish()   // the manager is dialed all the same; exits are found on the next adoption
             }
             try? await Task.sleep(for: backoff.nextDelay(using: &random))

@@ -23,6 +23,12 @@ struct WorkerAPI: Sendable {
     func router() -> Router<BasicRequestContext> {
         let router = Router()
         let routes = APIRoutes(router)
+        let token = worker.apiToken
+        routes.add(middleware: BearerAuthMiddleware(
+            hint: "the worker's token is in api.token in its state directory (\(worker.configuration.stateDirectory))"
+        ) { presented in
+            LocalTokens.equalInConstantTime(presented, token) ? ("worker", .admin) : nil
+        })
         routes.get("tasks") { _, _ in
             JSONBody(await worker.supervisor.snapshot())
         }
@@ -51,7 +57,7 @@ struct WorkerAPI: Sendable {
             return JSONBody(WorkerStatsDTO(
                 node: worker.node.rawValue, name: worker.configuration.name, connected: await worker.client.isConnected,
                 capacity: .init(millicores: Int(worker.capacity.millicores), memoryBytes: Int(worker.capacity.memoryBytes), diskBytes: Int(worker.capacity.diskBytes)),
-                metrics: .init(metrics)))
+                metrics: .init(metrics), engineError: await worker.supervisor.engineError))
         }
         return router
     }
@@ -121,4 +127,6 @@ struct WorkerStatsDTO: Codable, Sendable {
     var connected: Bool
     var capacity: CapacityDTO
     var metrics: MetricsDTO
+    /// Set while the container engine does not answer.
+    var engineError: String?
 }

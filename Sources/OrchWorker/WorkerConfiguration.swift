@@ -30,6 +30,9 @@ public struct WorkerConfiguration: Sendable {
         self.stateDirectory = stateDirectory ?? Self.defaultStateDirectory(name: name)
     }
 
+    /// The token the worker's HTTP API asks for.
+    public var apiTokenPath: String { "\(stateDirectory)/api.token" }
+
     public static func defaultStateDirectory(name: String) -> String {
         let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
         return "\(home)/.orch/worker-\(name)"
@@ -72,10 +75,12 @@ public enum WorkerError: Error, Sendable, Hashable, CustomStringConvertible {
     case notConnected
     case submitTimedOut
     case submitRefused(String)
+    /// Its HTTP API would be reachable off this host without TLS.
+    case exposed(String)
 
     public var description: String {
         switch self {
-        case .badStateDirectory(let text): text
+        case .badStateDirectory(let text), .exposed(let text): text
         case .notConnected: "no connection to the manager; try again when the worker is connected"
         case .submitTimedOut: "the manager did not answer the submission in time"
         case .submitRefused(let reason): "the manager refused the task: \(reason)"

@@ -124,6 +124,8 @@ func get(_ url: String) async throws -> (status: Int, body: ByteBuffer) {
 func send(_ method: HTTPMethod, _ url: String, body: String? = nil) async throws -> (status: Int, body: ByteBuffer) {
     var request = HTTPClientRequest(url: url)
     request.method = method
+    // The token the manager left for this user, as orchctl finds it.
+    if let authorization = TestToken.local.authorization(for: url) { request.headers.add(name: "Authorization", value: authorization) }
     if let body { request.body = .bytes(ByteBuffer(string: body)) }
     let response = try await httpClient.execute(request, timeout: .seconds(60))
     return (Int(response.status.code), try await response.body.collect(upTo: 512 << 20))

@@ -10,6 +10,14 @@ struct ClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The manager's REST API (env ORCH_API).", valueName: "url"))
     var api: String = ProcessInfo.processInfo.environment["ORCH_API"] ?? "http://127.0.0.1:5555"
 
+    @Option(help: ArgumentHelp(
+        "The API token (env ORCH_TOKEN). Without it orchctl reads the one the manager left for this user in ~/.orch/tokens/HOST:PORT.",
+        valueName: "token"))
+    var token: String?
+
+    @Option(help: ArgumentHelp("Read the API token from this file (env ORCH_TOKEN_FILE).", valueName: "path"))
+    var tokenFile: String?
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -19,7 +27,25 @@ struct ClientOptions: ParsableArguments {
         }
     }
 
-    var client: APIClient { APIClient(base: api.hasSuffix("/") ? String(api.dropLast()) : api) }
+    var client: APIClient {
+        get throws { APIClient(base: api.hasSuffix("/") ? String(api.dropLast()) : api, token: try resolvedToken()) }
+    }
+
+    /// The token to send, in this order: --token, ORCH_TOKEN, --token-file, ORCH_TOKEN_FILE,
+    /// then the one a manager on this host left for this user (``LocalTokens``). Nil when
+    /// there is none: the manager then answers 401, saying where to find one.
+    func resolvedToken() throws -> String? {
+        let environment = ProcessInfo.processInfo.environment
+        if let token = token ?? environment["ORCH_TOKEN"], !token.isEmpty { return token }
+        if let path = tokenFile ?? environment["ORCH_TOKEN_FILE"], !path.isEmpty {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw CommandFailure(description: "cannot read the token file \(path)")
+            }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        guard let url = URL(string: api), let host = url.host else { return nil }
+        return LocalTokens.read(host: host, port: url.port ?? (url.scheme == "https" ? 443 : 80))
+    }
 }
 
 /// A failure a client command reports as one line, with its exit code.
@@ -31,6 +57,8 @@ struct CommandFailure: Error, CustomStringConvertible {
 /// The manager's REST API, for orchctl's client commands.
 struct APIClient: Sendable {
     let base: String
+    /// Sent as `Authorization: Bearer` on every request.
+    var token: String?
 
     /// One HTTP client for the process; a manager that does not answer is given up on after
     /// the connect timeout instead of being retried until the request's deadline.
@@ -49,6 +77,7 @@ struct APIClient: Sendable {
     func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, timeout: TimeAmount = .seconds(30)) async throws -> Answer {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -100,6 +129,7 @@ struct APIClient: Sendable {
     func stream(_ path: String, to output: FileHandle) async throws {
         var request = HTTPClientRequest(url: base + path)
         request.method = .GET
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         let response: HTTPClientResponse
         do {
             response = try await Self.http.execute(request, timeout: .seconds(30))

@@ -36,7 +36,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         try await runClient {
             let data = try readTaskFile(file)
-            let client = options.client
+            let client = try options.client
             let answer = try await client.request(.POST, "/tasks", body: data)
             let task = try client.decode(TaskDTO.self, from: answer)
             if options.json && !wait {
@@ -101,7 +101,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runClient {
-            let client = options.client
+            let client = try options.client
             if let id {
                 let answer = try await client.request(.GET, "/tasks/\(id)")
                 let task = try client.decode(TaskDTO.self, from: answer)
@@ -160,7 +160,7 @@ struct StopCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runClient {
-            let client = options.client
+            let client = try options.client
             let answer = try await client.request(.DELETE, "/tasks/\(id)")
             let task = try client.decode(TaskDTO.self, from: answer)
             if options.json { printJSON(answer); return }
@@ -184,7 +184,7 @@ struct NodesCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runClient {
-            let client = options.client
+            let client = try options.client
             let answer = try await client.request(.GET, "/nodes")
             let nodes = try client.decode([NodeDTO].self, from: answer)
             if options.json { printJSON(answer); return }
@@ -194,9 +194,14 @@ struct NodesCommand: AsyncParsableCommand {
                     let cpus = "\(Self.cpus(node.reserved.millicores))/\(Self.cpus(node.capacity.millicores))"
                     let memory = "\(ByteCount.format(node.reserved.memoryBytes))/\(ByteCount.format(node.capacity.memoryBytes))"
                     let disk = node.metrics.map { "\(ByteCount.format($0.diskUsedBytes))/\(ByteCount.format($0.diskTotalBytes))" } ?? "-"
-                    return [node.name, node.addresses.first ?? "-", node.state.rawValue, cpus, memory, disk, String(node.tasks),
+                    // A node whose engine does not answer is alive but takes nothing: say so where people look.
+                    let state = node.engineError == nil ? node.state.rawValue : "\(node.state.rawValue) (engine down)"
+                    return [node.name, node.addresses.first ?? "-", state, cpus, memory, disk, String(node.tasks),
                             node.lastHeartbeat.map { age(since: $0) + " ago" } ?? "-"]
                 })
+            for node in nodes {
+                if let error = node.engineError { print("\(node.name): its container engine does not answer: \(error)") }
+            }
         }
     }
 
@@ -237,7 +242,7 @@ struct LogsCommand: AsyncParsableCommand {
             var query: [String] = []
             if follow { query.append("follow=true") }
             if let tail { query.append("tail=\(tail)") }
-            try await options.client.stream("/tasks/\(id)/logs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")), to: .standardOutput)
+            try await (try options.client).stream("/tasks/\(id)/logs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")), to: .standardOutput)
         }
     }
 }

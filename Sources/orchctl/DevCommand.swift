@@ -63,7 +63,13 @@ struct DevCommand: AsyncParsableCommand {
         do {
             let manager = try await Manager(configuration: managerConfiguration, logger: logger)
             let runtime = try await DockerRuntime.connect(logger: logger)
-            let worker = try Worker(configuration: workerConfiguration, runtime: runtime, logger: logger)
+            let worker: Worker
+            do {
+                worker = try Worker(configuration: workerConfiguration, runtime: runtime, logger: logger)
+            } catch {
+                try? await runtime.shutdown()   // its HTTP client traps if dropped running
+                throw error
+            }
             logger.info("dev cluster: REST on \(http), state in \(root)")
             // Started in order (the manager listens before the worker dials), stopped in reverse.
             let group = ServiceGroup(configuration: .init(

@@ -83,7 +83,14 @@ struct WorkerCommand: AsyncParsableCommand {
 
         do {
             let runtime = try await DockerRuntime.connect(logger: logger)
-            let worker = try Worker(configuration: configuration, runtime: runtime, logger: logger)
+            let worker: Worker
+            do {
+                worker = try Worker(configuration: configuration, runtime: runtime, logger: logger)
+            } catch {
+                // The runtime's HTTP client must be shut down before it goes (it traps otherwise).
+                try? await runtime.shutdown()
+                throw error
+            }
             let group = ServiceGroup(configuration: .init(
                 services: [.init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             defer { Task { try? await runtime.shutdown() } }

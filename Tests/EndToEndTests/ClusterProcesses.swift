@@ -164,6 +164,15 @@ final class ClusterProcesses: @unchecked Sendable {
     }
 }
 
+/// The Python of the test venv (tools/requirements-test.txt: the OpenAPI checker,
+/// schemathesis), which tools/test.sh installs and names in ORCH_PYTHON.
+func python() throws -> String {
+    try #require(
+        ProcessInfo.processInfo.environment["ORCH_PYTHON"] ?? [repositoryRoot.appendingPathComponent(".venv-test/bin/python").path]
+            .first { FileManager.default.isExecutableFile(atPath: $0) },
+        "tools/test.sh installs tools/requirements-test.txt into .venv-test and sets ORCH_PYTHON")
+}
+
 /// Runs the docker CLI (test side only: checking what the engine holds).
 func runDocker(_ arguments: [String]) throws -> String {
     let process = Process()

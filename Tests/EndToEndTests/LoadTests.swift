@@ -18,9 +18,8 @@ struct LoadTests {
             // Started with an empty signal mask: a child spawned from a thread that blocks
             // signals (libdispatch's do) inherits that mask, and stress-ng would then neither
             // end at its timeout nor on SIGTERM.
-            let stress = try LaunchedProcess(executable: "/usr/bin/python3", [
-                "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])",
-                "/usr/bin/stress-ng", "--cpu", "\(ProcessInfo.processInfo.activeProcessorCount)", "--cpu-load", "100", "--timeout", "60s", "--quiet",
+            let stress = try LaunchedProcess.withSignalsUnblocked("/usr/bin/stress-ng", [
+                "--cpu", "\(ProcessInfo.processInfo.activeProcessorCount)", "--cpu-load", "100", "--timeout", "60s", "--quiet",
             ])
             // SIGTERM, not SIGKILL: stress-ng stops its workers on SIGTERM, while a SIGKILLed
             // parent leaves them burning both cores for every test after this one.

@@ -88,6 +88,7 @@ struct RESTBadInputTests {
             // Without a length (chunked), the limit holds while the body is read.
             var request = HTTPClientRequest(url: "\(cluster.api)/tasks")
             request.method = .POST
+            if let authorization = TestToken.local.authorization(for: request.url) { request.headers.add(name: "Authorization", value: authorization) }
             request.body = .bytes(Array(taskFile(ofSize: 2 << 20).utf8), length: .unknown)
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
             let chunked = HTTPAnswer(status: Int(response.status.code), headers: response.headers, body: String(buffer: try await response.body.collect(upTo: 1 << 20)))
@@ -170,7 +171,7 @@ struct RESTBadInputTests {
                     // Raw, so that the path goes out byte for byte (Foundation's URL turns
                     // `/tasks/%E9` into `/`).
                     let exchange = try rawHTTPExchange(
-                        port: cluster.httpPort, "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", halfClose: false)
+                        port: cluster.httpPort, "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(authorizationLine(port: cluster.httpPort))Connection: close\r\n\r\n", halfClose: false)
                     let answer = try #require(exchange.answer, "\(method) \(what): \(exchange.received.prefix(100))")
                     let body = expectError(answer, 400, "invalid_task_id", "\(method) \(what)")
                     #expect(body?.error.message.hasPrefix("task id ") == true, "\(body?.error.message ?? "")")

@@ -7,14 +7,6 @@ import Testing
 @Suite("REST API against Protocol/openapi.yaml (Docker)", .serialized, .timeLimit(.minutes(5)))
 struct RESTContractTests {
     /// The Python that tools/test.sh prepared; missing means the run was not set up: fail.
-    func python() throws -> String {
-        let path = try #require(
-            ProcessInfo.processInfo.environment["ORCH_PYTHON"] ?? [repositoryRoot.appendingPathComponent(".venv-test/bin/python").path]
-                .first { FileManager.default.isExecutableFile(atPath: $0) },
-            "tools/test.sh installs the checker's Python packages into .venv-test and sets ORCH_PYTHON")
-        return path
-    }
-
     func check(_ api: String, extra: [String] = []) async throws -> LaunchedProcess {
         let checker = try LaunchedProcess(
             executable: try python(), ["tools/check_openapi.py", "--api", api, "--spec", "Protocol/openapi.yaml"] + extra)

@@ -11,14 +11,6 @@ import Testing
 struct SchemathesisTests {
     /// The Python that tools/test.sh prepared, with schemathesis; missing means the run was
     /// not set up: fail, never skip.
-    func python() throws -> String {
-        let path = try #require(
-            ProcessInfo.processInfo.environment["ORCH_PYTHON"] ?? [repositoryRoot.appendingPathComponent(".venv-test/bin/python").path]
-                .first { FileManager.default.isExecutableFile(atPath: $0) },
-            "tools/test.sh installs tools/requirements-test.txt (schemathesis among them) into .venv-test and sets ORCH_PYTHON")
-        return path
-    }
-
     /// The statuses tools/schemathesis.sh counted for `operation` (`GET /tasks/{taskID}`).
     func statuses(of operation: String, in output: String) -> Set<Int> {
         guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("  \(operation): ") }) else { return [] }
@@ -26,7 +18,7 @@ struct SchemathesisTests {
     }
 
     @Test func generatedRequestsGetNoServerErrorAndMatchTheSpec() async throws {
-        let python = try python()
+        let interpreter = try python()
         try await ClusterProcesses.with { cluster in
             try await cluster.startWorker("fuzz")
             let task = #"{"image": "orch-busybox:latest", "resources": {"cpus": 0.1, "memory": "16MiB"}, "stopGracePeriod": "1s""#
@@ -42,7 +34,7 @@ struct SchemathesisTests {
             let started = ContinuousClock.now
             let run = try LaunchedProcess(
                 executable: "/bin/bash", ["tools/schemathesis.sh", cluster.api],
-                environment: ["ORCH_PYTHON": python, "ORCH_SCHEMATHESIS_SECONDS": "240", "ORCH_SCHEMATHESIS_EXAMPLES": "150"])
+                environment: ["ORCH_PYTHON": interpreter, "ORCH_SCHEMATHESIS_SECONDS": "240", "ORCH_SCHEMATHESIS_EXAMPLES": "150"])
             // The script stops schemathesis after 240 s itself; this deadline is for the script.
             let status = try await run.waitForExit(within: .seconds(300))
             let output = run.output

@@ -273,7 +273,7 @@ import Testing
     @Test func unexpectedMessagesAfterTheHandshakeCloseTheConnection() {
         var h = Harness()
         let c1 = h.join("w1", connection: 1)
-        h.feed(.received(c1, .welcome(Welcome(version: 2, heartbeatInterval: .seconds(1)))))
+        h.feed(.received(c1, .welcome(Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(1)))))
         guard case .error(let error)? = Self.sent(h.effects, on: c1).first else {
             Issue.record("expected an error frame, got \(h.effects)")
             return
@@ -309,6 +309,47 @@ import Testing
         let moved = try #require(placed, "the task is placed on the other node once its node is down and its backoff passed")
         #expect(moved.attempt == 2)
         #expect(h.machine.forgottenPendingTasks.isEmpty)
+    }
+
+    // MARK: - The container engine
+
+    @Test func nothingIsPlacedOnANodeWhoseEngineDoesNotAnswerAndItsTasksWaitUntilItDoes() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.commitAll()
+        h.feed(.received(c1, .heartbeat(Heartbeat(sequence: 1, metrics: MachineMetrics(), engineError: "connection refused"))))
+        #expect(h.machine.listNodes().first?.engineError == "connection refused")
+        #expect(h.machine.listNodes().first?.state == .up, "the node itself is alive: it heartbeats")
+        h.feed(.submit(h.request(), Self.spec("t1")))
+        #expect(Self.assignment(h.commitAll(), on: c1) == nil)
+        let waiting = try #require(h.machine.task(TaskID(rawValue: "t1")))
+        #expect(waiting.state == .pending)
+        #expect(waiting.error == ManagerMachine.nowherePrefix + "the container engine of node w1 does not answer")
+
+        // The engine answers again: the waiting task is placed there at once.
+        h.advance(.seconds(1))
+        h.feed(.received(c1, .heartbeat(Heartbeat(sequence: 2, metrics: MachineMetrics()))))
+        var effects = h.effects
+        effects += h.commitAll()
+        let placed = try #require(Self.assignment(effects, on: c1), "placed once the engine answers")
+        #expect(placed.task == TaskID(rawValue: "t1"))
+        #expect(h.machine.listNodes().first?.engineError == nil)
+    }
+
+    @Test func theWorkersWordsForAnExitAreTheTasksErrorNotOnlyItsCode() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.submit(h.request(), Self.spec("t1")))
+        let assign = try #require(Self.assignment(h.commitAll(), on: c1))
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: assign.task, attempt: 1, state: .running, container: ContainerID(rawValue: "c")))))
+        h.feed(.received(c1, .taskStatus(TaskStatus(
+            statusID: 2, task: assign.task, attempt: 1, state: .failed, container: ContainerID(rawValue: "c"), exitCode: 127,
+            error: "exit 127: sleepy: command not found in the image"))))
+        h.commitAll()
+        let ended = try #require(h.machine.task(assign.task))
+        #expect(ended.state == .failed)
+        #expect(ended.exitCode == 127)
+        #expect(ended.error == "exit 127: sleepy: command not found in the image")
     }
 
     // MARK: - Disconnect policy

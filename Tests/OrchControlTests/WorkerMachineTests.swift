@@ -68,6 +68,51 @@ import Testing
         #expect(worker.at(0.6, .found([found("t1", 1, "c1", running: false, exitCode: 137)])).withoutWakes.isEmpty)
     }
 
+    @Test func anExitAfterTheEngineRestartedSaysSoButNotOneOfAContainerStartedSince() {
+        var worker = Worker()
+        _ = worker.at(0, .found([]))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0, assign("t1", 1))
+        _ = worker.at(0.1, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        _ = worker.at(1, .engine(error: "connection refused"))
+        #expect(worker.machine.engineError == "connection refused")
+        _ = worker.at(3, .engine(error: nil))
+        _ = worker.at(3, assign("t2", 1))
+        _ = worker.at(3.1, .containerStarted(task("t2"), attempt: 1, container: container("c2"), ports: []))
+        let first = worker.at(3.2, .containerExited(task("t1"), attempt: 1, exitCode: 143))
+        let second = worker.at(3.3, .containerExited(task("t2"), attempt: 1, exitCode: 1))
+        func error(_ effects: [WorkerMachine.Effect]) -> String? {
+            for case .send(.taskStatus(let status)) in effects { return status.error }
+            return nil
+        }
+        #expect(error(first) == "exit 143: the container engine restarted (without live restore it stops every container it ran)")
+        #expect(error(second) == nil, "started after the engine came back: its exit is its own")
+        #expect(worker.machine.engineError == nil)
+    }
+
+    @Test func aContainerGoneFromTheEngineEndsItsAttemptFailedAndAStoppedOneCompleted() {
+        var worker = Worker()
+        _ = worker.at(0, .found([]))
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0, assign("t1", 1))
+        _ = worker.at(0, assign("t2", 1))
+        _ = worker.at(0.1, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: []))
+        _ = worker.at(0.1, .containerStarted(task("t2"), attempt: 1, container: container("c2"), ports: []))
+        #expect(Set(worker.machine.liveContainers) == [container("c1"), container("c2")])
+        _ = worker.at(0.2, .received(.stopTask(StopTask(task: task("t2"), attempt: 1))))
+        let effects = worker.at(0.5, .containersGone([container("c1"), container("c2"), container("unknown")]))
+        let statuses = effects.compactMap { effect -> TaskStatus? in
+            if case .send(.taskStatus(let status)) = effect { return status }
+            return nil
+        }
+        #expect(statuses.map(\.task) == [task("t1"), task("t2")])
+        #expect(statuses.map(\.state) == [.failed, .completed])
+        #expect(statuses.first?.error == "its container c1 is gone from the engine")
+        #expect(statuses.last?.error == nil, "a container stopped on request that is gone is simply done")
+        #expect(worker.machine.liveContainers.isEmpty)
+        #expect(worker.machine.runningCount == 0)
+    }
+
     // MARK: - Delivery
 
     @Test func aTerminalStatusIsReSentAfterEveryReconnectUntilAcknowledged() {
@@ -304,7 +349,7 @@ import Testing
     @Test func theSilenceAllowedIsAtLeastFourHeartbeatIntervals() {
         // Configured 1 s, but the manager's interval is 2 s: it answers a beat in three.
         var worker = Worker(managerSilence: .seconds(1))
-        _ = worker.at(0, .connected(Welcome(version: 2, heartbeatInterval: .seconds(2))))
+        _ = worker.at(0, .connected(Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(2))))
         #expect(worker.machine.nextWake != nil)
         for second in stride(from: 0.5, through: 8, by: 0.5) { #expect(!worker.at(second, .timer).dropsConnection, "dropped at \(second) s") }
         #expect(worker.at(8.001, .timer).dropsConnection)
@@ -471,7 +516,7 @@ private struct Worker {
     }
 }
 
-private let welcome = Welcome(version: 2, heartbeatInterval: .seconds(1))
+private let welcome = Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(1))
 
 private func seconds(_ value: Double) -> Moment { Moment(nanoseconds: Int64((value * 1e9).rounded())) }
 private func task(_ id: String) -> TaskID { TaskID(rawValue: id) }

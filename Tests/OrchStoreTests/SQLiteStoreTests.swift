@@ -28,11 +28,31 @@ struct SQLiteStoreTests {
         let store = try SQLiteStore(path: path)
         #expect(try await store.appliedMigrations() == [
             "v1: tasks, task history, nodes", "v2: a task's spec apart from its state", "v3: the state's revision",
+            "v4: REST API tokens, hashed",
         ])
         #expect(try await store.load() == StoreSnapshot(tasks: [], nodes: []))
         // Opening it again migrates nothing twice.
         let again = try SQLiteStore(path: path)
-        #expect(try await again.appliedMigrations().count == 3)
+        #expect(try await again.appliedMigrations().count == 4)
+    }
+
+    @Test func tokensAreKeptHashedAndARevocationSurvivesAReopen() async throws {
+        let path = temporaryDatabase()
+        let store = try SQLiteStore(path: path)
+        let made = Date(timeIntervalSince1970: 1_800_000_000)
+        let admin = APITokenRecord(name: "admin", role: .admin, hash: String(repeating: "a", count: 64), createdAt: made)
+        var ci = APITokenRecord(name: "ci", role: .operator, hash: String(repeating: "b", count: 64), createdAt: made.addingTimeInterval(1))
+        try await store.saveToken(admin)
+        try await store.saveToken(ci)
+        ci.revokedAt = made.addingTimeInterval(60)
+        ci.lastUsedAt = made.addingTimeInterval(30)
+        try await store.saveToken(ci)
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.loadTokens() == [admin, ci])
+        // Two tokens of one hash cannot both be kept (a hash names one token).
+        await #expect(throws: (any Error).self) {
+            try await reopened.saveToken(APITokenRecord(name: "copy", role: .viewer, hash: admin.hash, createdAt: made))
+        }
     }
 
     @Test func tasksHistoryAndNodesSurviveAReopen() async throws {

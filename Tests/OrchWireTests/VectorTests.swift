@@ -26,11 +26,13 @@ func vectorBytes(_ url: URL) throws -> [UInt8] {
 /// What each vector must decode to, written from the vector's own comment.
 let expectedMessages: [String: WireMessage] = [
     "hello": .hello(Hello(
-        oldestVersion: 2, newestVersion: 2, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        oldestVersion: 3, newestVersion: 3, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
         capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"], joinToken: nil)),
-    "welcome": .welcome(Welcome(version: 2, heartbeatInterval: .seconds(1))),
+    "welcome": .welcome(Welcome(version: 3, heartbeatInterval: .seconds(1))),
     "refused_duplicate": .refused(Refused(code: .duplicateNode, permanent: false, reason: "n1 is connected")),
     "heartbeat_answer": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics())),
+    "heartbeat_engine_down": .heartbeat(Heartbeat(
+        sequence: 8, metrics: MachineMetrics(runningTasks: 2), engineError: "engine: connection refused")),
     "assign_task_disconnect": .assignTask(AssignTask(task: TaskID(rawValue: "t1"), attempt: 1, spec: TaskSpec(
         id: TaskID(rawValue: "t1"), image: "img", disconnect: DisconnectPolicy(stopAfter: .seconds(10))))),
     "refused": .refused(Refused(code: .noCommonVersion, permanent: true, reason: "no common version")),
@@ -112,8 +114,9 @@ func errorName(_ error: WireError) -> String {
     }
 
     @Test func versionNegotiationPicksTheHighestCommonVersion() {
-        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 2)
-        #expect(ProtocolVersion.negotiate(peerOldest: 3, peerNewest: 5) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 3)
+        #expect(ProtocolVersion.negotiate(peerOldest: 4, peerNewest: 5) == nil)
         #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 1) == nil, "version 1 has no disconnect block in its specs")
+        #expect(ProtocolVersion.negotiate(peerOldest: 2, peerNewest: 2) == nil, "version 2 has no engine error in its heartbeats")
     }
 }

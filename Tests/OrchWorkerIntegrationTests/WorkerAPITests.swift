@@ -42,6 +42,31 @@ struct WorkerAPITests {
         }
     }
 
+    @Test func theAPIAnswersNobodyWithoutItsToken() async throws {
+        try await WorkerHarness.with { harness in
+            let base = try await harness.httpBase()
+            let path = harness.worker.configuration.apiTokenPath
+            let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "api.token is the owner's only")
+            let routes: [(HTTPMethod, String, String?)] = [
+                (.GET, "/tasks", nil), (.POST, "/tasks", #"{"image": "orch-busybox:latest"}"#), (.DELETE, "/tasks/t1", nil),
+                (.GET, "/tasks/t1/logs", nil), (.GET, "/stats", nil), (.GET, "/no/such/route", nil),
+            ]
+            for (method, route, body) in routes {
+                for token in [TestToken.none, .bearer("orch_" + String(repeating: "y", count: 43))] {
+                    let answer = try await http(method, base + route, body: body, token: token)
+                    #expect(answer.status == 401, "\(method) \(route): \(answer.status) \(answer.body)")
+                    #expect(try errorBody(answer.body).error.code == "unauthorized")
+                }
+            }
+            let stats = try await http(.GET, base + "/stats", token: .bearer(harness.worker.apiToken))
+            #expect(stats.status == 200, "its own token opens it: \(stats.body)")
+            // orchctl on this host finds it by itself, as it finds a manager's.
+            let hostPort = base.replacingOccurrences(of: "http://", with: "").split(separator: ":")
+            #expect(LocalTokens.read(host: String(hostPort[0]), port: Int(hostPort[1]) ?? 0) == harness.worker.apiToken)
+        }
+    }
+
     @Test func unknownIdsAndRoutesAre404InTheErrorShape() async throws {
         try await WorkerHarness.with { harness in
             let base = try await harness.httpBase()

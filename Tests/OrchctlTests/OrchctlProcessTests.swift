@@ -65,6 +65,21 @@ struct OrchctlValidateTests {
         #expect(result.stderr == "orchctl: no such file: no/such/task.json\n")
     }
 
+    @Test func aListenerOffLoopbackWithoutTLSIsRefusedWithTheFlagThatFixesIt() throws {
+        let data = temporaryDirectory("exposed")
+        for (arguments, flag) in [
+            (["manager", "--http", "0.0.0.0:0", "--wire", "127.0.0.1:0", "--data", data], "--http 127.0.0.1:0"),
+            (["dev", "--http", "0.0.0.0:0", "--wire", "127.0.0.1:0", "--worker-http", "127.0.0.1:0", "--data", data], "--http 127.0.0.1:0"),
+            (["worker", "--manager", "127.0.0.1:1", "--http", "0.0.0.0:0", "--state-dir", data + "/w"], "--http 127.0.0.1:0"),
+        ] {
+            let result = try orchctl(arguments)
+            #expect(result.status != 0, "\(arguments[0]) refused")
+            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("orchctl:") }
+            #expect(lines.count == 1 && lines[0].contains("without TLS") && lines[0].contains(flag), "one line naming the fix: \(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: data + "/manager.sqlite"), "nothing was started or written")
+    }
+
     @Test func helpShowsAnExample() throws {
         let result = try orchctl(["validate", "--help"])
         #expect(result.status == 0)

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import OrchCore
 
 #if canImport(Glibc)
 import Glibc
@@ -10,9 +11,38 @@ import Darwin
 #endif
 
 /// An HTTP request with a deadline, answering status and body.
-public func http(_ method: HTTPMethod, _ url: String, body: String? = nil) async throws -> (status: Int, body: String) {
-    let answer = try await http(method, url, headers: [:], body: body)
+public func http(_ method: HTTPMethod, _ url: String, body: String? = nil, token: TestToken = .local) async throws -> (status: Int, body: String) {
+    let answer = try await http(method, url, headers: [:], body: body, token: token)
     return (answer.status, answer.body)
+}
+
+/// Which API token a test request carries.
+public enum TestToken: Sendable {
+    /// The one the manager or worker listening there left for this user (``LocalTokens``),
+    /// as orchctl finds it; none when there is none (a container's server, say).
+    case local
+    /// No token.
+    case none
+    /// This one.
+    case bearer(String)
+
+    /// The `Authorization` value for `url`, if any.
+    public func authorization(for url: String) -> String? {
+        switch self {
+        case .none: return nil
+        case .bearer(let token): return "Bearer \(token)"
+        case .local:
+            guard let parsed = URL(string: url), let host = parsed.host, let port = parsed.port,
+                  let token = LocalTokens.read(host: host, port: port) else { return nil }
+            return "Bearer \(token)"
+        }
+    }
+}
+
+/// The `Authorization` line (with its CRLF) of a raw request to 127.0.0.1:`port`, carrying
+/// the token the server there left for this user; empty when there is none.
+public func authorizationLine(port: Int) -> String {
+    LocalTokens.read(host: "127.0.0.1", port: port).map { "Authorization: Bearer \($0)\r\n" } ?? ""
 }
 
 /// What a server answered: its status, header fields and body.
@@ -31,10 +61,13 @@ public struct HTTPAnswer: Sendable {
 /// An HTTP request with a deadline and header fields of its own (a `Content-Type`, one
 /// of 100 KB, ...); the answer with its header fields. `body` is sent as it is, with no
 /// content type unless `headers` names one.
-public func http(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body: String? = nil) async throws -> HTTPAnswer {
+public func http(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body: String? = nil, token: TestToken = .local) async throws -> HTTPAnswer {
     var request = HTTPClientRequest(url: url)
     request.method = method
     request.headers.add(contentsOf: headers)
+    if !headers.contains(name: "Authorization"), let authorization = token.authorization(for: url) {
+        request.headers.add(name: "Authorization", value: authorization)
+    }
     if let body { request.body = .bytes(ByteBuffer(string: body)) }
     let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
     let bytes = try await response.body.collect(upTo: 16 << 20)

@@ -43,6 +43,17 @@ public final class LaunchedProcess: @unchecked Sendable {
         try process.run()
     }
 
+    /// Starts `executable` with no signal blocked. A process spawned from a thread that blocks
+    /// signals (libdispatch's do) inherits that mask: a tool that must end on SIGTERM or its
+    /// own timeout (stress-ng), or a daemon whose children must take signals (dockerd), is
+    /// started through this instead.
+    public static func withSignalsUnblocked(_ executable: String, _ arguments: [String]) throws -> LaunchedProcess {
+        try LaunchedProcess(executable: "/usr/bin/python3", [
+            "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])",
+            executable,
+        ] + arguments)
+    }
+
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }

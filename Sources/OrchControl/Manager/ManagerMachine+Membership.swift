@@ -13,6 +13,8 @@ extension ManagerMachine {
         var lastAnswered: Moment?
         var lastHeartbeatDate: Date?
         var metrics: MachineMetrics?
+        /// Why its container engine does not answer, as its heartbeats say; nil while it does.
+        var engineError: String?
         /// When the tasks of a node that is not connected are given up on.
         var tasksLostAt: Moment?
         /// Tasks whose current attempt is here and not ended; they reserve its resources.
@@ -148,6 +150,13 @@ extension ManagerMachine {
         nodes.values[index].lastHeartbeatDate = date
         nodes.values[index].metrics = beat.metrics
         recordMeasured(node, beat.metrics)
+        if nodes.values[index].engineError != beat.engineError {
+            // Nothing is placed on a node whose engine does not answer; its tasks stay as
+            // reported until the worker, its engine back, reports the exits it missed.
+            nodes.values[index].engineError = beat.engineError
+            note(.nodeEngine(name: nodes.values[index].record.name, error: beat.engineError))
+            refreshSchedulingNode(node)
+        }
         // The manager's side of liveness: the worker drops a connection it has not heard
         // from for its silence period (at least 4 intervals), so the manager answers a
         // heartbeat whenever it has answered none for 2.5 intervals: every third one, a

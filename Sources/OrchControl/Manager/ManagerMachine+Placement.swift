@@ -110,7 +110,7 @@ extension ManagerMachine {
         return SchedulingNode(
             id: entry.record.id, name: entry.record.name, isUp: entry.state == .up && entry.connection != nil, labels: entry.record.labels,
             capacity: ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes),
-            reserved: reserved, usedHostPorts: ports)
+            reserved: reserved, usedHostPorts: ports, engineError: entry.engineError)
     }
 
     mutating func removeSchedulingNode(_ id: NodeID) {
@@ -123,8 +123,11 @@ extension ManagerMachine {
     mutating func refreshSchedulingNode(_ id: NodeID) {
         guard let entry = nodes[id], let index = schedulingIndex[id] else { return }
         let up = entry.state == .up && entry.connection != nil
-        if up && !schedulingNodes[index].isUp { capacityChanged = true }
+        if (up && !schedulingNodes[index].isUp) || (entry.engineError == nil && schedulingNodes[index].engineError != nil) {
+            capacityChanged = true
+        }
         schedulingNodes[index].isUp = up
+        schedulingNodes[index].engineError = entry.engineError
         schedulingNodes[index].name = entry.record.name
         schedulingNodes[index].labels = entry.record.labels
         schedulingNodes[index].capacity = ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes)

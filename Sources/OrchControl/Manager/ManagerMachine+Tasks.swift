@@ -4,8 +4,8 @@ import OrchCore
 extension ManagerMachine {
     // MARK: - Submissions and stops
 
-    mutating func submit(_ spec: TaskSpec, request: RequestID) {
-        switch accept(spec) {
+    mutating func submit(_ spec: TaskSpec, request: RequestID, by caller: String? = nil) {
+        switch accept(spec, by: caller.map { "token \($0)" }) {
         case .success(let (record, created)):
             afterCommit(.answer(request, .submitted(record, created: created, revision: max(record.revision, issued + (journal.isEmpty ? 0 : 1)))))
         case .failure(let error):
@@ -17,7 +17,7 @@ extension ManagerMachine {
     /// task (`created` false); with another spec it is a conflict. A task is in `tasks` from
     /// the moment it is accepted, so a second submission of its id, even before the first is
     /// durable, is judged against it and answered after the same commit.
-    mutating func accept(_ spec: TaskSpec) -> Result<(TaskRecord, Bool), ClusterError> {
+    mutating func accept(_ spec: TaskSpec, by caller: String? = nil) -> Result<(TaskRecord, Bool), ClusterError> {
         if let failure = storeFailure { return .failure(.unavailable(failure)) }
         let problems = spec.validationProblems()
         guard problems.isEmpty else { return .failure(.invalidTask(problems)) }
@@ -40,7 +40,8 @@ extension ManagerMachine {
         order.append(id)
         stateCounts[.pending, default: 0] += 1
         journal.append(.insertTask(record))
-        journal.append(.appendHistory(TaskHistoryEntry(task: id, at: date, state: .pending, message: "accepted")))
+        journal.append(.appendHistory(TaskHistoryEntry(
+            task: id, at: date, state: .pending, message: caller.map { "accepted from \($0)" } ?? "accepted")))
         note(.submitted(id))
         ready.append(id)
         return .success((record, true))
@@ -50,8 +51,13 @@ extension ManagerMachine {
     /// `POST /tasks` is.
     mutating func submitPinned(_ submit: SubmitTask, from node: NodeID, on connection: ConnectionID) {
         var spec = submit.spec
-        if spec.constraints.node == nil { spec.constraints.node = node.rawValue }
-        switch accept(spec) {
+        // A worker may submit to itself only: a spec pinned to another node is refused.
+        if let pinned = spec.constraints.node, pinned != node.rawValue, pinned != nodes[node]?.record.name {
+            let error = "a worker submits tasks to itself only; this one is pinned to \(pinned)"
+            return emit(.send(connection, .submitResult(SubmitResult(requestID: submit.requestID, task: nil, error: error))))
+        }
+        spec.constraints.node = node.rawValue
+        switch accept(spec, by: "node \(nodes[node]?.record.name ?? node.rawValue)") {
         case .success(let (record, _)):
             afterCommit(.send(connection, .submitResult(SubmitResult(requestID: submit.requestID, task: record.id, error: nil))))
         case .failure(let error):
@@ -61,11 +67,11 @@ extension ManagerMachine {
 
     /// Stops a task: its desired state becomes stop; it ends completed once its worker reports
     /// the container stopped, and no restart policy applies.
-    mutating func stop(_ id: TaskID, request: RequestID) {
+    mutating func stop(_ id: TaskID, request: RequestID, by caller: String? = nil) {
         guard let record = tasks[id] else { return emit(.answer(request, .refused(.taskNotFound(id.rawValue)))) }
         if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
         let before = record.state
-        if change(id, .stopRequested), let after = tasks[id] {
+        if change(id, .stopRequested, by: caller.map { "token \($0)" }), let after = tasks[id] {
             if after.state == .stopping, let node = after.node {
                 send(.stopTask(StopTask(task: id, attempt: UInt64(after.attempt))), to: node)
             }
@@ -127,7 +133,9 @@ extension ManagerMachine {
                 let event: TaskEvent = status.exitCode.map { .exited(code: Int($0)) }
                     ?? .startFailed(reason: status.error ?? "the container could not be started")
                 if change(id, event) {
-                    if let error = status.error, status.exitCode == nil { tasks[id]?.error = error; save(id) }
+                    // The worker's words say more than an exit code (a command not found, the
+                    // engine restarted): they are the task's error.
+                    if let error = status.error { tasks[id]?.error = error; save(id) }
                     attemptEnded(id)
                 }
             }
@@ -183,7 +191,7 @@ extension ManagerMachine {
     /// Applies `event` to a task and journals the change with its history line. An illegal
     /// event is refused (and noted): nothing changes.
     @discardableResult
-    mutating func change(_ id: TaskID, _ event: TaskEvent) -> Bool {
+    mutating func change(_ id: TaskID, _ event: TaskEvent, by caller: String? = nil) -> Bool {
         guard var record = tasks[id] else { return false }
         let before = record.state
         do {
@@ -200,7 +208,8 @@ extension ManagerMachine {
         tasks[id] = record
         note(.taskEvent(id, event))
         journal.append(.saveTask(record))
-        journal.append(.appendHistory(TaskHistoryEntry(task: id, at: date, state: record.state, message: event.description)))
+        journal.append(.appendHistory(TaskHistoryEntry(
+            task: id, at: date, state: record.state, message: caller.map { "\(event.description) by \($0)" } ?? event.description)))
         return true
     }
 

@@ -51,7 +51,8 @@ extension ManagerMachine {
                         load5: Double(metrics.load5Hundredths) / 100, load15: Double(metrics.load15Hundredths) / 100,
                         runningTasks: Int(metrics.runningTasks))
                 },
-                tasks: entry.tasks.count, joinedAt: entry.record.joinedAt, lastHeartbeat: entry.lastHeartbeatDate)
+                tasks: entry.tasks.count, joinedAt: entry.record.joinedAt, lastHeartbeat: entry.lastHeartbeatDate,
+                engineError: entry.engineError)
         }
     }
 

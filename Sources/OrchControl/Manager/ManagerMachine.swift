@@ -104,8 +104,8 @@ public struct ManagerMachine: Sendable {
         self.now = max(self.now, now)
         effects = []
         switch input {
-        case .submit(let request, let spec): submit(spec, request: request)
-        case .stop(let request, let id): stop(id, request: request)
+        case .submit(let request, let spec, let by): submit(spec, request: request, by: by)
+        case .stop(let request, let id, let by): stop(id, request: request, by: by)
         case .removeNode(let request, let id): removeNode(id, request: request)
         case .connected(let connection): connected(connection)
         case .received(let connection, let message): received(message, on: connection)
@@ -171,10 +171,11 @@ extension ManagerMachine {
 
     /// What happens to the manager.
     public enum Input: Sendable {
-        /// `POST /tasks` (a worker's `submit_task` arrives as a frame instead).
-        case submit(RequestID, TaskSpec)
-        /// `DELETE /tasks/{id}`.
-        case stop(RequestID, TaskID)
+        /// `POST /tasks` (a worker's `submit_task` arrives as a frame instead); `by` names the
+        /// API token it came with, for the task's events.
+        case submit(RequestID, TaskSpec, by: String? = nil)
+        /// `DELETE /tasks/{id}`, by the token named `by`.
+        case stop(RequestID, TaskID, by: String? = nil)
         /// `DELETE /nodes/{id}`.
         case removeNode(RequestID, NodeID)
         /// A worker connected; it must say hello within the handshake timeout.
@@ -226,6 +227,8 @@ extension ManagerMachine {
         case nodeRestarting(name: String, window: Duration)
         case nodeDraining(name: String)
         case nodeLost(name: String, tasks: Int)
+        /// A node's container engine stopped answering (the error) or answers again (nil).
+        case nodeEngine(name: String, error: String?)
         case protocolViolation(ConnectionID, String)
         case submitted(TaskID)
         case placed(TaskID, on: NodeID)

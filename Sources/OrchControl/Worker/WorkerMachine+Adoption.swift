@@ -63,6 +63,16 @@ extension WorkerMachine {
         exited(found.task, code: found.exitCode ?? -1, error: found.error)
     }
 
+    /// Attempts held running whose containers the engine no longer has: they are over.
+    mutating func containersGone(_ containers: [ContainerID]) {
+        let gone = Set(containers)
+        for task in tasks.keys.sorted() {
+            guard let held = tasks[task], let container = held.container, gone.contains(container), !held.starting,
+                  held.state == .running || held.state == .stopping else { continue }
+            exited(task, code: -1, error: held.stopRequested ? nil : "its container \(container) is gone from the engine")
+        }
+    }
+
     /// A deterministic order for a listing, whatever order the engine gave it in.
     private static func listingOrder(_ a: FoundContainer, _ b: FoundContainer) -> Bool {
         (a.task, a.attempt, a.container.rawValue) < (b.task, b.attempt, b.container.rawValue)

@@ -8,6 +8,8 @@ extension WorkerMachine {
     mutating func dispatch(_ input: Input) {
         switch input {
         case .found(let containers): found(containers)
+        case .containersGone(let containers): containersGone(containers)
+        case .engine(let error): engineChanged(error)
         case .connected(let welcome): welcomed(welcome)
         case .disconnected: connectionLost()
         case .received(let message): received(message)

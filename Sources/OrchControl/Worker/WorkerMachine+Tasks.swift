@@ -124,6 +124,7 @@ extension WorkerMachine {
         }
         guard held.starting else { return }   // answered already
         held.starting = false
+        held.startedAt = now
         held.container = container
         held.ports = ports
         if held.stopRequested {
@@ -187,6 +188,8 @@ extension WorkerMachine {
         held.state = held.stopRequested || code == 0 ? .completed : .failed
         if let error {
             held.error = error
+        } else if held.state == .failed, stoppedByTheEngineRestart(held) {
+            held.error = "exit \(code): the container engine restarted (without live restore it stops every container it ran)"
         } else if held.state == .failed, let meaning = Self.shellMeaning(of: code) {
             let command = held.spec?.command?.first ?? "the image's command"
             held.error = "exit \(code): \(command): \(meaning)"
@@ -195,6 +198,22 @@ extension WorkerMachine {
         note(.exited(task, attempt: held.attempt, code: code, held.state))
         report(task)
         if held.stopRequested { forget(task, removing: held.container) }
+    }
+
+    /// How long after the engine is back its restart still explains an exit: it stops the
+    /// containers it ran as it starts, and their `die` events come in the first seconds.
+    static let engineRestartWindow: Duration = .seconds(15)
+
+    /// Whether `held` ran before the engine was lost, and the engine is lost or just back.
+    func stoppedByTheEngineRestart(_ held: Held) -> Bool {
+        guard let lost = engineLostAt, (held.startedAt ?? .zero) < lost else { return false }
+        return engineError != nil || engineBackAt.map { now < $0 + Self.engineRestartWindow } ?? false
+    }
+
+    mutating func engineChanged(_ error: String?) {
+        if error != nil, engineError == nil { engineLostAt = now }
+        if error == nil, engineError != nil { engineBackAt = now }
+        engineError = error
     }
 
     /// What the shells' exit codes for a command that could not run mean (the engine starts

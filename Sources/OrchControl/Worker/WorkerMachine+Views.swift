@@ -30,6 +30,11 @@ extension WorkerMachine {
 
     public var runningCount: Int { tasks.values.filter { $0.state == .running }.count }
 
+    /// The containers of attempts started and not ended: what a listing must show, or they are gone.
+    public var liveContainers: [ContainerID] {
+        tasks.values.filter { !$0.starting && ($0.state == .running || $0.state == .stopping) }.compactMap(\.container)
+    }
+
     /// Terminal statuses not yet acknowledged, oldest first: re-sent on every connection.
     public var unacknowledged: [TaskStatus] { outbox.resend }
 

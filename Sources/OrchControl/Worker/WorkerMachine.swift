@@ -45,6 +45,11 @@ public struct WorkerMachine: Sendable {
     /// a slot until its start is answered (even when it was replaced meanwhile).
     var startQueue: [TaskID] = []
     var inFlight: Set<AttemptKey> = []
+    /// Why the container engine does not answer (nil while it does), and when it was last
+    /// lost and back: exits of containers it ran before are explained by its restart.
+    public internal(set) var engineError: String?
+    var engineLostAt: Moment?
+    var engineBackAt: Moment?
 
     var now: Moment
     var effects: [Effect] = []
@@ -126,6 +131,11 @@ extension WorkerMachine {
         /// What the engine holds for this node (every container labelled with it). The first
         /// one adopts; later ones (after the event stream broke) find exits missed meanwhile.
         case found([FoundContainer])
+        /// Containers of attempts held running before a later listing that did not show them:
+        /// removed from the engine while its events were not followed.
+        case containersGone([ContainerID])
+        /// The container engine stopped answering (why), or answers again (nil).
+        case engine(error: String?)
         /// The manager welcomed this worker on a new connection.
         case connected(Welcome)
         /// The connection dropped (or was dropped on `dropConnection`).
@@ -199,6 +209,8 @@ extension WorkerMachine {
         var starting = false
         /// An exit seen while starting, applied once the start is answered.
         var exitDuringStart: Int32?
+        /// When its start was answered (nil for an adopted container: before this process).
+        var startedAt: Moment?
         var watchingHealth = false
         /// For an adopted container, until its spec is known: what its labels said.
         var adoptedGrace: Duration?

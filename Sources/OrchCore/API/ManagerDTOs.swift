@@ -109,11 +109,15 @@ public struct NodeDTO: Codable, Sendable, Hashable {
     public var tasks: Int
     public var joinedAt: Date
     public var lastHeartbeat: Date?
+    /// Set while the node's container engine does not answer (its words); nothing is placed
+    /// there meanwhile.
+    public var engineError: String?
 
     public init(
         id: NodeID, name: String, addresses: [String], state: State, labels: [String: String], capacity: NodeCapacity,
-        reserved: Resources, metrics: Metrics?, tasks: Int, joinedAt: Date, lastHeartbeat: Date?
+        reserved: Resources, metrics: Metrics?, tasks: Int, joinedAt: Date, lastHeartbeat: Date?, engineError: String? = nil
     ) {
+        self.engineError = engineError
         self.id = id
         self.name = name
         self.addresses = addresses

@@ -57,8 +57,8 @@ public enum WireMessage: Sendable, Hashable {
 
 /// The protocol versions this build speaks.
 public enum ProtocolVersion {
-    public static let oldest: UInt16 = 2
-    public static let newest: UInt16 = 2
+    public static let oldest: UInt16 = 3
+    public static let newest: UInt16 = 3
 
     /// The highest version in both ranges, or nil when they do not meet.
     public static func negotiate(peerOldest: UInt16, peerNewest: UInt16) -> UInt16? {
@@ -169,10 +169,14 @@ public struct MachineMetrics: Sendable, Hashable {
 public struct Heartbeat: Sendable, Hashable {
     public var sequence: UInt64
     public var metrics: MachineMetrics
+    /// Set while the worker's container engine does not answer (version 3): why, in its
+    /// words. Nil when it answers, and always in the manager's answers.
+    public var engineError: String?
 
-    public init(sequence: UInt64, metrics: MachineMetrics) {
+    public init(sequence: UInt64, metrics: MachineMetrics, engineError: String? = nil) {
         self.sequence = sequence
         self.metrics = metrics
+        self.engineError = engineError
     }
 }
 

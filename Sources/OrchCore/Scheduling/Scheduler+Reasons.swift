@@ -5,8 +5,14 @@
 /// ports free), and the first rule that leaves no node is the one reported, with numbers.
 extension Scheduler {
     static func reasonNothingFits(_ spec: TaskSpec, among nodes: [SchedulingNode]) -> String {
-        let up = nodes.filter(\.isUp)
-        if up.isEmpty { return nodes.isEmpty ? "no node has joined the cluster" : "no node is up" }
+        let live = nodes.filter(\.isUp)
+        if live.isEmpty { return nodes.isEmpty ? "no node has joined the cluster" : "no node is up" }
+        let up = live.filter { $0.engineError == nil }
+        if up.isEmpty, let down = live.first(where: { $0.engineError != nil }) {
+            return live.count == 1
+                ? "the container engine of node \(down.name) does not answer"
+                : "the container engine of every node that is up does not answer (\(down.name): \(down.engineError ?? ""))"
+        }
 
         let constraints = spec.constraints
         let matching = up.filter { $0.matches(constraints) }

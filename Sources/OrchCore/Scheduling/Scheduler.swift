@@ -73,9 +73,10 @@ public struct Scheduler: Sendable {
         return .node(nodes[best].id)
     }
 
-    /// Whether `spec` fits on `node` (up, free CPU and memory, fixed host ports free, constraints met).
+    /// Whether `spec` fits on `node` (up with its engine answering, free CPU and memory,
+    /// fixed host ports free, constraints met).
     public static func isFeasible(_ spec: TaskSpec, on node: SchedulingNode) -> Bool {
-        node.isUp
+        node.isUp && node.engineError == nil
             && node.matches(spec.constraints)
             && node.hasRoom(for: ResourceAmount(spec.resources))
             && node.takenHostPorts(of: spec).isEmpty

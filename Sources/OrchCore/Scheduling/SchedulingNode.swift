@@ -37,12 +37,15 @@ public struct SchedulingNode: Sendable, Hashable {
     public var measured: ResourceAmount?
     /// Host ports taken on it by fixed `hostPort`s of its tasks.
     public var usedHostPorts: Set<Int>
+    /// Why its container engine does not answer; a node whose engine is down gets nothing.
+    public var engineError: String?
 
     public init(
         id: NodeID, name: String, isUp: Bool = true, labels: [String: String] = [:],
         capacity: ResourceAmount, reserved: ResourceAmount = .zero, measured: ResourceAmount? = nil,
-        usedHostPorts: Set<Int> = []
+        usedHostPorts: Set<Int> = [], engineError: String? = nil
     ) {
+        self.engineError = engineError
         self.id = id
         self.name = name
         self.isUp = isUp

@@ -1,0 +1,83 @@
+import Foundation
+
+/// The tokens a manager or worker leaves for the user who started it, so that `orchctl` on
+/// that host needs no `--token`: `~/.orch/tokens/HOST:PORT` (0600, in a 0700 folder) holds
+/// the token of the API listening on HOST:PORT. A manager writes its admin token there, a
+/// worker the token of its own API. An API bound to a wildcard address (`0.0.0.0`) is
+/// written for `127.0.0.1` and `localhost` too.
+public enum LocalTokens {
+    public static var directory: String {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+        return "\(home)/.orch/tokens"
+    }
+
+    public static func path(host: String, port: Int) -> String { "\(directory)/\(host):\(port)" }
+
+    /// The token left for the API at `host:port`, if any.
+    public static func read(host: String, port: Int) -> String? {
+        guard let text = try? String(contentsOfFile: path(host: host, port: port), encoding: .utf8) else { return nil }
+        let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return token.isEmpty ? nil : token
+    }
+
+    /// Leaves `token` for the API listening on `host:port`.
+    public static func write(_ token: String, host: String, port: Int) throws {
+        let hosts = ["0.0.0.0", "::", ""].contains(host) ? [host, "127.0.0.1", "localhost"] : [host]
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        for name in hosts where !name.isEmpty {
+            try writePrivately(token + "\n", to: path(host: name, port: port))
+        }
+    }
+
+    /// A new token: `orch_` and 43 characters, 32 random bytes in base64url without padding.
+    public static func newToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let text = Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return "orch_" + text
+    }
+
+    /// The token kept in `path`, made (and written 0600) when the file does not exist yet.
+    public static func loadOrCreate(at path: String) throws -> String {
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !token.isEmpty { return token }
+        }
+        let token = newToken()
+        try writePrivately(token + "\n", to: path)
+        return token
+    }
+
+    /// Whether `a` and `b` are equal, in a time that does not depend on where they differ.
+    public static func equalInConstantTime(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+
+    /// Writes `text` to `path` readable by its owner only (0600), replacing what was there.
+    public static func writePrivately(_ text: String, to path: String) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: path])
+        }
+        if rename(temporary, path) != 0 {
+            let code = errno
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO)
+        }
+    }
+}
+
+/// Whether a listener's host is this machine's loopback (127.0.0.0/8, `::1`, `localhost`):
+/// reachable from this host only.
+public enum LoopbackAddress {
+    public static func contains(_ host: String) -> Bool {
+        if host == "localhost" || host == "::1" || host == "[::1]" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+}
