@@ -12,9 +12,13 @@ public struct WireListener: Sendable {
     /// The address really bound (port 0 becomes the port the system chose).
     public let localAddress: SocketAddress
 
-    /// Binds `host:port` (port 0 for any free port).
+    /// Makes the TLS handler of one connection (the cluster's TLS layer, OrchSecurity's
+    /// `ClusterTLS`): put first in its pipeline, below the framing.
+    public typealias TLSHandlerMaker = @Sendable () throws -> any ChannelHandler
+
+    /// Binds `host:port` (port 0 for any free port); with `tls`, every connection is TLS.
     public static func bind(
-        host: String, port: Int, maximumFrameBytes: Int = Frame.defaultMaximumBytes,
+        host: String, port: Int, maximumFrameBytes: Int = Frame.defaultMaximumBytes, tls: TLSHandlerMaker? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> WireListener {
         let server = try await ServerBootstrap(group: group)
@@ -26,6 +30,7 @@ public struct WireListener: Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls()) }
                     try channel.pipeline.syncOperations.addWireHandlers(maximumFrameBytes: maximumFrameBytes)
                     // Closed if dropped unserved: a stopping listener leaves accepted connections
                     // behind that `run` never gets, and NIO's newer initializer traps on such a
@@ -55,15 +60,18 @@ public struct WireListener: Sendable {
 
 /// Dials a listener of the cluster protocol.
 public enum WireDialer {
+    /// Dials `host:port`; with `tls`, the connection is TLS (the handler checks the manager).
     public static func connect(
         host: String, port: Int, maximumFrameBytes: Int = Frame.defaultMaximumBytes,
-        connectTimeout: TimeAmount = .seconds(5), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        connectTimeout: TimeAmount = .seconds(5), tls: WireListener.TLSHandlerMaker? = nil,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> WireChannel {
         try await ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls()) }
                     try channel.pipeline.syncOperations.addWireHandlers(maximumFrameBytes: maximumFrameBytes)
                     return try WireChannel(wrappingChannelSynchronously: channel)
                 }
