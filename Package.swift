@@ -102,6 +102,7 @@ let package = Package(
                 "OrchWire",
                 "OrchStore",
                 "OrchHTTP",
+                "OrchSecurity",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -199,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "OrchCore", "OrchTestSupport", "orchctl", "orch-bench",
+                "OrchCore", "OrchSecurity", "OrchTestSupport", "orchctl", "orch-bench",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

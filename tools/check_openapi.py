@@ -612,9 +612,12 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
         c.call("POST", "/tasks", "/tasks", 403, code="forbidden", note="a viewer may not submit", body=task_file(), headers=as_viewer)
         c.call("DELETE", "/tasks/{taskID}", f"/tasks/{missing_id}", 403, code="forbidden", note="a viewer may not stop", headers=as_viewer)
         c.call("GET", "/tokens", "/tokens", 403, code="forbidden", note="a viewer may not list tokens", headers=as_viewer)
+        c.call("POST", "/join-token/rotate", "/join-token/rotate", 403, code="forbidden", note="a viewer may not rotate", headers=as_viewer)
         c.call("DELETE", "/tokens/{name}", f"/tokens/{viewer_name}", 204)
         c.call("GET", "/tasks", "/tasks", 401, code="unauthorized", note="a revoked token", headers=as_viewer, request_valid=None)
     c.call("DELETE", "/tokens/{name}", f"/tokens/{viewer_name}", 404, code="token_not_found", note="revoked already")
+    c.call("POST", "/join-token/rotate", "/join-token/rotate", 201,
+           check=lambda r: None if r.json()["token"].startswith("ORCH1-") else f"not a join token: {r.text}")
 
     # -- nodes
 

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import OrchCore
+import OrchSecurity
 import OrchStore
 import OrchWire
 import ServiceLifecycle
@@ -18,6 +19,9 @@ public final class Manager: Service, Sendable {
     let cluster: Cluster
     let metrics: ManagerMetrics
     let tokens: APITokens
+    /// The cluster's certificate authority and the join token's secret (data directory).
+    let ca: ClusterCA
+    let joinSecret: JoinSecret
     let logger: Logger
     /// The real addresses once listening (port 0 becomes the chosen port).
     public let httpAddress = Mutex<String?>(nil)
@@ -39,6 +43,12 @@ public final class Manager: Service, Sendable {
             throw ManagerError.dataDirectory("cannot open \(configuration.databasePath): \(error)")
         }
         self.store = store
+        do {
+            ca = try ClusterCA.loadOrCreate(in: configuration.dataDirectory)
+            joinSecret = try JoinSecret(in: configuration.dataDirectory, ca: ca)
+        } catch {
+            throw ManagerError.dataDirectory("cannot keep the cluster's CA and join token in \(configuration.dataDirectory): \(error)")
+        }
         tokens = try await APITokens(store: store)
         if tokens.isEmpty {
             // The first start: the admin's token, in a file only this user can read.
@@ -68,7 +78,7 @@ public final class Manager: Service, Sendable {
         wireAddress.withLock { $0 = wire }
         logger.info("cluster protocol listening on \(wire)")
         let app = Application(
-            router: RESTGateway(cluster: cluster, store: store, metrics: metrics, tokens: tokens).router(),
+            router: RESTGateway(cluster: cluster, store: store, metrics: metrics, tokens: tokens, joinSecret: joinSecret).router(),
             server: .http1WithAPIErrors(),
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in

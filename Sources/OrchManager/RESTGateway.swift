@@ -18,6 +18,7 @@ struct RESTGateway: Sendable {
     let store: any ManagerStore
     let metrics: ManagerMetrics
     let tokens: APITokens
+    let joinSecret: JoinSecret
 
     static let defaultLimit = 1000
     static let maximumLimit = 1_000_000
@@ -84,6 +85,14 @@ struct RESTGateway: Sendable {
                                message: "role must be one of \(APIRole.allCases.map(\.rawValue).joined(separator: ", ")), not \(roleText)")
             }
             return JSONBody(try await tokens.create(name: name, role: role), status: .created)
+        }
+        routes.post("join-token/rotate") { _, _ in
+            do {
+                let token = try joinSecret.rotate()
+                return JSONBody(["token": token.description], status: .created)
+            } catch {
+                throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the new join token could not be written: \(error)")
+            }
         }
         routes.delete("tokens/:name") { _, context in
             let name = try context.parameters.decoded("name", code: "invalid_token_name", what: "token name")

@@ -16,8 +16,28 @@ struct TokenCommand: AsyncParsableCommand {
               orchctl token create --name ci --role operator
               orchctl token list
               orchctl token revoke ci
+              orchctl token rotate-join
             """,
-        subcommands: [Create.self, List.self, Revoke.self])
+        subcommands: [Create.self, List.self, Revoke.self, RotateJoin.self])
+
+    struct RotateJoin: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-join",
+            abstract: "Makes a new join token for workers (the old one joins no one from now on; joined nodes keep working).")
+
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            try await runClient {
+                let client = try options.client
+                let answer = try await client.request(.POST, "/join-token/rotate")
+                let body = try client.decode([String: String].self, from: answer)
+                if options.json { printJSON(answer); return }
+                print(body["token"] ?? "")
+                printError("a new join token; it is also in join.token in the manager's data directory")
+            }
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Makes a token and prints it (only this once).")

@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import OrchSecurity
 import OrchTestSupport
 import Testing
 
@@ -43,6 +44,7 @@ struct APIAuthTests {
                 Route(method: .GET, path: "/tokens", needs: "admin"),
                 Route(method: .POST, path: "/tokens", body: #"{"name": "sneaky", "role": "admin"}"#, needs: "admin"),
                 Route(method: .DELETE, path: "/tokens/admin", needs: "admin"),
+                Route(method: .POST, path: "/join-token/rotate", needs: "admin"),
                 Route(method: .GET, path: "/no/such/route", needs: "viewer"),
             ]
             let before = try await state(of: cluster, as: admin)
@@ -115,6 +117,32 @@ struct APIAuthTests {
             // A wrong token gets a 401 that says where the right one is.
             let wrong = try await LaunchedProcess.run(orchctl: ["status", "--token", "orch_wrong"], environment: env)
             #expect(wrong.status != 0 && wrong.stderr.contains("admin.token"), "\(wrong.stderr)")
+        }
+    }
+
+    @Test func theManagerMakesItsCAAndAJoinTokenThatPinsItAndRotatesIt() async throws {
+        try await ClusterProcesses.with { cluster in
+            for file in ["ca.key", "join.token", "join.sha256"] {
+                let mode = try FileManager.default.attributesOfItem(atPath: "\(cluster.data)/\(file)")[.posixPermissions] as? Int
+                #expect(mode == 0o600, "\(file) is the owner's only")
+            }
+            let ca = try ClusterCA.loadOrCreate(in: cluster.data)
+            let first = try JoinToken(parsing: try String(contentsOfFile: cluster.data + "/join.token", encoding: .utf8))
+            #expect(first.caFingerprint == (try ca.fingerprint), "the token pins the manager's CA")
+            let stored = try String(contentsOfFile: cluster.data + "/join.sha256", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(stored == JoinToken.hash(secret: first.secret) && !stored.contains(first.secret), "the secret is kept hashed")
+
+            let rotated = try await LaunchedProcess.run(orchctl: ["token", "rotate-join"], environment: ["ORCH_API": cluster.api])
+            #expect(rotated.status == 0, "\(rotated.stderr)")
+            let second = try JoinToken(parsing: rotated.stdout)
+            #expect(second.caFingerprint == first.caFingerprint && second.secret != first.secret)
+            #expect(try JoinToken(parsing: try String(contentsOfFile: cluster.data + "/join.token", encoding: .utf8)) == second)
+            #expect(try String(contentsOfFile: cluster.data + "/join.sha256", encoding: .utf8).contains(JoinToken.hash(secret: second.secret)))
+
+            // A restarted manager keeps its CA and the rotated secret.
+            try await cluster.restartManager()
+            #expect(try ClusterCA.loadOrCreate(in: cluster.data).fingerprint == (try ca.fingerprint))
+            #expect(try JoinToken(parsing: try String(contentsOfFile: cluster.data + "/join.token", encoding: .utf8)) == second)
         }
     }
 

@@ -6,7 +6,7 @@ import Foundation
 /// |---|---|
 /// | viewer | read: every GET |
 /// | operator | also submit and stop tasks |
-/// | admin | also remove nodes and create, list and revoke tokens |
+/// | admin | also remove nodes, manage API tokens and rotate the join token |
 public enum APIRole: String, Codable, Sendable, Hashable, CaseIterable, Comparable {
     case viewer
     case `operator`
@@ -30,7 +30,7 @@ public enum APIRole: String, Codable, Sendable, Hashable, CaseIterable, Comparab
         let first = segments.first.map(String.init) ?? ""
         let reading = method == "GET" || method == "HEAD"
         if first == "healthz", reading, segments.count == 1 { return nil }
-        if first == "tokens" { return .admin }
+        if first == "tokens" || first == "join-token" { return .admin }
         if first == "nodes", !reading { return .admin }
         return reading ? .viewer : .operator
     }
