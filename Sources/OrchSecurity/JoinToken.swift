@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import OrchCore
 import SwiftASN1
 import X509
 
@@ -54,11 +55,7 @@ public struct JoinToken: Sendable, Hashable, CustomStringConvertible {
     /// Whether `secret` is the one whose hash is `stored`, in a time that does not depend on
     /// where they differ.
     public static func matches(secret: String, stored: String) -> Bool {
-        let a = Array(hash(secret: secret).utf8), b = Array(stored.utf8)
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for index in a.indices { difference |= a[index] ^ b[index] }
-        return difference == 0
+        LocalTokens.equalInConstantTime(hash(secret: secret), stored)
     }
 }
 

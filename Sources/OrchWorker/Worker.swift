@@ -53,7 +53,8 @@ public final class Worker: Service, Sendable {
             diskBytes: first?.disk.totalBytes ?? 0)
         let hello = Hello(
             nodeID: node, name: configuration.name, addresses: ["\(configuration.httpHost):\(configuration.httpPort)"],
-            capacity: capacity, labels: configuration.labels, joinToken: configuration.joinToken)
+            // The join token's secret never goes in a hello: the hello is not where a worker joins.
+            capacity: capacity, labels: configuration.labels, joinToken: nil)
         let client = WireClient(host: configuration.managerHost, port: configuration.managerPort, hello: hello, logger: logger)
         self.client = client
         supervisor = TaskSupervisor(

@@ -225,6 +225,42 @@ import Testing
         #expect(h.machine.task(TaskID(rawValue: "bad")) == nil)
     }
 
+    @Test func aWorkerSubmitsToItselfOnlyAndIsNamedInTheEvents() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        _ = h.join("w2", connection: 2)
+        h.commitAll()
+        for (request, pinned) in [(5, "w2"), (6, "someone-else")] {
+            var elsewhere = Self.spec("elsewhere-\(request)")
+            elsewhere.constraints.node = pinned
+            h.feed(.received(c1, .submitTask(SubmitTask(requestID: UInt64(request), spec: elsewhere))))
+            guard case .submitResult(let refused)? = Self.sent(h.effects, on: c1).last else {
+                Issue.record("expected a submit_result")
+                return
+            }
+            #expect(refused.task == nil && refused.error?.contains("pinned to \(pinned)") == true, "\(refused)")
+            #expect(h.machine.task(TaskID(rawValue: "elsewhere-\(request)")) == nil)
+        }
+        // Pinned to itself, by id or by name, or not pinned: accepted, pinned to this node.
+        for (request, pinned) in [(7, "w1"), (8, nil)] as [(Int, String?)] {
+            var mine = Self.spec("mine-\(request)")
+            mine.constraints.node = pinned
+            h.feed(.received(c1, .submitTask(SubmitTask(requestID: UInt64(request), spec: mine))))
+            let effects = h.commitAll()
+            guard case .submitResult(let accepted)? = Self.sent(effects, on: c1).first(where: { if case .submitResult = $0 { true } else { false } }) else {
+                Issue.record("expected a submit_result after the commit")
+                return
+            }
+            #expect(accepted.task == TaskID(rawValue: "mine-\(request)") && accepted.error == nil)
+            #expect(h.machine.task(TaskID(rawValue: "mine-\(request)"))?.spec.constraints.node == "w1")
+        }
+        let accepted = h.store.flatMap(\.changes).compactMap { change -> String? in
+            if case .appendHistory(let entry) = change, entry.task == TaskID(rawValue: "mine-8") { return entry.message }
+            return nil
+        }
+        #expect(accepted.first == "accepted from node w1", "who submitted it: \(accepted)")
+    }
+
     // MARK: - Membership
 
     @Test func heartbeatsAreAnsweredTheFirstAndThenOneInThreeSoTheWorkerHearsEveryThreeIntervals() {
