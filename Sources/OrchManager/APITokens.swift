@@ -1,7 +1,7 @@
-import Crypto
 import Foundation
 import OrchCore
 import OrchHTTP
+import OrchSecurity
 import OrchStore
 import Synchronization
 
@@ -53,13 +53,14 @@ final class APITokens: Sendable {
         }
     }
 
-    /// Makes a token named `name` with `role`; throws a 409 when a token of that name is live.
-    func create(name: String, role: APIRole) async throws -> CreatedAPITokenDTO {
+    /// Makes a token named `name` with `role` (`token` when given, a new one otherwise);
+    /// throws a 409 when a token of that name is live.
+    func create(name: String, role: APIRole, token given: String? = nil) async throws -> CreatedAPITokenDTO {
         guard Self.isValidName(name) else {
             throw APIError(.badRequest, code: "invalid_token_name",
                            message: "a token's name is 1 to 64 letters, digits, '.', '_' or '-', not \"\(name)\"")
         }
-        let token = Self.newToken()
+        let token = given ?? Self.newToken()
         let record = APITokenRecord(name: name, role: role, hash: Self.hash(token), createdAt: Date())
         let taken = state.withLock { state in
             if let existing = state.byName[name], existing.revokedAt == nil { return true }
@@ -73,23 +74,33 @@ final class APITokens: Sendable {
         do {
             try await store.saveToken(record)
         } catch {
-            state.withLock { $0.byName[name] = nil }
+            // Only our reservation is taken back (a revocation meanwhile replaced it).
+            state.withLock { if $0.byName[name]?.hash == record.hash { $0.byName[name] = nil } }
             throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the token could not be stored: \(error)")
         }
-        state.withLock { $0.byHash[record.hash] = record }
+        // In force only if nobody revoked it while it was being stored.
+        state.withLock { state in
+            if let current = state.byName[name], current.hash == record.hash, current.revokedAt == nil { state.byHash[record.hash] = record }
+        }
         return CreatedAPITokenDTO(name: name, role: role, token: token, createdAt: record.createdAt)
     }
 
-    /// Revokes the live token named `name`: refused from now on.
+    /// Revokes the live token named `name`: refused from now on. The last admin token is
+    /// not revoked (nobody could make tokens again).
     func revoke(_ name: String) async throws {
-        guard var record = state.withLock({ $0.byName[name] }), record.revokedAt == nil else {
-            throw APIError(.notFound, code: "token_not_found", message: "no token named \(name)")
-        }
-        record.revokedAt = Date()
-        state.withLock { state in
+        let outcome = state.withLock { state -> Result<APITokenRecord, APIError> in
+            guard var record = state.byName[name], record.revokedAt == nil else {
+                return .failure(APIError(.notFound, code: "token_not_found", message: "no token named \(name)"))
+            }
+            if record.role == .admin, !state.byName.values.contains(where: { $0.name != name && $0.role == .admin && $0.revokedAt == nil }) {
+                return .failure(APIError(.conflict, code: "last_admin", message: "\(name) is the last admin token; make another admin token first"))
+            }
+            record.revokedAt = Date()
             state.byHash[record.hash] = nil
             state.byName[name] = record
+            return .success(record)
         }
+        let record = try outcome.get()
         do {
             try await store.saveToken(record)
         } catch {
@@ -105,22 +116,24 @@ final class APITokens: Sendable {
         }
     }
 
-    /// Writes the last uses noted since the previous flush.
+    /// Writes the last uses noted since the previous flush: only the time, and only for a
+    /// token still live with the same hash (a revocation written meanwhile is never undone).
     func flushLastUse() async {
         let changed = state.withLock { state -> [APITokenRecord] in
             defer { state.used = [] }
             return state.used.compactMap { state.byName[$0] }
         }
-        for record in changed { try? await store.saveToken(record) }
+        for record in changed {
+            guard let used = record.lastUsedAt else { continue }
+            try? await store.recordTokenUse(name: record.name, hash: record.hash, at: used)
+        }
     }
 
     // MARK: - Tokens
 
     static func newToken() -> String { LocalTokens.newToken() }
 
-    static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
-    }
+    static func hash(_ token: String) -> String { sha256Hex(Array(token.utf8)) }
 
     static func isValidName(_ name: String) -> Bool {
         (1...64).contains(name.count) && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }

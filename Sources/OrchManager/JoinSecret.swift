@@ -35,13 +35,16 @@ final class JoinSecret: Sendable {
     }
 
     /// A new secret: written (token 0600, hash) before it is in force; returns the token.
+    /// Two rotations at once are one after the other (the two files always agree).
     @discardableResult
     func rotate() throws -> JoinToken {
         let token = JoinToken.make(caFingerprint: fingerprint)
         let digest = JoinToken.hash(secret: token.secret)
-        try LocalTokens.writePrivately(token.description + "\n", to: "\(directory)/\(Self.tokenFile)")
-        try LocalTokens.writePrivately(digest + "\n", to: "\(directory)/\(Self.hashFile)")
-        hash.withLock { $0 = digest }
+        try hash.withLock { current in
+            try LocalTokens.writePrivately(token.description + "\n", to: "\(directory)/\(Self.tokenFile)")
+            try LocalTokens.writePrivately(digest + "\n", to: "\(directory)/\(Self.hashFile)")
+            current = digest
+        }
         return token
     }
 }

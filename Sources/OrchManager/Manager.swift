@@ -32,7 +32,9 @@ public final class Manager: Service, Sendable {
         self.logger = logger
         if let problem = configuration.exposureProblem { throw ManagerError.exposed(problem) }
         do {
-            try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+            // The owner's only: it holds the CA's key and the tokens.
+            try FileManager.default.createDirectory(
+                atPath: configuration.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw ManagerError.dataDirectory("cannot use \(configuration.dataDirectory): \(error.localizedDescription)")
         }
@@ -51,13 +53,15 @@ public final class Manager: Service, Sendable {
         }
         tokens = try await APITokens(store: store)
         if tokens.isEmpty {
-            // The first start: the admin's token, in a file only this user can read.
-            let admin = try await tokens.create(name: "admin", role: .admin)
+            // The first start: the admin's token, in a file only this user can read, written
+            // before the token is stored (a start that fails between the two starts over).
+            let token = APITokens.newToken()
             do {
-                try LocalTokens.writePrivately(admin.token + "\n", to: configuration.adminTokenPath)
+                try LocalTokens.writePrivately(token + "\n", to: configuration.adminTokenPath)
             } catch {
                 throw ManagerError.dataDirectory("cannot write the admin token to \(configuration.adminTokenPath): \(error)")
             }
+            _ = try await tokens.create(name: "admin", role: .admin, token: token)
             logger.info("made the admin token; it is in \(configuration.adminTokenPath)")
         }
         let snapshot = try await store.load()

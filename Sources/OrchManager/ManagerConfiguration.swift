@@ -34,9 +34,7 @@ public struct ManagerConfiguration: Sendable {
     /// loopback would carry its tokens in the clear (there is no TLS on it yet). Nil when
     /// they may.
     public var exposureProblem: String? {
-        guard !LoopbackAddress.contains(httpHost) else { return nil }
-        return "refusing to serve the REST API on \(httpHost):\(httpPort) without TLS (its tokens would cross the network in the clear); "
-            + "bind it to this host with --http 127.0.0.1:\(httpPort)"
+        LoopbackAddress.refusal(of: "the REST API", carrying: "its tokens", host: httpHost, port: httpPort)
     }
 
     public var databasePath: String { "\(dataDirectory)/manager.sqlite" }

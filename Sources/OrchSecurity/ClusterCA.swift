@@ -75,9 +75,7 @@ public struct ClusterCA: Sendable {
         get throws { Self.fingerprint(ofDER: try certificateDER) }
     }
 
-    public static func fingerprint(ofDER der: [UInt8]) -> String {
-        SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
-    }
+    public static func fingerprint(ofDER der: [UInt8]) -> String { sha256Hex(der) }
 
     /// A client certificate for `node` from its CSR (DER). The CSR must be signed by the key
     /// it carries; the subject it asks for is ignored: the certificate names `node`, the
@@ -114,7 +112,7 @@ public struct ClusterCA: Sendable {
     public func issueServerCertificate(hosts: [String], lifetime: Duration = defaultNodeLifetime, now: Date = Date()) throws -> (Certificate, Certificate.PrivateKey) {
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let names: [GeneralName] = hosts.map { host in
-            if let bytes = IPv4.bytes(of: host) { return .ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))) }
+            if let bytes = IPv4Address.bytes(of: host) { return .ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes))) }
             return .dnsName(host)
         }
         let seconds = TimeInterval(lifetime.components.seconds)
@@ -150,13 +148,9 @@ extension Certificate {
     }
 }
 
-enum IPv4 {
-    static func bytes(of host: String) -> [UInt8]? {
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        let bytes = parts.compactMap { UInt8($0) }
-        return bytes.count == 4 ? bytes : nil
-    }
+/// Lowercase hex of SHA-256 over `bytes`: how tokens, secrets and the CA are fingerprinted.
+public func sha256Hex(_ bytes: [UInt8]) -> String {
+    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
 }
 
 public enum SecurityError: Error, Sendable, Hashable, CustomStringConvertible {

@@ -48,9 +48,7 @@ public struct JoinToken: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(Self.prefix)-\(caFingerprint)-\(secret)" }
 
     /// What the manager keeps of the secret: lowercase hex of its SHA-256.
-    public static func hash(secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
-    }
+    public static func hash(secret: String) -> String { sha256Hex(Array(secret.utf8)) }
 
     /// Whether `secret` is the one whose hash is `stored`, in a time that does not depend on
     /// where they differ.
@@ -77,6 +75,13 @@ public enum PinnedCA {
         }
         guard leaf.issuer == ca.subject, ca.publicKey.isValidSignature(leaf.signature, for: leaf) else {
             throw SecurityError.untrustedPeer("the manager's certificate is not signed by the pinned CA")
+        }
+        // The CA signs nodes' client certificates too: only a server certificate that is no
+        // CA is the manager's (a joined node must not pose as the manager to others).
+        let usage = (try? leaf.extensions.extendedKeyUsage) ?? nil
+        let constraints = (try? leaf.extensions.basicConstraints) ?? nil
+        guard usage?.contains(.serverAuth) == true, constraints == .notCertificateAuthority else {
+            throw SecurityError.untrustedPeer("the certificate presented is not the manager's (not a server certificate)")
         }
         guard leaf.notValidBefore <= now, now <= leaf.notValidAfter else {
             throw SecurityError.untrustedPeer("the manager's certificate is not valid now (\(leaf.notValidBefore) to \(leaf.notValidAfter))")

@@ -16,6 +16,9 @@ public protocol ManagerStore: Sendable {
     func loadTokens() async throws -> [APITokenRecord]
     /// Inserts or replaces the token named `token.name`; durable when it returns.
     func saveToken(_ token: APITokenRecord) async throws
+    /// Records when the live token `name` with `hash` was last used; changes nothing else,
+    /// and nothing at all for a token revoked or replaced meanwhile.
+    func recordTokenUse(name: String, hash: String, at: Date) async throws
 }
 
 /// How far a committed write survives.

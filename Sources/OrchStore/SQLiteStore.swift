@@ -141,6 +141,14 @@ public final class SQLiteStore: ManagerStore {
         }
     }
 
+    public func recordTokenUse(name: String, hash: String, at date: Date) async throws {
+        try await writer.write { db in
+            try db.execute(
+                sql: "UPDATE apiToken SET lastUsedAt = ? WHERE name = ? AND hash = ? AND revokedAt IS NULL",
+                arguments: [date, name, hash])
+        }
+    }
+
     /// Writes one batch of changes inside an open transaction, and the revision they reach.
     static func write(_ changes: [StoreChange], revision: UInt64?, _ db: Database) throws {
         let encoder = JSONEncoder()

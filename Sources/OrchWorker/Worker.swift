@@ -36,10 +36,9 @@ public final class Worker: Service, Sendable {
         self.configuration = configuration
         self.runtime = runtime
         self.logger = logger
-        guard LoopbackAddress.contains(configuration.httpHost) else {
-            throw WorkerError.exposed(
-                "refusing to serve the worker's API on \(configuration.httpHost):\(configuration.httpPort) without TLS (its token would cross the network in the clear); "
-                + "bind it to this host with --http 127.0.0.1:\(configuration.httpPort)")
+        if let refusal = LoopbackAddress.refusal(
+            of: "the worker's API", carrying: "its token", host: configuration.httpHost, port: configuration.httpPort) {
+            throw WorkerError.exposed(refusal)
         }
         node = try NodeIdentity.loadOrCreate(in: configuration.stateDirectory)
         apiToken = try LocalTokens.loadOrCreate(at: configuration.apiTokenPath)
@@ -187,6 +186,8 @@ public final class Worker: Service, Sendable {
                 adopted = true
                 ready.finish()
                 backoff.reset()
+                // A stream that ends without an error is subscribed again; if the engine is
+                // gone, that fails and says so (a killed engine's stream ends in an error).
                 for try await event in events { await supervisor.containerEvent(event) }
             } catch is CancellationError {
                 return

@@ -25,7 +25,7 @@ struct WorkerAPI: Sendable {
         let routes = APIRoutes(router)
         let token = worker.apiToken
         routes.add(middleware: BearerAuthMiddleware(
-            hint: "the worker's token is in api.token in its state directory (\(worker.configuration.stateDirectory))"
+            hint: "the worker's token is in api.token in its state directory"
         ) { presented in
             LocalTokens.equalInConstantTime(presented, token) ? ("worker", .admin) : nil
         })

@@ -59,7 +59,7 @@ public enum NodeIdentity {
             return NodeID(rawValue: id)
         }
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let id = NodeID.random()
             // Written to a temporary file and renamed, so that a crash never leaves half an id.
             try Data((id.rawValue + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)

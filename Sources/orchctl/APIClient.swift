@@ -77,7 +77,7 @@ struct APIClient: Sendable {
     func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, timeout: TimeAmount = .seconds(30)) async throws -> Answer {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
-        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        authorize(&request)
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -90,6 +90,10 @@ struct APIClient: Sendable {
         }
         let bytes = try await response.body.collect(upTo: 64 << 20)
         return Answer(status: Int(response.status.code), body: bytes)
+    }
+
+    private func authorize(_ request: inout HTTPClientRequest) {
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
     }
 
     /// Decodes a 2xx answer as `T`, or throws the server's error as one line.
@@ -129,7 +133,7 @@ struct APIClient: Sendable {
     func stream(_ path: String, to output: FileHandle) async throws {
         var request = HTTPClientRequest(url: base + path)
         request.method = .GET
-        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        authorize(&request)
         let response: HTTPClientResponse
         do {
             response = try await Self.http.execute(request, timeout: .seconds(30))

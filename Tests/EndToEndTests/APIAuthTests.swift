@@ -76,6 +76,9 @@ struct APIAuthTests {
             let id = try #require(try JSONSerialization.jsonObject(with: Data(submitted.body.utf8)) as? [String: Any])["id"] as? String ?? ""
             #expect(try await http(.DELETE, "\(cluster.api)/tasks/\(id)", token: .bearer(ci)).status == 202)
             #expect(try await http(.DELETE, "\(cluster.api)/tokens/ci", token: .bearer(ci)).status == 403, "an operator may not revoke")
+            #expect(try await http(.POST, "\(cluster.api)/tokens", body: #"{"name": "x", "role": "admin"}"#, token: .bearer(ci)).status == 403)
+            let last = try await http(.DELETE, "\(cluster.api)/tokens/admin", token: .bearer(admin))
+            #expect(last.status == 409 && last.body.contains("last_admin"), "the last admin token is not revoked: \(last.body)")
 
             let status = try await LaunchedProcess.run(orchctl: ["status", id, "--api", cluster.api, "--token", ci])
             #expect(status.status == 0, "\(status.stderr)")

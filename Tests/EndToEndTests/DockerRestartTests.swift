@@ -38,10 +38,11 @@ struct DockerRestartTests {
 
                 // Nothing is placed there meanwhile: a new task waits and says why.
                 let waiting = try await cluster.submit(Self.sleeper("never"))
-                try await Task.sleep(for: .seconds(1))
-                let pending = try #require(try await cluster.tasks().first { $0["id"] as? String == waiting })
+                let tasks = try await cluster.waitForTasks("the new task to say why it waits", within: .seconds(10)) { list in
+                    (list.first { $0["id"] as? String == waiting }?["error"] as? String)?.contains("container engine") == true
+                }
+                let pending = try #require(tasks.first { $0["id"] as? String == waiting })
                 #expect(pending.state == "pending", "placed while the engine was down: \(pending)")
-                #expect((pending["error"] as? String)?.contains("container engine") == true, "why it waits: \(pending["error"] ?? "nothing")")
                 // The tasks are not declared over while the engine is merely silent.
                 #expect(try await cluster.tasks().filter { [always, onFailure, never].contains($0["id"] as? String ?? "") }
                     .allSatisfy { $0.state == "running" })

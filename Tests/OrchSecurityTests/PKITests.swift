@@ -101,6 +101,13 @@ import X509
         #expect(throws: SecurityError.self) { try PinnedCA.verify(chain: [try derBytes(impostor), try ca.certificateDER], fingerprint: try ca.fingerprint) }
         #expect(throws: SecurityError.self) { try PinnedCA.verify(chain: chain, fingerprint: try other.fingerprint) }
         #expect(throws: SecurityError.self) { try PinnedCA.verify(chain: [], fingerprint: try ca.fingerprint) }
+
+        // A node's client certificate from the same CA cannot pose as the manager.
+        let node = try NodeCredentials.loadOrCreate(in: directory("poser"))
+        let client = try ca.issueNodeCertificate(csr: try node.signingRequest(for: NodeID(rawValue: "n")), node: NodeID(rawValue: "n"))
+        #expect(throws: SecurityError.self) { try PinnedCA.verify(chain: [try derBytes(client), try ca.certificateDER], fingerprint: try ca.fingerprint) }
+        // Nor the CA itself as the leaf.
+        #expect(throws: SecurityError.self) { try PinnedCA.verify(chain: [try ca.certificateDER], fingerprint: try ca.fingerprint) }
         #expect(throws: SecurityError.self) {
             try PinnedCA.verify(chain: chain, fingerprint: try ca.fingerprint, now: Date().addingTimeInterval(60 * 24 * 3600))
         }

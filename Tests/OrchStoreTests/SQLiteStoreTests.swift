@@ -49,6 +49,12 @@ struct SQLiteStoreTests {
         try await store.saveToken(ci)
         let reopened = try SQLiteStore(path: path)
         #expect(try await reopened.loadTokens() == [admin, ci])
+        // A last use noted before the revocation and written after it changes nothing of it.
+        try await reopened.recordTokenUse(name: "ci", hash: ci.hash, at: made.addingTimeInterval(90))
+        try await reopened.recordTokenUse(name: "admin", hash: String(repeating: "c", count: 64), at: made.addingTimeInterval(90))
+        #expect(try await reopened.loadTokens() == [admin, ci], "neither a revoked token nor another hash is touched")
+        try await reopened.recordTokenUse(name: "admin", hash: admin.hash, at: made.addingTimeInterval(90))
+        #expect(try await reopened.loadTokens().first?.lastUsedAt == made.addingTimeInterval(90))
         // Two tokens of one hash cannot both be kept (a hash names one token).
         await #expect(throws: (any Error).self) {
             try await reopened.saveToken(APITokenRecord(name: "copy", role: .viewer, hash: admin.hash, createdAt: made))

@@ -58,16 +58,31 @@ public enum LocalTokens {
         return difference == 0
     }
 
-    /// Writes `text` to `path` readable by its owner only (0600), replacing what was there.
+    /// Writes `text` to `path` readable by its owner only, replacing what was there: a new
+    /// file made 0600 from its first instant (never readable by others, even briefly),
+    /// written, synced and renamed over `path`.
     public static func writePrivately(_ text: String, to path: String) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: path])
+        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        let bytes = Array(text.utf8)
+        var written = 0
+        var failure: Int32 = 0
+        while written < bytes.count {
+            let count = bytes[written...].withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                failure = errno
+                break
+            }
+            written += count
         }
-        if rename(temporary, path) != 0 {
-            let code = errno
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO)
+        if failure == 0, fsync(fd) != 0 { failure = errno }
+        close(fd)
+        if failure == 0, rename(temporary, path) != 0 { failure = errno }
+        if failure != 0 {
+            unlink(temporary)
+            throw POSIXError(POSIXErrorCode(rawValue: failure) ?? .EIO)
         }
     }
 }
@@ -77,7 +92,24 @@ public enum LocalTokens {
 public enum LoopbackAddress {
     public static func contains(_ host: String) -> Bool {
         if host == "localhost" || host == "::1" || host == "[::1]" { return true }
+        return IPv4Address.bytes(of: host)?.first == 127
+    }
+
+    /// Why an API may not listen on `host:port` (off loopback, without TLS), or nil.
+    public static func refusal(of what: String, carrying secret: String, host: String, port: Int) -> String? {
+        guard !contains(host) else { return nil }
+        return "refusing to serve \(what) on \(host):\(port) without TLS (\(secret) would cross the network in the clear); "
+            + "bind it to this host with --http 127.0.0.1:\(port)"
+    }
+}
+
+/// A dotted-quad IPv4 address.
+public enum IPv4Address {
+    /// Its four bytes, or nil when `host` is not one.
+    public static func bytes(of host: String) -> [UInt8]? {
         let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+        guard parts.count == 4 else { return nil }
+        let bytes = parts.compactMap { UInt8($0) }
+        return bytes.count == 4 ? bytes : nil
     }
 }

@@ -1,0 +1,38 @@
+import OrchCore
+import Testing
+
+/// The one rule that says which role a request needs, over the paths people and tools send.
+@Suite struct APIRoleTests {
+    @Test(arguments: [
+        ("GET", "/healthz", nil),
+        ("HEAD", "/healthz", nil),
+        ("POST", "/healthz", APIRole.operator),
+        ("GET", "/healthz/x", .viewer),
+        ("GET", "/tasks", .viewer),
+        ("HEAD", "/tasks", .viewer),
+        ("GET", "/tasks/abc/logs", .viewer),
+        ("GET", "/metrics", .viewer),
+        ("GET", "/nodes", .viewer),
+        ("POST", "/tasks", .operator),
+        ("DELETE", "/tasks/abc", .operator),
+        ("PUT", "/tasks", .operator),
+        ("PATCH", "/anything", .operator),
+        ("DELETE", "/nodes/n1", .admin),
+        ("PATCH", "/nodes/n1", .admin),
+        ("GET", "/tokens", .admin),
+        ("HEAD", "/tokens", .admin),
+        ("DELETE", "/tokens/ci", .admin),
+        ("POST", "/join-token/rotate", .admin),
+        ("GET", "/join-token", .admin),
+        ("GET", "/tasks?state=running", .viewer),
+        ("GET", "/tokens?x=1", .admin),
+    ] as [(String, String, APIRole?)])
+    func theRoleARequestNeeds(method: String, path: String, role: APIRole?) {
+        #expect(APIRole.required(method: method, path: path) == role, "\(method) \(path)")
+    }
+
+    @Test func rolesAreOrdered() {
+        #expect(APIRole.viewer < .operator && APIRole.operator < .admin)
+        #expect(APIRole.allCases.sorted() == [.viewer, .operator, .admin])
+    }
+}
