@@ -87,8 +87,8 @@ public final class Manager: Service, Sendable {
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in
                 let address = "\(channel.localAddress?.ipAddress ?? "127.0.0.1"):\(channel.localAddress?.port ?? 0)"
-                self.httpAddress.withLock { $0 = address }
                 if self.configuration.httpPort == 0 { self.leaveAdminToken(host: self.configuration.httpHost, port: channel.localAddress?.port ?? 0) }
+                self.httpAddress.withLock { $0 = address }
                 self.logger.info("listening on \(address)")
             },
             logger: logger)

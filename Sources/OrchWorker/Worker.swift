@@ -94,8 +94,9 @@ public final class Worker: Service, Sendable {
             group.addTask { try await app.runService() }
             var addresses = running.makeAsyncIterator()
             guard let address = await addresses.next() else { return }
-            httpAddress.withLock { $0 = address }
+            // The token first: whoever learns the address (httpAddress, the log) finds it.
             if configuration.httpPort == 0 { leaveAPIToken(port: Int(address.split(separator: ":").last ?? "") ?? 0) }
+            httpAddress.withLock { $0 = address }
             logger.info("listening on \(address)")
             await client.advertise(addresses: [address])
 
