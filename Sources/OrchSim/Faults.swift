@@ -235,12 +235,16 @@ extension Simulation {
     }
 
     /// The runtime's event stream breaks for a while: exits meanwhile are not seen until the
-    /// worker lists the node's containers again.
+    /// worker lists the node's containers again. The worker counts its engine as not
+    /// answering meanwhile (its heartbeats say so, and the manager places nothing there), as
+    /// the real one does when its stream cannot be had again.
     func eventsRestored(_ index: Int, generation: Int) -> TraceRecord? {
         guard nodes[index].eventsGeneration == generation, nodes[index].eventsLost != nil else { return nil }
         nodes[index].eventsLost = nil
         guard nodes[index].process != nil else { return simRecord("\(nodeName(index)) event stream back (no process)") }
-        return feedWorker(index, .found(foundContainers(index)))
+        let listed = feedWorker(index, .found(foundContainers(index)))
+        _ = feedWorker(index, .engine(error: nil))
+        return listed
     }
 
     // MARK: - Chaos
@@ -300,6 +304,7 @@ extension Simulation {
             counters.eventStreamLosses += 1
             let duration = chaosRandom.duration(.milliseconds(500)...(.seconds(5)))
             schedule(.eventsRestored(node: index, generation: nodes[index].eventsGeneration), at: now + duration)
+            _ = feedWorker(index, .engine(error: "simulated: the engine's event stream broke"))
             return simRecord("fault: \(name) loses the runtime's event stream for \(DurationText.format(duration))")
         case 7:
             // A host vanishes without a word: the other side's connection stays half-open.

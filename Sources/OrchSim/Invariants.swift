@@ -43,6 +43,9 @@ import OrchCore
 /// - `valid-workers-admitted`: no worker is refused for good (every simulated worker speaks
 ///   the protocol with a valid hello; a permanent refusal makes a real worker exit for a
 ///   person to look at), whatever connection of it the manager still holds.
+/// - `engine-down-gets-nothing`: no task is placed on a node whose latest heartbeat (as the
+///   manager holds it) says its container engine does not answer (the simulated worker says
+///   so while its runtime's event stream is lost).
 ///
 /// At the end of the quiet phase:
 /// - `terminal-statuses-acknowledged`: every worker machine's `unacknowledged` is empty.

@@ -221,6 +221,11 @@ public final class Simulation {
         case .persist(let batch): persist(batch)
         case .answer(let request, let answer): answered(request, answer)
         case .wake(let moment): wakeManager(at: moment)
+        case .note(.placed(let task, let node)):
+            // Placed where the manager's last word from the node said its engine is down.
+            if let error = manager?.machine.listNodes().first(where: { $0.id == node })?.engineError {
+                violate(.engineDownGetsNothing, "task \(task.short) placed on \(node), whose engine does not answer (\(error))")
+            }
         case .logData, .logEnd, .logsLost, .note: break
         }
     }
@@ -253,7 +258,8 @@ public final class Simulation {
             let running = nodes[index].process?.machine.runningCount ?? 0
             workerSends(index, .heartbeat(Heartbeat(sequence: sequence, metrics: MachineMetrics(
                 cpuMillicoresUsed: UInt32(running * 20), memoryUsedBytes: UInt64(running) * (16 << 20), memoryTotalBytes: Self.workerMemory,
-                diskUsedBytes: 1 << 30, diskTotalBytes: 10 << 30, load1Hundredths: UInt32(running * 5), runningTasks: UInt32(running)))))
+                diskUsedBytes: 1 << 30, diskTotalBytes: 10 << 30, load1Hundredths: UInt32(running * 5), runningTasks: UInt32(running)),
+                engineError: nodes[index].process?.machine.engineError)))
         case .start(let task, let attempt, let spec): startContainer(index, task, attempt: attempt, spec: spec)
         case .stop(_, _, let container, let grace): stopContainer(index, container, grace: grace)
         case .remove(let container): removeContainer(index, container)
@@ -329,6 +335,7 @@ public enum Invariant: String, Sendable, Hashable, CaseIterable {
     case submissionAnswersConsistent = "submission-answers-consistent"
     case storeBatchesInOrder = "store-batches-in-order"
     case validWorkersAdmitted = "valid-workers-admitted"
+    case engineDownGetsNothing = "engine-down-gets-nothing"
     case terminalStatusesAcknowledged = "terminal-statuses-acknowledged"
     case converged = "converged"
 }
