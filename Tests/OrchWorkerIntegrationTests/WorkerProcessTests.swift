@@ -83,18 +83,28 @@ struct WorkerProcessTests {
             let runtime = try await connectDocker()
             var events = EventReader(peer)
             let worker = try launch(peerPort: port, stateDir: temporaryDirectory("term"), name: "term", extra: drain ? ["--drain"] : [])
-            let hello = try await events.next("hello") { if case .connected(1, let hello) = $0 { hello } else { nil } }
-            let task = TaskID(rawValue: "survivor")
-            try await peer.send(.assignTask(AssignTask(task: task, attempt: 1, spec: sleeper())), on: 1)
-            _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
+            var node: NodeID?
+            do {
+                let hello = try await events.next("hello") { if case .connected(1, let hello) = $0 { hello } else { nil } }
+                node = hello.nodeID
+                let task = TaskID(rawValue: "survivor")
+                try await peer.send(.assignTask(AssignTask(task: task, attempt: 1, spec: sleeper())), on: 1)
+                _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
 
-            worker.signal(SIGTERM)
-            let goodbye = try await events.next("goodbye") { if case .message(1, .goodbye(let goodbye)) = $0 { goodbye } else { nil } }
-            #expect(goodbye.reason == (drain ? .draining : .restarting))
-            #expect(try await worker.waitForExit() == 0, "output: \(worker.output)")
-            let containers = try await runtime.list(labels: [ContainerLabel.node: hello.nodeID.rawValue])
-            #expect(containers.map(\.state) == ["running"], "the container outlives its worker")
-            await removeContainers(of: hello.nodeID, runtime)
+                worker.signal(SIGTERM)
+                let goodbye = try await events.next("goodbye") { if case .message(1, .goodbye(let goodbye)) = $0 { goodbye } else { nil } }
+                #expect(goodbye.reason == (drain ? .draining : .restarting))
+                #expect(try await worker.waitForExit() == 0, "output: \(worker.output)")
+                let containers = try await runtime.list(labels: [ContainerLabel.node: hello.nodeID.rawValue])
+                #expect(containers.map(\.state) == ["running"], "the container outlives its worker")
+            } catch {
+                // A failure here is this test's, not the run's: the runtime's HTTP client is
+                // shut down (dropped running, it traps and takes every test with it).
+                if let node { await removeContainers(of: node, runtime) }
+                try? await runtime.shutdown()
+                throw error
+            }
+            if let node { await removeContainers(of: node, runtime) }
             try? await runtime.shutdown()
         }
     }
