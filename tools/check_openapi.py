@@ -602,6 +602,8 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     response, _ = c.call("POST", "/tokens", "/tokens", 201, note="a viewer token", body={"name": viewer_name, "role": "viewer"})
     viewer = body_of(response, dict).get("token")
     c.call("POST", "/tokens", "/tokens", 409, code="token_exists", note="the same name again", body={"name": viewer_name})
+    c.call("POST", "/tokens", "/tokens", 400, code="invalid_token", note="no name", body={"role": "viewer"}, request_valid=False)
+    c.call("POST", "/tokens", "/tokens", 400, code="invalid_body", note="not JSON", raw_body=b"{name", request_valid=False)
     c.call("POST", "/tokens", "/tokens", 400, code="invalid_token", note="an unknown role",
            body={"name": f"oacheck-{run_id}-x", "role": "root"}, request_valid=False)
     c.call("GET", "/tokens", "/tokens", 200,

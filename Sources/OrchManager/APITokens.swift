@@ -60,7 +60,7 @@ final class APITokens: Sendable {
             throw APIError(.badRequest, code: "invalid_token_name",
                            message: "a token's name is 1 to 64 letters, digits, '.', '_' or '-', not \"\(name)\"")
         }
-        let token = given ?? Self.newToken()
+        let token = given ?? LocalTokens.newToken()
         let record = APITokenRecord(name: name, role: role, hash: Self.hash(token), createdAt: Date())
         let taken = state.withLock { state in
             if let existing = state.byName[name], existing.revokedAt == nil { return true }
@@ -78,10 +78,15 @@ final class APITokens: Sendable {
             state.withLock { if $0.byName[name]?.hash == record.hash { $0.byName[name] = nil } }
             throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the token could not be stored: \(error)")
         }
-        // In force only if nobody revoked it while it was being stored.
-        state.withLock { state in
-            if let current = state.byName[name], current.hash == record.hash, current.revokedAt == nil { state.byHash[record.hash] = record }
+        // In force only if nobody revoked it while it was being stored; if somebody did, the
+        // revocation is written again (this write may have landed after it).
+        let revokedMeanwhile = state.withLock { state -> APITokenRecord? in
+            guard let current = state.byName[name], current.hash == record.hash else { return nil }
+            if current.revokedAt != nil { return current }
+            state.byHash[record.hash] = record
+            return nil
         }
+        if let revokedMeanwhile { try? await store.saveToken(revokedMeanwhile) }
         return CreatedAPITokenDTO(name: name, role: role, token: token, createdAt: record.createdAt)
     }
 
@@ -130,8 +135,6 @@ final class APITokens: Sendable {
     }
 
     // MARK: - Tokens
-
-    static func newToken() -> String { LocalTokens.newToken() }
 
     static func hash(_ token: String) -> String { sha256Hex(Array(token.utf8)) }
 

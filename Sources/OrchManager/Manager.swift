@@ -55,7 +55,7 @@ public final class Manager: Service, Sendable {
         if tokens.isEmpty {
             // The first start: the admin's token, in a file only this user can read, written
             // before the token is stored (a start that fails between the two starts over).
-            let token = APITokens.newToken()
+            let token = LocalTokens.newToken()
             do {
                 try LocalTokens.writePrivately(token + "\n", to: configuration.adminTokenPath)
             } catch {

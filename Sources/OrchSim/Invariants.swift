@@ -165,7 +165,9 @@ extension Simulation {
     func unenforceable(_ index: Int, stopAfter: Duration, grace: Duration) -> Bool {
         if nodes[index].process == nil {
             let since = nodes[index].lastContact ?? nodes[index].downSince ?? now
-            return now - since > stopAfter
+            if now - since > stopAfter { return true }
+            // Down again within the grace of a return that began the late stop: that stop
+            // still runs on the engine, and is still within its grace.
         }
         if let last = nodes[index].lastDowntime, last.to - last.from > .zero,
            last.to - (last.contact ?? last.from) > stopAfter, now - last.to <= grace + .seconds(1) { return true }

@@ -341,8 +341,20 @@ extension Simulation {
 
     /// The connection is up: the manager accepts it, the worker says hello.
     func established(_ id: ConnectionID) -> TraceRecord? {
-        guard let connection = connections[id], !connection.broken, connection.workerOpen else { return nil }
+        guard let connection = connections[id], connection.workerOpen else { return nil }
         let index = connection.node
+        if connection.broken {
+            // The far host vanished while the connection was being made: no answer comes,
+            // and the dial times out (without this the worker waited on it for ever).
+            connections[id] = nil
+            guard let process = nodes[index].process, process.connection == id else { return nil }
+            nodes[index].process?.connection = nil
+            nodes[index].process?.dialScheduled = true
+            schedule(
+                .dialFailed(node: index, incarnation: process.incarnation, reason: "connect timed out"),
+                at: now + nodes[index].random.duration(.seconds(1)...(.seconds(3))))
+            return simRecord("\(nodeName(index)) \(id): the far host is gone before the handshake")
+        }
         guard manager != nil, connection.managerIncarnation == managerIncarnation, nodes[index].partition == nil else {
             // The manager went away, or a partition began, before the handshake: it fails.
             connections[id] = nil

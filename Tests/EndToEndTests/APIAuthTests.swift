@@ -117,6 +117,14 @@ struct APIAuthTests {
             let again = try await LaunchedProcess.run(orchctl: ["token", "revoke", "deploy"], environment: env)
             #expect(again.status != 0 && again.stderr.contains("no token named deploy"))
 
+            // A token file: read when given, a clear line when it cannot be.
+            let file = temporaryDirectory("token") + "/t"
+            try token.write(toFile: file, atomically: true, encoding: .utf8)
+            let fromFile = try await LaunchedProcess.run(orchctl: ["status", "--token-file", file], environment: env)
+            #expect(fromFile.status != 0 && fromFile.stderr.contains("not valid"), "the file's (revoked) token was sent: \(fromFile.stderr)")
+            let missing = try await LaunchedProcess.run(orchctl: ["status", "--token-file", file + "-missing"], environment: env)
+            #expect(missing.status == 1 && missing.stderr.contains("cannot read the token file"), "\(missing.stderr)")
+
             // A wrong token gets a 401 that says where the right one is.
             let wrong = try await LaunchedProcess.run(orchctl: ["status", "--token", "orch_wrong"], environment: env)
             #expect(wrong.status != 0 && wrong.stderr.contains("admin.token"), "\(wrong.stderr)")

@@ -35,6 +35,8 @@ struct DockerRestartTests {
                 let stats = try await http(.GET, "http://\(address)/stats")
                 let statsBody = try #require(try JSONSerialization.jsonObject(with: Data(stats.body.utf8)) as? [String: Any])
                 #expect(statsBody["engineError"] is String, "the worker's GET /stats says the engine is gone: \(stats.body)")
+                let table = try await LaunchedProcess.run(orchctl: ["nodes", "--api", cluster.api])
+                #expect(table.stdout.contains("up (engine down)") && table.stdout.contains("does not answer"), "orchctl nodes: \(table.stdout)")
 
                 // Nothing is placed there meanwhile: a new task waits and says why.
                 let waiting = try await cluster.submit(Self.sleeper("never"))

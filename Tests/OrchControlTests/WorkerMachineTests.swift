@@ -88,6 +88,13 @@ import Testing
         #expect(error(first) == "exit 143: the container engine restarted (without live restore it stops every container it ran)")
         #expect(error(second) == nil, "started after the engine came back: its exit is its own")
         #expect(worker.machine.engineError == nil)
+
+        // Past the window after the engine came back, an older container's exit is its own.
+        _ = worker.at(4, assign("t3", 1))
+        _ = worker.at(4.1, .containerStarted(task("t3"), attempt: 1, container: container("c3"), ports: []))
+        _ = worker.at(5, .engine(error: "gone again"))
+        _ = worker.at(6, .engine(error: nil))
+        #expect(error(worker.at(22, .containerExited(task("t3"), attempt: 1, exitCode: 1))) == nil, "16 s after the engine came back")
     }
 
     @Test func aContainerGoneFromTheEngineEndsItsAttemptFailedAndAStoppedOneCompleted() {
