@@ -79,6 +79,8 @@ let package = Package(
             name: "OrchSecurity",
             dependencies: [
                 "OrchCore",
+                "OrchWire",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -105,6 +107,8 @@ let package = Package(
                 "OrchSecurity",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -121,6 +125,7 @@ let package = Package(
                 "OrchWire",
                 "OrchRuntime",
                 "OrchHTTP",
+                "OrchSecurity",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -134,7 +139,10 @@ let package = Package(
             dependencies: [
                 "OrchCore",
                 "OrchWire",
+                "OrchSecurity",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
@@ -149,6 +157,7 @@ let package = Package(
                 "OrchWire",
                 "OrchWorker",
                 "OrchManager",
+                "OrchSecurity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -162,7 +171,8 @@ let package = Package(
         .executableTarget(
             name: "orch-bench",
             dependencies: [
-                "OrchCore", "OrchWire", "OrchRuntime", "OrchStore", "OrchTestSupport",
+                "OrchCore", "OrchWire", "OrchRuntime", "OrchStore", "OrchSecurity", "OrchTestSupport",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -200,9 +210,11 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "OrchCore", "OrchSecurity", "OrchTestSupport", "orchctl", "orch-bench",
+                "OrchCore", "OrchSecurity", "OrchWire", "OrchTestSupport", "orchctl", "orch-bench",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -96,6 +96,17 @@ public actor Cluster {
         return id
     }
 
+    /// Who the connection's certificate names (nil: none), before its first message goes in.
+    func authenticated(_ connection: ConnectionID, as node: NodeID?) {
+        guard links[connection] != nil else { return }
+        feed(.authenticated(connection, node))
+    }
+
+    /// Whether a certificate for `node` may be issued (the machine's rule).
+    func admit(_ node: NodeID, renewing: Bool) async throws(ClusterError) {
+        try await ask({ .admit($0, node, renewing: renewing) }) { if case .admitted = $0 { () } else { nil } }
+    }
+
     func received(_ message: WireMessage, on connection: ConnectionID) {
         guard links[connection] != nil else { return }
         feed(.received(connection, message))

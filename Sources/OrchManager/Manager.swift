@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOSSL
 import OrchCore
 import OrchSecurity
 import OrchStore
@@ -72,12 +73,19 @@ public final class Manager: Service, Sendable {
         }
     }
 
+    /// The join token workers need (`ORCH1-...`), 0600.
+    public var joinTokenPath: String { "\(configuration.dataDirectory)/\(JoinSecret.tokenFile)" }
+
     public func run() async throws {
         // Left before the gateway listens, so that whoever sees it listen finds the token
         // (on port 0 the port is known only then: it is left before "listening on" is logged).
         if configuration.httpPort != 0 { leaveAdminToken(host: configuration.httpHost, port: configuration.httpPort) }
+        // Mutual TLS on every connection, always: the manager's server certificate (made at
+        // each start, made again at half its life) and a node certificate asked of the client.
+        let serverTLS = try ServerTLS(ca: ca, hosts: [configuration.wireHost], lifetime: configuration.certificateLifetime)
         let listener = try await WireListener.bind(
-            host: configuration.wireHost, port: configuration.wirePort, maximumFrameBytes: configuration.maximumFrameBytes)
+            host: configuration.wireHost, port: configuration.wirePort, maximumFrameBytes: configuration.maximumFrameBytes,
+            tls: { NIOSSLServerHandler(context: serverTLS.context) })
         let wire = "\(listener.localAddress.ipAddress ?? configuration.wireHost):\(listener.localAddress.port ?? configuration.wirePort)"
         wireAddress.withLock { $0 = wire }
         logger.info("cluster protocol listening on \(wire)")
@@ -92,9 +100,10 @@ public final class Manager: Service, Sendable {
                 self.logger.info("listening on \(address)")
             },
             logger: logger)
-        let gateway = WireGateway(cluster: cluster, logger: logger)
+        let gateway = WireGateway(
+            cluster: cluster, ca: ca, joinSecret: joinSecret, certificateLifetime: configuration.certificateLifetime, logger: logger)
         do {
-            try await serve(app: app, listener: listener, gateway: gateway)
+            try await serve(app: app, listener: listener, gateway: gateway, serverTLS: serverTLS)
         } catch is ShutdownRequested {
             logger.info("stopping; the state is in \(configuration.databasePath)")
         }
@@ -102,9 +111,15 @@ public final class Manager: Service, Sendable {
         await cluster.abandonRequests(reason: "the manager is stopping")
     }
 
-    private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway) async throws {
+    private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway, serverTLS: ServerTLS) async throws {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await self.commitJournal() }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: self.configuration.certificateLifetime / 2)
+                    do { try serverTLS.renew() } catch { self.logger.error("cannot renew the cluster port's certificate: \(error)") }
+                }
+            }
             group.addTask { try await app.runService() }
             group.addTask { try await listener.run { await gateway.serve($0) } }
             group.addTask { try await self.controlLoop() }
@@ -185,5 +200,28 @@ public enum ManagerError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .dataDirectory(let text), .exposed(let text): text
         }
+    }
+}
+
+/// The cluster port's TLS context: a server certificate from the cluster's CA, made again
+/// before it expires (connections made from then on present the new one).
+final class ServerTLS: Sendable {
+    private let ca: ClusterCA
+    private let hosts: [String]
+    private let lifetime: Duration
+    private let current: Mutex<NIOSSLContext>
+
+    init(ca: ClusterCA, hosts: [String], lifetime: Duration) throws {
+        self.ca = ca
+        self.hosts = hosts
+        self.lifetime = lifetime
+        current = Mutex(try ClusterTLS.serverContext(ca: ca, hosts: hosts, lifetime: lifetime))
+    }
+
+    var context: NIOSSLContext { current.withLock { $0 } }
+
+    func renew() throws {
+        let fresh = try ClusterTLS.serverContext(ca: ca, hosts: hosts, lifetime: lifetime)
+        current.withLock { $0 = fresh }
     }
 }

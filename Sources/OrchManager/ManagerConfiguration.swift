@@ -20,6 +20,9 @@ public struct ManagerConfiguration: Sendable {
     /// `synchronous = FULL`: survive power loss, not only a killed process.
     public var fsync = false
     public var maximumFrameBytes = 1 << 20
+    /// How long the certificates issued to nodes (and the manager's own) are valid; nodes
+    /// renew theirs at half of it.
+    public var certificateLifetime: Duration = .seconds(30 * 24 * 3600)
 
     public init(dataDirectory: String? = nil) {
         self.dataDirectory = dataDirectory ?? Self.defaultDataDirectory

@@ -233,6 +233,8 @@ struct RESTGateway: Sendable {
         case .ambiguousTaskID, .ambiguousNodeID: APIError(.conflict, code: "ambiguous_id", message: error.description)
         case .taskConflict: APIError(.conflict, code: "task_conflict", message: error.description)
         case .nodeIsUp: APIError(.conflict, code: "node_is_up", message: error.description)
+        case .nodeRemoved: APIError(.notFound, code: "node_not_found", message: error.description)
+        case .nodeConnected: APIError(.conflict, code: "node_is_up", message: error.description)
         case .unavailable: APIError(.serviceUnavailable, code: "store_unavailable", message: error.description)
         case .invalidTask(let problems):
             APIError(.badRequest, code: "invalid_task", message: error.description, details: problems)

@@ -16,8 +16,8 @@ import X509
 /// handlers, so that the framing knows nothing of certificates.
 public enum ClusterTLS {
     /// The manager's context, with a server certificate for `hosts` (the addresses workers dial).
-    public static func serverContext(ca: ClusterCA, hosts: [String]) throws -> NIOSSLContext {
-        let (certificate, key) = try ca.issueServerCertificate(hosts: hosts)
+    public static func serverContext(ca: ClusterCA, hosts: [String], lifetime: Duration = ClusterCA.defaultNodeLifetime) throws -> NIOSSLContext {
+        let (certificate, key) = try ca.issueServerCertificate(hosts: hosts, lifetime: lifetime)
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: [.certificate(try nio(certificate)), .certificate(try nio(ca.certificate))],
             privateKey: .privateKey(try nio(key)))
@@ -39,12 +39,16 @@ public enum ClusterTLS {
 
     /// The client handler of a joining worker: the manager's chain must come from the CA
     /// with `fingerprint` (the join token's digest), or the handshake fails.
-    public static func joiningHandler(context: NIOSSLContext, fingerprint: String) throws -> NIOSSLClientHandler {
+    /// `rejected` hears why, when the chain is refused.
+    public static func joiningHandler(
+        context: NIOSSLContext, fingerprint: String, rejected: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws -> NIOSSLClientHandler {
         try NIOSSLClientHandler(context: context, serverHostname: nil) { chain, promise in
             do {
                 try PinnedCA.verify(chain: try chain.map { try $0.toDERBytes() }, fingerprint: fingerprint)
                 promise.succeed(.certificateVerified)
             } catch {
+                rejected("\(error)")
                 promise.succeed(.failed)
             }
         }

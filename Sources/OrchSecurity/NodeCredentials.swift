@@ -46,6 +46,11 @@ public struct NodeCredentials: Sendable {
         return credentials
     }
 
+    /// A new key kept nowhere but in memory (simulated workers of tests and benchmarks).
+    public static func ephemeral() -> NodeCredentials {
+        NodeCredentials(key: Certificate.PrivateKey(P256.Signing.PrivateKey()), certificate: nil, ca: nil)
+    }
+
     /// A certificate signing request for `node`, signed with the node's key (DER).
     public func signingRequest(for node: NodeID) throws -> [UInt8] {
         let csr = try CertificateSigningRequest(
@@ -54,23 +59,32 @@ public struct NodeCredentials: Sendable {
         return try derBytes(csr)
     }
 
-    /// Keeps the certificate issued and the CA's (both DER) in `directory`.
-    public mutating func store(certificate der: [UInt8], ca caDER: [UInt8], in directory: String) throws {
+    /// Keeps the certificate issued and the CA's (both DER) in `directory` (nil: in memory only).
+    public mutating func store(certificate der: [UInt8], ca caDER: [UInt8], in directory: String?) throws {
         let issued = try Certificate(derEncoded: der)
         let authority = try Certificate(derEncoded: caDER)
         guard issued.publicKey == key.publicKey else {
             throw SecurityError.invalidRequest("the certificate issued is not for this node's key")
         }
-        try LocalTokens.writePrivately(try issued.serializeAsPEM().pemString + "\n", to: "\(directory)/\(Self.certificateFile)")
-        try LocalTokens.writePrivately(try authority.serializeAsPEM().pemString + "\n", to: "\(directory)/\(Self.caFile)")
+        if let directory {
+            try LocalTokens.writePrivately(try issued.serializeAsPEM().pemString + "\n", to: "\(directory)/\(Self.certificateFile)")
+            try LocalTokens.writePrivately(try authority.serializeAsPEM().pemString + "\n", to: "\(directory)/\(Self.caFile)")
+        }
         certificate = issued
         ca = authority
     }
 
+    /// When the certificate is due for renewal: half its life after it was issued (its
+    /// start is backdated by ``ClusterCA/backdating`` for clock skew, which does not count).
+    public var renewalDate: Date? {
+        guard let certificate else { return nil }
+        let issued = min(certificate.notValidBefore.addingTimeInterval(ClusterCA.backdating), certificate.notValidAfter)
+        return issued.addingTimeInterval(certificate.notValidAfter.timeIntervalSince(issued) / 2)
+    }
+
     /// Whether the certificate is past half its life at `now` (or missing): time to renew.
     public func needsRenewal(now: Date = Date()) -> Bool {
-        guard let certificate else { return true }
-        let life = certificate.notValidAfter.timeIntervalSince(certificate.notValidBefore)
-        return now >= certificate.notValidBefore.addingTimeInterval(life / 2)
+        guard let due = renewalDate else { return true }
+        return now >= due
     }
 }

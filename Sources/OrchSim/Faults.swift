@@ -103,7 +103,7 @@ extension Simulation {
                     violate(.submissionAnswersConsistent, "\(id): the same spec as the acknowledged \(task.short) was refused as a conflict")
                 }
             }
-        case .nodeRemoved:
+        case .nodeRemoved, .admitted:
             break
         }
     }

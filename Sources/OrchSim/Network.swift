@@ -363,6 +363,8 @@ extension Simulation {
             return simRecord("\(nodeName(index)) \(id) could not be established")
         }
         let record = feedManager(.connected(id))
+        // The certificate's node, as the TLS layer tells it: here every worker presents its own.
+        _ = feedManager(.authenticated(id, nodes[index].id))
         var capacity = Capacity(millicores: Self.workerMillicores, memoryBytes: Self.workerMemory, diskBytes: 10 << 30)
         if sabotage.shrinkCapacityOnRestart, nodes[index].incarnation > 1 {
             capacity = Capacity(millicores: capacity.millicores / 10, memoryBytes: capacity.memoryBytes / 10, diskBytes: capacity.diskBytes)
@@ -372,7 +374,7 @@ extension Simulation {
             oldestVersion: sabotage.helloFromTheFuture ? future : ProtocolVersion.oldest,
             newestVersion: sabotage.helloFromTheFuture ? future : ProtocolVersion.newest,
             nodeID: nodes[index].id, name: nodes[index].name, addresses: ["10.0.0.\(index + 1):5557"], capacity: capacity,
-            labels: ["zone": "z\(index % 2)"], joinToken: nil)
+            labels: ["zone": "z\(index % 2)"])
         enqueue(.frame(.hello(hello)), on: id, .toManager)
         schedule(.handshakeDeadline(id), at: now + .seconds(10))
         return record

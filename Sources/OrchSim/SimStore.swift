@@ -8,6 +8,7 @@ import OrchCore
 struct SimStore {
     var tasks: [TaskID: TaskRecord] = [:]
     var nodes: [NodeID: NodeRecord] = [:]
+    var removedNodes: Set<NodeID> = []
     var revision: UInt64 = 0
     var historyLines = 0
 
@@ -43,6 +44,7 @@ struct SimStore {
                     nodes[node.id] = node
                 case .deleteNode(let id):
                     nodes[id] = nil
+                    removedNodes.insert(id)
                 }
             }
             revision = batch.sequence
@@ -54,7 +56,7 @@ struct SimStore {
         StoreSnapshot(
             tasks: tasks.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) },
             nodes: nodes.values.sorted { $0.id < $1.id },
-            revision: revision)
+            revision: revision, removedNodes: removedNodes)
     }
 
     /// The manager crashed: what it had not committed is gone.

@@ -54,6 +54,8 @@ struct TraceRecord {
         case .stop(let request, let task, _): "stop \(request) \(task.short)"
         case .removeNode(let request, let node): "removeNode \(request) \(node)"
         case .connected(let connection): "connected \(connection)"
+        case .authenticated(let connection, let node): "\(connection) certified as \(node?.rawValue ?? "nobody")"
+        case .admit(let request, let node, let renewing): "admit \(request) \(node)\(renewing ? " renewing" : "")"
         case .received(let connection, let message): "\(connection) \(describe(message))"
         case .disconnected(let connection): "disconnected \(connection)"
         case .timer: "timer"
@@ -115,6 +117,7 @@ struct TraceRecord {
         case .submitted(let record, let created, let revision): "submitted \(record.id.short) created \(created) rev \(revision)"
         case .stopped(let record, let revision): "stopped \(record.id.short) \(record.state.rawValue) rev \(revision)"
         case .nodeRemoved(let revision): "node removed rev \(revision)"
+        case .admitted: "admitted"
         case .refused(let error): "refused (\(error))"
         }
     }
@@ -146,6 +149,8 @@ struct TraceRecord {
         case .hello(let hello): "hello \(hello.name)"
         case .welcome: "welcome"
         case .refused(let refused): "refused (\(refused.reason))"
+        case .joinRequest(let request): "join_request \(request.nodeID)"
+        case .joinResult(let result): "join_result \(result.nodeID)"
         case .heartbeat(let beat): "heartbeat \(beat.sequence)"
         case .assignTask(let assign): "assign \(assign.task.short)#\(assign.attempt)"
         case .stopTask(let stop): "stop_task \(stop.task.short)#\(stop.attempt)"

@@ -79,6 +79,12 @@ public final class SQLiteStore: ManagerStore {
                 table.column("revokedAt", .datetime)
             }
         }
+        migrator.registerMigration("v5: nodes removed from the cluster") { db in
+            try db.create(table: "removedNode") { table in
+                table.primaryKey("id", .text)
+                table.column("removedAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 
@@ -97,7 +103,8 @@ public final class SQLiteStore: ManagerStore {
             let nodes = try Data.fetchAll(db, sql: "SELECT record FROM node ORDER BY id")
                 .map { try decoder.decode(NodeRecord.self, from: $0) }
             let revision = try UInt64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'revision'") ?? 0
-            return StoreSnapshot(tasks: tasks, nodes: nodes, revision: revision)
+            let removed = try String.fetchAll(db, sql: "SELECT id FROM removedNode").map { NodeID(rawValue: $0) }
+            return StoreSnapshot(tasks: tasks, nodes: nodes, revision: revision, removedNodes: Set(removed))
         }
     }
 
@@ -179,6 +186,7 @@ public final class SQLiteStore: ManagerStore {
                 try run("INSERT OR REPLACE INTO node (id, name, record) VALUES (?, ?, ?)", [node.id.rawValue, node.name, try encoder.encode(node)])
             case .deleteNode(let id):
                 try run("DELETE FROM node WHERE id = ?", [id.rawValue])
+                try run("INSERT OR IGNORE INTO removedNode (id, removedAt) VALUES (?, ?)", [id.rawValue, Date()])
             }
         }
     }

@@ -69,6 +69,7 @@ public actor WireClient {
     public let port: Int
     private var hello: Hello
     private let handshakeTimeout: Duration
+    private let tls: WireListener.TLSHandlerMaker?
     private var backoff: ReconnectBackoff
     private let logger: Logger
 
@@ -80,8 +81,10 @@ public actor WireClient {
 
     public init(
         host: String, port: Int, hello: Hello, backoff: ReconnectBackoff = ReconnectBackoff(),
-        handshakeTimeout: Duration = .seconds(10), logger: Logger = Logger(label: "orch.wire.client")
+        handshakeTimeout: Duration = .seconds(10), tls: WireListener.TLSHandlerMaker? = nil,
+        logger: Logger = Logger(label: "orch.wire.client")
     ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.hello = hello
@@ -159,7 +162,7 @@ public actor WireClient {
     }
 
     /// A connection error as one short line ("cannot connect: Connection refused").
-    static func describe(_ error: any Error) -> String {
+    public static func describe(_ error: any Error) -> String {
         if let error = error as? NIOConnectionError {
             let io = error.connectionErrors.lazy.compactMap { $0.error as? IOError }.first
             if let io, let text = strerror(io.errnoCode) { return "cannot connect: \(String(cString: text))" }
@@ -175,7 +178,7 @@ public actor WireClient {
     /// One connection from dial to drop; returns why it ended.
     private func session(_ handlers: WireClientHandlers, welcomed: inout Bool) async throws -> String {
         dropReason = nil
-        let channel = try await WireDialer.connect(host: host, port: port, connectTimeout: .seconds(5))
+        let channel = try await WireDialer.connect(host: host, port: port, connectTimeout: .seconds(5), tls: tls)
         // A manager that never answers hello is dropped after the handshake timeout.
         let handshakeTimer = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(handshakeTimeout.nanoseconds)) {
             channel.channel.close(promise: nil)

@@ -58,7 +58,12 @@ extension WireWriter {
             u16(m.oldestVersion); u16(m.newestVersion); string(m.nodeID.rawValue); string(m.name)
             list(m.addresses) { $0.string($1) }
             u32(m.capacity.millicores); u64(m.capacity.memoryBytes); u64(m.capacity.diskBytes)
-            map(m.labels); optional(m.joinToken) { $0.string($1) }
+            map(m.labels)
+        case .joinRequest(let m):
+            u16(m.oldestVersion); u16(m.newestVersion); string(m.nodeID.rawValue)
+            optional(m.secret) { $0.string($1) }; bytes(m.csr)
+        case .joinResult(let m):
+            u16(m.version); string(m.nodeID.rawValue); bytes(m.certificate); bytes(m.caCertificate)
         case .welcome(let m):
             u16(m.version); duration(m.heartbeatInterval)
         case .refused(let m):
@@ -147,10 +152,19 @@ extension WireReader {
                 millicores: try u32("hello.capacity.millicores"), memoryBytes: try u64("hello.capacity.memoryBytes"),
                 diskBytes: try u64("hello.capacity.diskBytes"))
             let labels = try map("hello.labels")
-            let token = try optional("hello.joinToken") { (r: inout WireReader) throws(WireError) in try r.string("hello.joinToken") }
             return .hello(Hello(
                 oldestVersion: oldest, newestVersion: newest, nodeID: node, name: name, addresses: addresses,
-                capacity: capacity, labels: labels, joinToken: token))
+                capacity: capacity, labels: labels))
+        case .joinRequest:
+            let oldest = try u16("join.oldestVersion"), newest = try u16("join.newestVersion")
+            let node = NodeID(rawValue: try string("join.nodeID"))
+            let secret = try optional("join.secret") { (r: inout WireReader) throws(WireError) in try r.string("join.secret") }
+            return .joinRequest(JoinRequest(
+                oldestVersion: oldest, newestVersion: newest, nodeID: node, secret: secret, csr: try bytes("join.csr")))
+        case .joinResult:
+            return .joinResult(JoinResult(
+                version: try u16("joined.version"), nodeID: NodeID(rawValue: try string("joined.nodeID")),
+                certificate: try bytes("joined.certificate"), caCertificate: try bytes("joined.caCertificate")))
         case .welcome:
             return .welcome(Welcome(version: try u16("welcome.version"), heartbeatInterval: try duration("welcome.heartbeatInterval")))
         case .refused:

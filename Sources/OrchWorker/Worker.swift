@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import OrchCore
 import OrchRuntime
+import OrchSecurity
 import OrchWire
 import ServiceLifecycle
 import Synchronization
@@ -22,6 +23,8 @@ public final class Worker: Service, Sendable {
     let runtime: any ContainerRuntime
     let supervisor: TaskSupervisor
     let client: WireClient
+    /// Its certificate for the cluster port: joined with the join token, renewed at half its life.
+    public let membership: ClusterMembership
     let logs: LogRelay
     private let metrics: MetricsSource
     private let submissions = Mutex<(next: UInt64, waiting: [UInt64: CheckedContinuation<SubmitResult, Never>])>((1, [:]))
@@ -52,9 +55,11 @@ public final class Worker: Service, Sendable {
             diskBytes: first?.disk.totalBytes ?? 0)
         let hello = Hello(
             nodeID: node, name: configuration.name, addresses: ["\(configuration.httpHost):\(configuration.httpPort)"],
-            // The join token's secret never goes in a hello: the hello is not where a worker joins.
-            capacity: capacity, labels: configuration.labels, joinToken: nil)
-        let client = WireClient(host: configuration.managerHost, port: configuration.managerPort, hello: hello, logger: logger)
+            capacity: capacity, labels: configuration.labels)
+        membership = try ClusterMembership(
+            node: node, directory: configuration.stateDirectory, host: configuration.managerHost, port: configuration.managerPort)
+        let client = WireClient(
+            host: configuration.managerHost, port: configuration.managerPort, hello: hello, tls: membership.tlsHandler, logger: logger)
         self.client = client
         supervisor = TaskSupervisor(
             node: node, runtime: runtime, publishAddress: configuration.publishAddress, logger: logger,
@@ -114,6 +119,11 @@ public final class Worker: Service, Sendable {
                 }
             }
             group.addTask {
+                // A certificate first (joining with the token if it has none for this
+                // cluster), then the connection held for good, renewed meanwhile.
+                try await self.membership.ensureJoined(token: try self.configuration.joinToken.map(JoinToken.init(parsing:)), logger: self.logger)
+                let renewal = Task { await self.membership.keepRenewed(logger: self.logger) }
+                defer { renewal.cancel() }
                 try await self.client.run(WireClientHandlers(
                     connected: { await self.supervisor.connected($0) },
                     disconnected: { await self.supervisor.disconnected() },

@@ -104,6 +104,9 @@ struct ManagerProcess {
         return ManagerProcess(process: process, api: api, wireHost: wireHost, wirePort: wire, data: data)
     }
 
+    /// The join token the manager made in its data directory.
+    var joinTokenPath: String { "\(data)/join.token" }
+
     func stop() async {
         process.signal(SIGKILL)
         _ = try? await process.waitForExit(within: .seconds(10))

@@ -48,7 +48,7 @@ struct DockerBench: AsyncParsableCommand {
         let workerDir = temporaryDirectory("worker")
         let worker = try LaunchedProcess(orchctl: [
             "worker", "--manager", "127.0.0.1:\(manager.wirePort)", "--http", "127.0.0.1:0", "--name", "bench",
-            "--state-dir", workerDir, "--cpus", "16", "--log-level", "warning",
+            "--state-dir", workerDir, "--cpus", "16", "--log-level", "warning", "--join-token-file", manager.joinTokenPath,
         ])
         try await waitUntil("the worker to join", within: .seconds(60)) {
             try await metric(manager.api, "orch_nodes", labels: "state=\"up\"") >= 1

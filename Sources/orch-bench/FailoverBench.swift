@@ -94,7 +94,7 @@ struct FailoverBench: AsyncParsableCommand {
     func startWorker(_ name: String, manager: ManagerProcess, stateDir: String, namespace: NetworkNamespace? = nil) throws -> LaunchedProcess {
         let arguments = [
             "worker", "--manager", "\(manager.wireHost):\(manager.wirePort)", "--http", "127.0.0.1:0", "--name", name, "--state-dir", stateDir,
-            "--log-level", "warning",
+            "--log-level", "warning", "--join-token-file", manager.joinTokenPath,
         ]
         guard let namespace else { return try LaunchedProcess(orchctl: arguments) }
         let inside = namespace.command(orchctlPath, arguments)

@@ -36,7 +36,7 @@ struct HeartbeatBench: AsyncParsableCommand {
             let pid = manager.process.process.processIdentifier
             try await Task.sleep(for: .seconds(1))
             let idleRSS = residentBytes(pid: pid)
-            let sims = try await startSimulatedWorkers(count: k, processes: smoke ? 1 : processes, wirePort: manager.wirePort, prefix: "h\(k)p")
+            let sims = try await startSimulatedWorkers(count: k, processes: smoke ? 1 : processes, wirePort: manager.wirePort, joinTokenFile: manager.joinTokenPath, prefix: "h\(k)p")
             try await waitUntil("\(k) nodes up", within: .seconds(300), every: .milliseconds(200)) {
                 try await metric(manager.api, "orch_nodes", labels: "state=\"up\"") >= Double(k)
             }
@@ -73,13 +73,14 @@ struct HeartbeatBench: AsyncParsableCommand {
     /// Resident bytes per connection of a listener that keeps no state, with `k` simulated workers.
     func bareConnectionBytes(_ k: Int) async throws -> Double {
         let port = try freePort()
-        let bare = try LaunchedProcess(executable: CommandLine.arguments[0], ["bare-listener", "--port", "\(port)"])
+        let tokenFile = temporaryDirectory("bare") + "/join.token"
+        let bare = try LaunchedProcess(executable: CommandLine.arguments[0], ["bare-listener", "--port", "\(port)", "--join-token-file", tokenFile])
         defer { bare.signal(SIGKILL) }
         try await bare.waitForOutput("listening", within: .seconds(30))
         try await Task.sleep(for: .seconds(1))
         let pid = bare.process.processIdentifier
         let idle = residentBytes(pid: pid)
-        let sims = try await startSimulatedWorkers(count: k, processes: smoke ? 1 : processes, wirePort: port, prefix: "b\(k)p")
+        let sims = try await startSimulatedWorkers(count: k, processes: smoke ? 1 : processes, wirePort: port, joinTokenFile: tokenFile, prefix: "b\(k)p")
         try await Task.sleep(for: .seconds(3))
         let loaded = residentBytes(pid: pid)
         for sim in sims { sim.signal(SIGKILL) }

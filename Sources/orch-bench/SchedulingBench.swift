@@ -39,7 +39,7 @@ struct SchedulingBench: AsyncParsableCommand {
         var rows: [[String]] = []
         for k in sizes {
             let manager = try await ManagerProcess.start()
-            let sims = try await startSimulatedWorkers(count: k, processes: smoke ? 1 : processes, wirePort: manager.wirePort, prefix: "k\(k)p")
+            let sims = try await startSimulatedWorkers(count: k, processes: smoke ? 1 : processes, wirePort: manager.wirePort, joinTokenFile: manager.joinTokenPath, prefix: "k\(k)p")
             try await waitUntil("\(k) nodes up", within: .seconds(300), every: .milliseconds(200)) {
                 try await metric(manager.api, "orch_nodes", labels: "state=\"up\"") >= Double(k)
             }

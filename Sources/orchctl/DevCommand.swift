@@ -62,6 +62,9 @@ struct DevCommand: AsyncParsableCommand {
 
         do {
             let manager = try await Manager(configuration: managerConfiguration, logger: logger)
+            // The worker joins with the token the manager keeps (a later start needs none).
+            workerConfiguration.joinToken = try String(contentsOfFile: manager.joinTokenPath, encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
             let runtime = try await DockerRuntime.connect(logger: logger)
             let worker: Worker
             do {

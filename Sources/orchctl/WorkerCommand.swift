@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import OrchCore
 import OrchRuntime
+import OrchSecurity
 import OrchWire
 import OrchWorker
 import ServiceLifecycle
@@ -17,9 +18,16 @@ struct WorkerCommand: AsyncParsableCommand {
             adopts its containers. Ctrl-C (or SIGTERM) leaves the containers running; with --drain
             the manager moves them elsewhere.
 
+            Joining: the cluster port speaks mutual TLS only. A worker without a certificate joins
+            with the manager's join token (join.token in the manager's data directory; `orchctl
+            token rotate-join` makes a new one): it checks the manager's certificate against the
+            CA digest in the token, and is issued a certificate for its node id, kept in its
+            state directory and renewed by itself. Later starts need no token. A wrong token
+            exits with status 3.
+
             Examples:
-              orchctl worker                                   manager at 127.0.0.1:5556, API on 127.0.0.1:5557
-              orchctl worker --manager 10.0.0.5:5556 --name w1
+              orchctl worker --join-token-file ~/.orch/manager/join.token
+              orchctl worker --manager 10.0.0.5:5556 --name w1 --join-token ORCH1-...
               orchctl worker --name w2 --http 127.0.0.1:0 --cpus 1 --memory 2GiB
             """)
 
@@ -47,6 +55,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Drop and redial a connection on which the manager said nothing for this long, e.g. 5s.", valueName: "duration"))
     var managerSilence: String = "5s"
 
+    @Option(help: ArgumentHelp("The manager's join token, needed until this worker has its certificate (env ORCH_JOIN_TOKEN).", valueName: "token"))
+    var joinToken: String? = ProcessInfo.processInfo.environment["ORCH_JOIN_TOKEN"]
+
+    @Option(help: ArgumentHelp("A file holding the join token, e.g. the manager's join.token (env ORCH_JOIN_TOKEN_FILE).", valueName: "path"))
+    var joinTokenFile: String? = ProcessInfo.processInfo.environment["ORCH_JOIN_TOKEN_FILE"]
+
     @Flag(help: "On exit, ask the manager to move this worker's tasks at once.")
     var drain = false
 
@@ -61,6 +75,23 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--manager-silence: \"\(managerSilence)\" is not a duration such as 5s or 1500ms")
         }
         for label in labels where !label.contains("=") { throw ValidationError("--label: \"\(label)\" is not key=value") }
+        if let joinToken {
+            do { _ = try JoinToken(parsing: joinToken) } catch { throw ValidationError("--join-token: \(error)") }
+        }
+    }
+
+    /// The join token given, from --join-token or the file of --join-token-file.
+    func token() throws -> String? {
+        if let joinToken { return joinToken }
+        guard let joinTokenFile else { return nil }
+        let text: String
+        do {
+            text = try String(contentsOfFile: joinTokenFile, encoding: .utf8)
+        } catch {
+            throw ValidationError("--join-token-file: cannot read \(joinTokenFile): \(error.localizedDescription)")
+        }
+        do { _ = try JoinToken(parsing: text) } catch { throw ValidationError("--join-token-file: \(joinTokenFile): \(error)") }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     func run() async throws {
@@ -75,6 +106,7 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.cpus = cpus
         configuration.memoryBytes = memory.flatMap(ByteCount.parse)
         configuration.drain = drain
+        configuration.joinToken = try token()
         configuration.managerSilence = DurationText.parse(managerSilence) ?? .seconds(5)
         configuration.labels = Dictionary(labels.map { label in
             let parts = label.split(separator: "=", maxSplits: 1)
@@ -96,6 +128,10 @@ struct WorkerCommand: AsyncParsableCommand {
             defer { Task { try? await runtime.shutdown() } }
             try await group.run()
         } catch let error as WireClientError {
+            printError(error.description)
+            throw ExitCode(3)
+        } catch let error as SecurityError {
+            // No token to join with, or a manager whose certificate is not the pinned CA's.
             printError(error.description)
             throw ExitCode(3)
         } catch let error as CancellationError {

@@ -82,20 +82,25 @@ final class ClusterProcesses: @unchecked Sendable {
 
     /// Starts (or starts again) the worker `name` offering a share of the machine; inside
     /// `namespace` when one is given (it reaches the manager over the namespace's link).
-    func startWorker(_ name: String, in namespace: NetworkNamespace? = nil, options: [String] = []) async throws {
+    /// It joins with the manager's join token unless told not to (`joining: false`: it must
+    /// have its certificate already); `until` is the line awaited in its output.
+    func startWorker(
+        _ name: String, in namespace: NetworkNamespace? = nil, options: [String] = [], joining: Bool = true,
+        until line: String? = "connected to the manager"
+    ) async throws {
         let stateDir = workerStateDirs[name] ?? temporaryDirectory("worker-\(name)")
         workerStateDirs[name] = stateDir
         let arguments = [
             "worker", "--manager", "\(wireHost):\(wirePort)", "--http", "127.0.0.1:0", "--name", name,
             "--state-dir", stateDir, "--cpus", "1", "--memory", "1GiB",
-        ] + options
+        ] + (joining ? ["--join-token-file", "\(data)/join.token"] : []) + options
         if let namespace {
             let inside = namespace.command(orchctlPath, arguments)
             workers[name] = try LaunchedProcess(executable: inside.executable, inside.arguments)
         } else {
             workers[name] = try LaunchedProcess(orchctl: arguments)
         }
-        try await workers[name]!.waitForOutput("connected to the manager")
+        if let line { try await workers[name]!.waitForOutput(line) }
     }
 
     func killWorker(_ name: String, signal: Int32 = SIGKILL) async throws {

@@ -48,6 +48,7 @@ import Testing
         mutating func join(_ name: String, connection: UInt64, millicores: UInt32 = 2000) -> ConnectionID {
             let id = ConnectionID(rawValue: connection)
             feed(.connected(id))
+            feed(.authenticated(id, NodeID(rawValue: name)))
             feed(.received(id, .hello(Hello(
                 nodeID: NodeID(rawValue: name), name: name, addresses: ["127.0.0.1:0"],
                 capacity: Capacity(millicores: millicores, memoryBytes: 4 << 30, diskBytes: 0)))))
@@ -59,6 +60,7 @@ import Testing
             var tasks: [TaskID: TaskRecord] = [:]
             var order: [TaskID] = []
             var nodes: [NodeID: NodeRecord] = [:]
+            var removed: Set<NodeID> = []
             for batch in store {
                 for change in batch.changes {
                     switch change {
@@ -68,11 +70,13 @@ import Testing
                     case .saveTask(let record): if tasks[record.id] != nil { tasks[record.id] = record }
                     case .appendHistory: break
                     case .saveNode(let node): nodes[node.id] = node
-                    case .deleteNode(let id): nodes[id] = nil
+                    case .deleteNode(let id): nodes[id] = nil; removed.insert(id)
                     }
                 }
             }
-            return StoreSnapshot(tasks: order.compactMap { tasks[$0] }, nodes: nodes.values.sorted { $0.id < $1.id }, revision: store.last?.sequence ?? 0)
+            return StoreSnapshot(
+                tasks: order.compactMap { tasks[$0] }, nodes: nodes.values.sorted { $0.id < $1.id }, revision: store.last?.sequence ?? 0,
+                removedNodes: removed)
         }
     }
 
@@ -304,6 +308,77 @@ import Testing
             Issue.record("expected a welcome, got \(h.effects)")
             return
         }
+    }
+
+    // MARK: - Identity
+
+    static func hello(_ node: String) -> WireMessage {
+        .hello(Hello(nodeID: NodeID(rawValue: node), name: node, addresses: [], capacity: Capacity(millicores: 1000, memoryBytes: 1 << 30, diskBytes: 0)))
+    }
+
+    @Test func aHelloWithoutACertificateGetsNothingButAClosedConnection() {
+        for peer: NodeID?? in [.none, .some(nil)] {   // the shell has not said, or said: no certificate
+            var h = Harness()
+            let c = ConnectionID(rawValue: 1)
+            h.feed(.connected(c))
+            if case .some(let node) = peer { h.feed(.authenticated(c, node)) }
+            h.feed(.received(c, Self.hello("w1")))
+            #expect(Self.sent(h.effects, on: c).isEmpty, "not a frame to a client without a certificate")
+            #expect(h.effects.contains { if case .close(c) = $0 { return true } else { return false } })
+            #expect(h.machine.listNodes().isEmpty)
+        }
+    }
+
+    @Test func aNodeIsTheOneItsCertificateNamesNotWhatItsHelloClaims() {
+        var h = Harness()
+        _ = h.join("w1", connection: 1)
+        let c = ConnectionID(rawValue: 2)
+        h.feed(.connected(c))
+        h.feed(.authenticated(c, NodeID(rawValue: "w2")))
+        h.feed(.received(c, Self.hello("w1")))
+        guard case .refused(let refused)? = Self.sent(h.effects, on: c).first else {
+            Issue.record("expected a refusal, got \(h.effects)")
+            return
+        }
+        #expect(refused.code == .invalidHello && refused.permanent && refused.reason.contains("w2"))
+        #expect(h.machine.listNodes().map(\.id) == [NodeID(rawValue: "w1")])
+    }
+
+    @Test func aJoinerMayNotTakeTheIdOfAConnectedNodeButItsOwnRenewalMay() {
+        var h = Harness()
+        _ = h.join("w1", connection: 1)
+        let join = h.request(), renewal = h.request(), fresh = h.request()
+        h.feed(.admit(join, NodeID(rawValue: "w1"), renewing: false))
+        #expect(Self.answers(h.effects)[join] == .refused(.nodeConnected("w1")))
+        h.feed(.admit(renewal, NodeID(rawValue: "w1"), renewing: true))
+        #expect(Self.answers(h.effects)[renewal] == .admitted)
+        h.feed(.admit(fresh, NodeID(rawValue: "w9"), renewing: false))
+        #expect(Self.answers(h.effects)[fresh] == .admitted)
+    }
+
+    @Test func aRemovedNodesCertificateIsRefusedAndItsIdNeverGivenAgainAcrossARestart() {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.feed(.disconnected(c1))
+        h.advance(.seconds(10))
+        h.feed(.timer)
+        let remove = h.request()
+        h.feed(.removeNode(remove, NodeID(rawValue: "w1")))
+        h.commitAll()
+        // The manager restarts from what it stored.
+        var restarted = Harness(snapshot: h.snapshot)
+        for renewing in [false, true] {
+            let admit = restarted.request()
+            restarted.feed(.admit(admit, NodeID(rawValue: "w1"), renewing: renewing))
+            #expect(Self.answers(restarted.effects)[admit] == .refused(.nodeRemoved("w1")))
+        }
+        let c2 = restarted.join("w1", connection: 2)
+        guard case .refused(let refused)? = Self.sent(restarted.effects, on: c2).first else {
+            Issue.record("expected a refusal, got \(restarted.effects)")
+            return
+        }
+        #expect(refused.code == .nodeRemoved && refused.permanent)
+        #expect(!restarted.machine.isConnected(NodeID(rawValue: "w1")))
     }
 
     @Test func unexpectedMessagesAfterTheHandshakeCloseTheConnection() {

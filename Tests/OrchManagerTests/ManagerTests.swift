@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import OrchCore
 @testable import OrchManager
+import OrchSecurity
 import OrchStore
 import OrchTestSupport
 import OrchWire
@@ -14,20 +15,24 @@ final class ManagerHarness: Sendable {
     let manager: Manager
     let running: Task<Void, any Error>
     let wirePort: Int
+    /// The join token the manager made in its data directory.
+    let joinToken: String
 
-    init(manager: Manager, running: Task<Void, any Error>, wirePort: Int) {
+    init(manager: Manager, running: Task<Void, any Error>, wirePort: Int, joinToken: String) {
         self.manager = manager
         self.running = running
         self.wirePort = wirePort
+        self.joinToken = joinToken
     }
 
     var cluster: Cluster { manager.cluster }
 
     static func start(
         data: String = temporaryDataDirectory(), scheduler: SchedulerKind = .epvm, grace: Duration = .seconds(2),
-        restartWindow: Duration = .seconds(1)
+        restartWindow: Duration = .seconds(1), certificateLifetime: Duration? = nil
     ) async throws -> ManagerHarness {
         var configuration = ManagerConfiguration(dataDirectory: data)
+        if let certificateLifetime { configuration.certificateLifetime = certificateLifetime }
         configuration.httpPort = 0
         configuration.wirePort = 0
         configuration.scheduler = scheduler
@@ -42,7 +47,8 @@ final class ManagerHarness: Sendable {
             try await Task.sleep(for: .milliseconds(10))
         }
         let port = Int(manager.wireAddress.withLock { $0 }!.split(separator: ":").last!)!
-        return ManagerHarness(manager: manager, running: running, wirePort: port)
+        let token = try String(contentsOfFile: "\(data)/join.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        return ManagerHarness(manager: manager, running: running, wirePort: port, joinToken: token)
     }
 
     func stop() async {
@@ -50,8 +56,20 @@ final class ManagerHarness: Sendable {
         _ = await withDeadline(ContinuousClock.now + .seconds(10)) { [running] in _ = await running.result }
     }
 
-    func worker(_ name: String, millicores: UInt32 = 2000, memoryBytes: UInt64 = 4 << 30, autoRun: Bool = true, node: NodeID? = nil) -> SimulatedWorker {
-        SimulatedWorker(name: name, managerPort: wirePort, node: node, millicores: millicores, memoryBytes: memoryBytes, autoRun: autoRun)
+    func worker(
+        _ name: String, millicores: UInt32 = 2000, memoryBytes: UInt64 = 4 << 30, autoRun: Bool = true, node: NodeID? = nil,
+        sharing membership: ClusterMembership? = nil
+    ) -> SimulatedWorker {
+        SimulatedWorker(
+            name: name, managerPort: wirePort, node: node, joinToken: joinToken, membership: membership,
+            millicores: millicores, memoryBytes: memoryBytes, autoRun: autoRun)
+    }
+
+    /// A certificate for `node`, joined with the manager's token (kept in memory).
+    func joined(_ node: NodeID) async throws -> ClusterMembership {
+        let membership = ClusterMembership(node: node, host: "127.0.0.1", port: wirePort)
+        try await membership.join(token: try JoinToken(parsing: joinToken))
+        return membership
     }
 
     func submit(_ spec: TaskSpec) async throws -> TaskID {
@@ -196,9 +214,9 @@ struct ManagerTests {
         let run = one.start()
         defer { run.cancel() }
         try await harness.waitForNode(one.node, .up)
-        // Another process with the same id while the first heartbeats: refused, but not for
-        // good (it may be the same worker whose old connection is half-open).
-        let twin = harness.worker("twin", node: one.node)
+        // Another process with the same id (and certificate) while the first heartbeats:
+        // refused, but not for good (it may be the same worker whose old connection is half-open).
+        let twin = harness.worker("twin", node: one.node, sharing: one.membership)
         let twinRun = twin.start()
         defer { twinRun.cancel() }
         let refusal = await withDeadline(ContinuousClock.now + .seconds(10)) { () -> String? in
@@ -213,7 +231,8 @@ struct ManagerTests {
         let future = WireClient(
             host: "127.0.0.1", port: harness.wirePort,
             hello: Hello(oldestVersion: 7, newestVersion: 9, nodeID: NodeID(rawValue: "future"), name: "future", addresses: [],
-                         capacity: Capacity(millicores: 1000, memoryBytes: 1 << 30, diskBytes: 0)))
+                         capacity: Capacity(millicores: 1000, memoryBytes: 1 << 30, diskBytes: 0)),
+            tls: one.membership.tlsHandler)
         let refusedVersion = await withDeadline(ContinuousClock.now + .seconds(10)) {
             await Task { try await future.run(WireClientHandlers(received: { _ in })) }.result
         }
@@ -224,12 +243,61 @@ struct ManagerTests {
         #expect(versionRefusal.code == .noCommonVersion && versionRefusal.permanent)
     }
 
+    @Test func aWrongJoinSecretIsRefusedForGoodAndJoinsNothing() async throws {
+        let harness = try await ManagerHarness.start()
+        defer { Task { await harness.stop() } }
+        var token = try JoinToken(parsing: harness.joinToken)
+        token.secret = String(token.secret.reversed())
+        let membership = ClusterMembership(node: NodeID(rawValue: "intruder"), host: "127.0.0.1", port: harness.wirePort)
+        do {
+            try await membership.join(token: token)
+            Issue.record("joined with a wrong secret")
+        } catch WireClientError.refused(let refused) {
+            #expect(refused.code == .badToken && refused.permanent)
+            #expect(refused.reason.contains("join token"))
+        }
+        #expect(membership.credentials.certificate == nil)
+        #expect(await harness.cluster.listNodes().isEmpty)
+    }
+
+    @Test func aWorkerRenewsItsCertificateAtHalfItsLifeAndReconnectsWithTheNewOne() async throws {
+        let harness = try await ManagerHarness.start(grace: .seconds(30), certificateLifetime: .seconds(4))
+        defer { Task { await harness.stop() } }
+        let one = harness.worker("renewing")
+        let run = one.start()
+        defer { run.cancel() }
+        try await harness.waitForNode(one.node, .up)
+        let first = try #require(one.membership.credentials.certificate)
+        let renewal = Task { await one.membership.keepRenewed(logger: Logger(label: "test.renewal")) }
+        defer { renewal.cancel() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while one.membership.credentials.certificate?.serialNumber == first.serialNumber, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let renewed = try #require(one.membership.credentials.certificate)
+        #expect(renewed.serialNumber != first.serialNumber, "renewed within 10 s")
+        #expect(renewed.publicKey == first.publicKey, "the same key, a new certificate")
+        // Not before half its life (2 s after it was issued), nor long after.
+        let issuedAt = first.notValidBefore.addingTimeInterval(ClusterCA.backdating)
+        let renewedAt = renewed.notValidBefore.addingTimeInterval(ClusterCA.backdating)
+        #expect(renewedAt.timeIntervalSince(issuedAt) >= 1.9 && renewedAt.timeIntervalSince(issuedAt) < 4)
+        #expect(await one.client.isConnected, "the connection held meanwhile is not touched")
+        // Past the first certificate's end, a new connection is made with the new one.
+        while Date() < first.notValidAfter.addingTimeInterval(0.5) { try await Task.sleep(for: .milliseconds(50)) }
+        await one.client.wire.dropConnection(reason: "test")
+        let again = ContinuousClock.now + .seconds(10)
+        try await Task.sleep(for: .milliseconds(100))
+        while !(await one.client.isConnected), ContinuousClock.now < again { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(await one.client.isConnected, "reconnected with the renewed certificate")
+    }
+
     @Test func aWorkerDialingAgainReplacesItsHalfOpenConnection() async throws {
         let harness = try await ManagerHarness.start(grace: .seconds(10))
         defer { Task { await harness.stop() } }
         let node = NodeID(rawValue: "sim-again")
         // The old connection: welcomed, then silent, never closed (its host rebooted).
-        let old = try await WireDialer.connect(host: "127.0.0.1", port: harness.wirePort)
+        let membership = try await harness.joined(node)
+        let old = try await WireDialer.connect(host: "127.0.0.1", port: harness.wirePort, tls: membership.tlsHandler)
         let channel = old.channel
         try await old.executeThenClose { inbound, outbound in
             try await outbound.write(.hello(Hello(
@@ -240,7 +308,7 @@ struct ManagerTests {
                 return
             }
             try await Task.sleep(for: .milliseconds(400))   // silent for more than two heartbeat intervals
-            let again = harness.worker("again", node: node)
+            let again = harness.worker("again", node: node, sharing: membership)
             let run = again.start()
             defer { run.cancel() }
             let closed = await withDeadline(ContinuousClock.now + .seconds(5)) { () -> Bool in
@@ -328,7 +396,7 @@ struct ManagerTests {
         #expect(await manager.cluster.task(id)?.state == .running, "every task comes back")
         #expect(await manager.cluster.task(waiting)?.state == .pending)
         #expect(await manager.cluster.listNodes().map(\.id) == [one.node], "and every node")
-        let second = ManagerHarness(manager: manager, running: Task { try await manager.run() }, wirePort: first.wirePort)
+        let second = ManagerHarness(manager: manager, running: Task { try await manager.run() }, wirePort: first.wirePort, joinToken: first.joinToken)
         defer { Task { await second.stop() } }
         try await second.waitForNode(one.node, .up)
         try await Task.sleep(for: .seconds(1))
@@ -340,10 +408,7 @@ struct ManagerTests {
     @Test func aMalformedFrameGetsAnErrorFrameAndTheManagerGoesOn() async throws {
         let harness = try await ManagerHarness.start()
         defer { Task { await harness.stop() } }
-        let raw = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: harness.wirePort) { channel in
-                channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
-            }
+        let raw = try await rawConnection(harness.wirePort, tls: try await harness.joined(NodeID(rawValue: "raw-malformed")))
         let answer = try await raw.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(bytes: [0, 0, 0, 3, 0x01, 0xff, 0xff]))   // a hello cut short
             var bytes = ByteBuffer()

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import OrchCore
 @testable import OrchManager
+import OrchSecurity
 import OrchTestSupport
 import OrchWire
 import Testing
@@ -14,12 +15,8 @@ import Testing
 struct SlowPeerTests {
     typealias Raw = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 
-    func connect(_ port: Int, receiveBuffer: Int? = nil) async throws -> Raw {
-        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        if let receiveBuffer { bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer)) }
-        return try await bootstrap.connect(host: "127.0.0.1", port: port) { channel in
-            channel.eventLoop.makeCompletedFuture { try Raw(wrappingChannelSynchronously: channel) }
-        }
+    func connect(_ port: Int, receiveBuffer: Int? = nil, tls membership: ClusterMembership? = nil) async throws -> Raw {
+        try await rawConnection(port, receiveBuffer: receiveBuffer, tls: membership)
     }
 
     func hello(_ name: String) -> ByteBuffer {
@@ -47,8 +44,8 @@ struct SlowPeerTests {
 
         // Joins, then never reads again. Each assignment carries a 256 KiB environment: 48
         // of them are 12 MiB of frames it leaves unread, past the 4 MiB the manager allows.
-        let stuck = try await connect(harness.wirePort, receiveBuffer: 4096)
         let stuckNode = NodeID(rawValue: "raw-stuck")
+        let stuck = try await connect(harness.wirePort, receiveBuffer: 4096, tls: try await harness.joined(stuckNode))
         try await stuck.outbound.write(hello("stuck"))
         try await harness.waitForNode(stuckNode, .up)
         let padding = String(repeating: "x", count: 256 << 10)
@@ -66,6 +63,7 @@ struct SlowPeerTests {
         #expect(await harness.cluster.listNodes().first { $0.id == good.node }?.state == .up, "the good worker stayed up")
         #expect(await harness.cluster.isConnected(good.node))
         #expect(try await gatewayAnswers(harness))
+        stuck.outbound.finish()
         try? await stuck.channel.close()
     }
 
@@ -115,7 +113,7 @@ struct SlowPeerTests {
         defer { run.cancel() }
         try await harness.waitForNode(good.node, .up)
 
-        let rude = try await connect(harness.wirePort)
+        let rude = try await connect(harness.wirePort, tls: try await harness.joined(NodeID(rawValue: "raw-rude")))
         let received = try await rude.executeThenClose { inbound, outbound in
             try await outbound.write(hello("rude"))
             var bytes = ByteBuffer()
@@ -139,6 +137,20 @@ struct SlowPeerTests {
         #expect(error?.code == .malformedFrame, "then an error frame: \(messages.map(\.kind))")
         #expect(await harness.cluster.listNodes().first { $0.id == good.node }?.state == .up)
         #expect(try await gatewayAnswers(harness))
+    }
+}
+
+/// A connection to the cluster port that carries bytes as they are (frames written by
+/// hand), in TLS with the node certificate of `membership` when given.
+func rawConnection(_ port: Int, receiveBuffer: Int? = nil, tls membership: ClusterMembership? = nil) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+    var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    if let receiveBuffer { bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer)) }
+    let tls = membership?.tlsHandler
+    return try await bootstrap.connect(host: "127.0.0.1", port: port) { channel in
+        channel.eventLoop.makeCompletedFuture {
+            if let tls { try channel.pipeline.syncOperations.addHandler(try tls()) }
+            return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+        }
     }
 }
 

@@ -28,12 +28,12 @@ struct SQLiteStoreTests {
         let store = try SQLiteStore(path: path)
         #expect(try await store.appliedMigrations() == [
             "v1: tasks, task history, nodes", "v2: a task's spec apart from its state", "v3: the state's revision",
-            "v4: REST API tokens, hashed",
+            "v4: REST API tokens, hashed", "v5: nodes removed from the cluster",
         ])
         #expect(try await store.load() == StoreSnapshot(tasks: [], nodes: []))
         // Opening it again migrates nothing twice.
         let again = try SQLiteStore(path: path)
-        #expect(try await again.appliedMigrations().count == 4)
+        #expect(try await again.appliedMigrations().count == 5)
     }
 
     @Test func tokensAreKeptHashedAndARevocationSurvivesAReopen() async throws {
@@ -82,9 +82,12 @@ struct SQLiteStoreTests {
         #expect(snapshot.nodes == [node])
         #expect(try await reopened.history(of: task.id).map(\.message) == ["accepted", "placed on n1"])
         #expect(snapshot.revision == 2, "the revision of the last batch is kept")
+        #expect(snapshot.removedNodes.isEmpty)
         try await reopened.apply([.deleteNode(node.id)], revision: 3)
         #expect(try await reopened.load().nodes.isEmpty)
         #expect(try await reopened.load().revision == 3)
+        // A removed node stays removed, across a reopen: its certificate is refused for good.
+        #expect(try await SQLiteStore(path: path).load().removedNodes == [node.id])
     }
 
     @Test func concurrentWritersAreAllCommitted() async throws {

@@ -138,8 +138,15 @@ enum RandomMessages {
             return .hello(Hello(
                 oldestVersion: .random(in: 0...9, using: &r), newestVersion: .random(in: 0...9, using: &r),
                 nodeID: NodeID(rawValue: string(&r)), name: string(&r), addresses: [string(&r)],
-                capacity: Capacity(millicores: u32(&r), memoryBytes: u64(&r), diskBytes: u64(&r)), labels: map(&r),
-                joinToken: optional(&r, string)))
+                capacity: Capacity(millicores: u32(&r), memoryBytes: u64(&r), diskBytes: u64(&r)), labels: map(&r)))
+        case .joinRequest:
+            return .joinRequest(JoinRequest(
+                oldestVersion: .random(in: 0...9, using: &r), newestVersion: .random(in: 0...9, using: &r),
+                nodeID: NodeID(rawValue: string(&r)), secret: optional(&r, string), csr: Array(string(&r).utf8)))
+        case .joinResult:
+            return .joinResult(JoinResult(
+                version: .random(in: 0...9, using: &r), nodeID: NodeID(rawValue: string(&r)),
+                certificate: Array(string(&r).utf8), caCertificate: Array(string(&r).utf8)))
         case .welcome: return .welcome(Welcome(version: .random(in: 0...9, using: &r), heartbeatInterval: duration(&r)))
         case .refused:
             return .refused(Refused(code: Refused.Code.allCases.randomElement(using: &r)!, permanent: .random(using: &r), reason: string(&r)))

@@ -26,9 +26,16 @@ func vectorBytes(_ url: URL) throws -> [UInt8] {
 /// What each vector must decode to, written from the vector's own comment.
 let expectedMessages: [String: WireMessage] = [
     "hello": .hello(Hello(
-        oldestVersion: 3, newestVersion: 3, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
-        capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"], joinToken: nil)),
-    "welcome": .welcome(Welcome(version: 3, heartbeatInterval: .seconds(1))),
+        oldestVersion: 4, newestVersion: 4, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"])),
+    "welcome": .welcome(Welcome(version: 4, heartbeatInterval: .seconds(1))),
+    "join_request": .joinRequest(JoinRequest(
+        oldestVersion: 4, newestVersion: 4, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
+    "join_request_renewal": .joinRequest(JoinRequest(
+        oldestVersion: 4, newestVersion: 4, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
+    "join_result": .joinResult(JoinResult(
+        version: 4, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
+    "refused_removed": .refused(Refused(code: .nodeRemoved, permanent: true, reason: "n1 was removed")),
     "refused_duplicate": .refused(Refused(code: .duplicateNode, permanent: false, reason: "n1 is connected")),
     "heartbeat_answer": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics())),
     "heartbeat_engine_down": .heartbeat(Heartbeat(
@@ -114,8 +121,9 @@ func errorName(_ error: WireError) -> String {
     }
 
     @Test func versionNegotiationPicksTheHighestCommonVersion() {
-        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 3)
-        #expect(ProtocolVersion.negotiate(peerOldest: 4, peerNewest: 5) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 4)
+        #expect(ProtocolVersion.negotiate(peerOldest: 5, peerNewest: 6) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 3, peerNewest: 3) == nil, "version 3 has no join exchange (and a token in its hello)")
         #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 1) == nil, "version 1 has no disconnect block in its specs")
         #expect(ProtocolVersion.negotiate(peerOldest: 2, peerNewest: 2) == nil, "version 2 has no engine error in its heartbeats")
     }

@@ -56,10 +56,11 @@ final class WorkerHarness: Sendable {
     ) async throws {
         let peer = peer ?? ScriptedManager(heartbeatInterval: .milliseconds(100))
         peer.autoAck.withLock { $0 = autoAck }
-        let (port, listener) = try await peer.listen()
+        let (port, listener) = try await peer.listen(tls: true)
         let runtime = try await connectDocker()
         var configuration = WorkerConfiguration(name: name, stateDirectory: temporaryDirectory(name))
         configuration.managerPort = port
+        configuration.joinToken = peer.joinToken.description
         configuration.httpPort = 0
         configuration.managerSilence = managerSilence
         let worker = try Worker(configuration: configuration, runtime: runtime, logger: Logger(label: "test.worker"))

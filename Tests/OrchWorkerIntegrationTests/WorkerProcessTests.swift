@@ -8,21 +8,21 @@ import Testing
 /// `orchctl worker` as a real process, against a test peer and the real Docker engine.
 @Suite("orchctl worker as a process (Docker)", .serialized, .timeLimit(.minutes(3)))
 struct WorkerProcessTests {
-    func launch(peerPort: Int, stateDir: String, name: String, extra: [String] = []) throws -> LaunchedProcess {
+    func launch(_ peer: ScriptedManager, port peerPort: Int, stateDir: String, name: String, extra: [String] = []) throws -> LaunchedProcess {
         try LaunchedProcess(orchctl: [
             "worker", "--manager", "127.0.0.1:\(peerPort)", "--http", "127.0.0.1:0", "--name", name, "--state-dir", stateDir,
-        ] + extra)
+        ] + extra, environment: ["ORCH_JOIN_TOKEN": peer.joinToken.description])
     }
 
     @Test func aKilledWorkerRestartedAdoptsItsContainerAndStopsAStaleOne() async throws {
         let peer = ScriptedManager(heartbeatInterval: .milliseconds(100))
         peer.autoAck.withLock { $0 = true }
-        let (port, listener) = try await peer.listen()
+        let (port, listener) = try await peer.listen(tls: true)
         defer { listener.cancel() }
         let runtime = try await connectDocker()
         let stateDir = temporaryDirectory("adopt")
         var events = EventReader(peer)
-        var worker = try launch(peerPort: port, stateDir: stateDir, name: "adopt")
+        var worker = try launch(peer, port: port, stateDir: stateDir, name: "adopt")
         let hello = try await events.next("first hello") { if case .connected(1, let hello) = $0 { hello } else { nil } }
         let node = hello.nodeID
         do {
@@ -35,7 +35,7 @@ struct WorkerProcessTests {
 
         worker.signal(SIGKILL)
         _ = try await worker.waitForExit()
-        worker = try launch(peerPort: port, stateDir: stateDir, name: "adopt")
+        worker = try launch(peer, port: port, stateDir: stateDir, name: "adopt")
         let again = try await events.next("second hello") { if case .connected(2, let hello) = $0 { hello } else { nil } }
         #expect(again.nodeID == node, "the same node id from the state directory")
         let list = try await events.next("task list after restart") { if case .message(2, .taskList(let list)) = $0 { list } else { nil } }
@@ -66,9 +66,9 @@ struct WorkerProcessTests {
     @Test func aPermanentlyRefusedWorkerExitsNonZeroWithTheReason() async throws {
         let peer = ScriptedManager()
         peer.refusals.withLock { $0 = [Refused(code: .noCommonVersion, permanent: true, reason: "this manager speaks protocol 7 to 9")] }
-        let (port, listener) = try await peer.listen()
+        let (port, listener) = try await peer.listen(tls: true)
         defer { listener.cancel() }
-        let worker = try launch(peerPort: port, stateDir: temporaryDirectory("refused"), name: "refused")
+        let worker = try launch(peer, port: port, stateDir: temporaryDirectory("refused"), name: "refused")
         let status = try await worker.waitForExit()
         #expect(status == 3)
         #expect(worker.output.contains("the manager refused this worker: this manager speaks protocol 7 to 9"), "output: \(worker.output)")
@@ -78,11 +78,11 @@ struct WorkerProcessTests {
         for drain in [false, true] {
             let peer = ScriptedManager(heartbeatInterval: .milliseconds(100))
             peer.autoAck.withLock { $0 = true }
-            let (port, listener) = try await peer.listen()
+            let (port, listener) = try await peer.listen(tls: true)
             defer { listener.cancel() }
             let runtime = try await connectDocker()
             var events = EventReader(peer)
-            let worker = try launch(peerPort: port, stateDir: temporaryDirectory("term"), name: "term", extra: drain ? ["--drain"] : [])
+            let worker = try launch(peer, port: port, stateDir: temporaryDirectory("term"), name: "term", extra: drain ? ["--drain"] : [])
             var node: NodeID?
             do {
                 let hello = try await events.next("hello") { if case .connected(1, let hello) = $0 { hello } else { nil } }

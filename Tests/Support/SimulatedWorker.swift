@@ -1,4 +1,6 @@
+import Logging
 import OrchCore
+import OrchSecurity
 import OrchWire
 import Synchronization
 
@@ -9,6 +11,9 @@ public final class SimulatedWorker: Sendable {
     public let node: NodeID
     public let name: String
     public let client: SimulatedSession
+    /// Its certificate (kept in memory), got by joining with `joinToken`.
+    public let membership: ClusterMembership
+    let joinToken: String
     /// The attempts held, by task.
     public let held = Mutex<[TaskID: (attempt: UInt64, state: TaskState)]>([:])
     public let assignments = Mutex<[AssignTask]>([])
@@ -16,24 +21,33 @@ public final class SimulatedWorker: Sendable {
     /// Report an assigned attempt running at once (otherwise it stays scheduled until `report`).
     public let autoRun: Bool
 
+    /// `joinToken` is the manager's (its `join.token`): the worker joins with it first,
+    /// unless given the `membership` (the certificate) of another for the same node.
     public init(
-        name: String, managerPort: Int, managerHost: String = "127.0.0.1", node: NodeID? = nil,
+        name: String, managerPort: Int, managerHost: String = "127.0.0.1", node: NodeID? = nil, joinToken: String,
+        membership: ClusterMembership? = nil,
         millicores: UInt32 = 2000, memoryBytes: UInt64 = 4 << 30, labels: [String: String] = [:], autoRun: Bool = true
     ) {
         let node = node ?? NodeID(rawValue: "sim-\(name)")
         self.node = node
         self.name = name
         self.autoRun = autoRun
+        self.joinToken = joinToken
+        let membership = membership ?? ClusterMembership(node: node, host: managerHost, port: managerPort)
+        self.membership = membership
         client = SimulatedSession(WireClient(
             host: managerHost, port: managerPort,
             hello: Hello(nodeID: node, name: name, addresses: ["127.0.0.1:0"],
                          capacity: Capacity(millicores: millicores, memoryBytes: memoryBytes, diskBytes: 10 << 30), labels: labels),
-            backoff: ReconnectBackoff(initial: .milliseconds(20), maximum: .milliseconds(200))))
+            backoff: ReconnectBackoff(initial: .milliseconds(20), maximum: .milliseconds(200)), tls: membership.tlsHandler))
     }
 
-    /// Connects and stays connected until the returned task is cancelled.
+    /// Joins, then connects and stays connected until the returned task is cancelled.
     public func start() -> Task<Void, any Error> {
         Task {
+            try await membership.ensureJoined(
+                token: try JoinToken(parsing: joinToken), logger: Logger(label: "orch.sim.\(name)"),
+                backoff: ReconnectBackoff(initial: .milliseconds(20), maximum: .milliseconds(200)))
             try await client.run(
                 taskList: {
                     TaskList(entries: self.held.withLock { $0 }.sorted { $0.key < $1.key }.map { task, attempt in

@@ -1,11 +1,15 @@
 import NIOCore
+import NIOSSL
 import OrchCore
+import OrchSecurity
 import OrchWire
 import Synchronization
 
 /// What the scripted manager saw, in order.
 public enum ManagerEvent: Sendable {
     case connected(Int, Hello)
+    /// A join or renewal answered with a certificate (renewing: the node's own certificate came with it).
+    case joined(NodeID, renewing: Bool)
     case message(Int, WireMessage)
     case closed(Int)
 }
@@ -29,19 +33,35 @@ public final class ScriptedManager: Sendable {
     /// The version the welcome names (a manager that breaks the negotiation, when changed).
     public let welcomeVersion = Mutex(ProtocolVersion.newest)
 
-    public init(heartbeatInterval: Duration = .milliseconds(50)) { self.heartbeatInterval = heartbeatInterval }
+    /// The cluster's CA and join token, when it listens with TLS (as a manager does).
+    public let ca: ClusterCA
+    public let joinToken: JoinToken
+    /// How long the certificates it issues are valid.
+    public let certificateLifetime = Mutex<Duration>(ClusterCA.defaultNodeLifetime)
+
+    public init(heartbeatInterval: Duration = .milliseconds(50)) {
+        self.heartbeatInterval = heartbeatInterval
+        ca = try! ClusterCA.create()   // a new key and certificate in memory: nothing to fail on
+        joinToken = JoinToken.make(caFingerprint: try! ca.fingerprint)
+    }
 
     public func serve(_ connection: WireChannel) async {
-        let index = state.withLock { $0.count += 1; return $0.count }
-        state.withLock { $0.channels[index] = connection.channel }
-        defer {
-            state.withLock { $0.writers[index] = nil; $0.channels[index] = nil }
-            record(.closed(index))
-        }
         let outbound = WireSender(connection)
         try? await connection.executeThenClose { inbound, _ in
             var messages = inbound.makeAsyncIterator()
-            guard case .hello(let hello)? = try await messages.next() else { return }
+            let first = try await messages.next()
+            if case .joinRequest(let request)? = first {
+                // A connection of its own, not counted among the worker's connections.
+                try await outbound.write(try await join(request, on: connection.channel))
+                return
+            }
+            let index = state.withLock { $0.count += 1; return $0.count }
+            state.withLock { $0.channels[index] = connection.channel }
+            defer {
+                state.withLock { $0.writers[index] = nil; $0.channels[index] = nil }
+                record(.closed(index))
+            }
+            guard case .hello(let hello)? = first else { return }
             if silent.withLock({ $0 }) {
                 while try await messages.next() != nil {}
                 return
@@ -66,9 +86,29 @@ public final class ScriptedManager: Sendable {
         }
     }
 
-    /// Listens on 127.0.0.1:`port` (0 = any free port) until the returned task is cancelled.
-    public func listen(port: Int = 0) async throws -> (port: Int, task: Task<Void, any Error>) {
-        let listener = try await WireListener.bind(host: "127.0.0.1", port: port)
+    /// A join (with the token's secret) or a renewal (with a certificate of this CA) gets a
+    /// certificate; anything else is refused as the manager refuses it.
+    private func join(_ request: JoinRequest, on channel: any Channel) async throws -> WireMessage {
+        let peer = try? await ClusterTLS.peerNode(of: channel)
+        if let peer, peer != request.nodeID {
+            return .refused(Refused(code: .invalidHello, permanent: true, reason: "a renewal for another node"))
+        }
+        if peer == nil, request.secret != joinToken.secret {
+            return .refused(Refused(code: .badToken, permanent: true, reason: "the join token is not this cluster's current one"))
+        }
+        let certificate = try ca.issueNodeCertificate(csr: request.csr, node: request.nodeID, lifetime: certificateLifetime.withLock { $0 })
+        record(.joined(request.nodeID, renewing: peer != nil))
+        return .joinResult(JoinResult(
+            version: ProtocolVersion.newest, nodeID: request.nodeID, certificate: try derBytes(certificate), caCertificate: try ca.certificateDER))
+    }
+
+    /// Listens on 127.0.0.1:`port` (0 = any free port) until the returned task is cancelled;
+    /// with `tls`, in mutual TLS with its own CA, as a manager does (workers join it with
+    /// ``joinToken``).
+    public func listen(port: Int = 0, tls: Bool = false) async throws -> (port: Int, task: Task<Void, any Error>) {
+        let context = tls ? try ClusterTLS.serverContext(ca: ca, hosts: ["127.0.0.1"]) : nil
+        let listener = try await WireListener.bind(
+            host: "127.0.0.1", port: port, tls: context.map { context in { @Sendable in NIOSSLServerHandler(context: context) } })
         let task = Task { try await listener.run { await self.serve($0) } }
         return (listener.localAddress.port ?? port, task)
     }

@@ -8,6 +8,10 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
     case invalidTask([SpecProblem])
     case nodeNotFound(String)
     case nodeIsUp(String)
+    /// A node removed from the cluster: its id is not given again.
+    case nodeRemoved(String)
+    /// A node with that id is connected: a joiner may not take its id.
+    case nodeConnected(String)
     case ambiguousNodeID(String, matches: [NodeID])
     /// The store refuses writes: nothing is accepted until it takes them again (503).
     case unavailable(String)
@@ -23,6 +27,9 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidTask(let problems): "the task is not valid: \(problems.map(\.description).joined(separator: "; "))"
         case .nodeNotFound(let id): "no node with id \(id)"
         case .nodeIsUp(let name): "node \(name) is up; only a node that is down can be removed"
+        case .nodeRemoved(let id):
+            "node \(id) was removed from the cluster; to join again as a new node, remove node-id and node.crt from the worker's state directory"
+        case .nodeConnected(let name): "a node with this id (\(name)) is connected; a worker joining may not take its id"
         case .ambiguousNodeID(let prefix, let matches):
             "the id prefix \(prefix) matches \(matches.count) nodes: \(matches.prefix(5).map(\.rawValue).joined(separator: ", "))"
         case .unavailable(let text): "the manager cannot store changes now (\(text)); try again later (a task submitted again with the same id is the same task)"

@@ -24,28 +24,57 @@ extension ManagerMachine {
     }
 
     enum ConnectionEntry: Sendable {
-        /// Connected, no hello yet: closed at the deadline.
-        case handshaking(deadline: Moment)
+        /// Connected, no hello yet: closed at the deadline. `peer` is the node its
+        /// certificate names, once the shell has said (nil inside: it presented none).
+        case handshaking(deadline: Moment, peer: NodeID??)
         case joined(NodeID)
     }
 
     // MARK: - Connections
 
     mutating func connected(_ connection: ConnectionID) {
-        connections[connection] = .handshaking(deadline: now + configuration.handshakeTimeout)
+        connections[connection] = .handshaking(deadline: now + configuration.handshakeTimeout, peer: nil)
         wake(at: now + configuration.handshakeTimeout)
+    }
+
+    /// The TLS layer's word on who is at the other end: the node its certificate names, or
+    /// nil for a connection without one (which may only join, outside the machine).
+    mutating func authenticated(_ connection: ConnectionID, as node: NodeID?) {
+        guard case .handshaking(let deadline, nil) = connections[connection] else { return }
+        connections[connection] = .handshaking(deadline: deadline, peer: .some(node))
+    }
+
+    /// May a certificate naming `node` be issued? Not for a node removed from the cluster
+    /// (its id is never given again); not to a new joiner while a node with that id is
+    /// connected (the live one keeps it); a renewal (asked with the node's own certificate)
+    /// may come while it is connected.
+    mutating func admit(_ node: NodeID, renewing: Bool, request: RequestID) {
+        if removed.contains(node) { return emit(.answer(request, .refused(.nodeRemoved(node.rawValue)))) }
+        if TaskID.problem(with: node.rawValue) != nil { return emit(.answer(request, .refused(.nodeNotFound(node.rawValue)))) }
+        if !renewing, let entry = nodes[node], entry.connection != nil {
+            return emit(.answer(request, .refused(.nodeConnected(entry.record.name))))
+        }
+        emit(.answer(request, .admitted))
     }
 
     mutating func received(_ message: WireMessage, on connection: ConnectionID) {
         switch connections[connection] {
         case nil:
             return   // closed already; what was in flight on it does not count
-        case .handshaking:
+        case .handshaking(_, let peer):
             guard case .hello(let hello) = message else {
                 refuseProtocol(connection, "the first message must be hello, not \(message.kind)")
                 return
             }
-            join(hello, on: connection)
+            guard case .some(.some(let certified)) = peer else {
+                // No certificate: nothing but a closed connection (a joiner sends join_request,
+                // which the shell answers before anything reaches the machine).
+                note(.protocolViolation(connection, "a hello without a node certificate"))
+                emit(.close(connection))
+                dropConnection(connection)
+                return
+            }
+            join(hello, certified: certified, on: connection)
         case .joined(let node):
             // One hash of the id, the entry changed in place: this runs for every frame.
             guard let index = nodes.index(forKey: node), nodes.values[index].connection == connection else { return }
@@ -83,7 +112,7 @@ extension ManagerMachine {
 
     // MARK: - Handshake
 
-    private mutating func join(_ hello: Hello, on connection: ConnectionID) {
+    private mutating func join(_ hello: Hello, certified: NodeID, on connection: ConnectionID) {
         func refuse(_ refused: Refused) {
             emit(.send(connection, .refused(refused)))
             emit(.close(connection))
@@ -97,6 +126,17 @@ extension ManagerMachine {
         }
         guard TaskID.problem(with: hello.nodeID.rawValue) == nil, !hello.name.isEmpty else {
             return refuse(Refused(code: .invalidHello, permanent: true, reason: "the node id or name is not valid"))
+        }
+        // A node is the one its certificate names, whatever its hello claims.
+        guard hello.nodeID == certified else {
+            return refuse(Refused(
+                code: .invalidHello, permanent: true,
+                reason: "the hello names node \(hello.nodeID) but the certificate is node \(certified)'s"))
+        }
+        guard !removed.contains(certified) else {
+            return refuse(Refused(
+                code: .nodeRemoved, permanent: true,
+                reason: "node \(certified) was removed from the cluster; to join again as a new node, remove node-id and node.crt from the worker's state directory and give it a join token"))
         }
         if let existing = nodes[hello.nodeID], let old = existing.connection {
             // A worker dialing again while its old connection looks open: that one is
@@ -219,7 +259,7 @@ extension ManagerMachine {
     /// nodes gone past their window, lingering tasks past their disconnect deadline.
     mutating func checkLiveness() {
         for (connection, entry) in connections {
-            if case .handshaking(let deadline) = entry, deadline <= now {
+            if case .handshaking(let deadline, _) = entry, deadline <= now {
                 emit(.send(connection, .error(ErrorMessage(code: .unexpectedMessage, message: "no hello within \(DurationText.format(configuration.handshakeTimeout))"))))
                 emit(.close(connection))
                 connections[connection] = nil
@@ -284,6 +324,8 @@ extension ManagerMachine {
         if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
         for task in entry.tasks.sorted() { loseTask(task, on: id) }
         nodes[id] = nil
+        // Its certificate is honoured no more, and its id never given again.
+        removed.insert(id)
         removeSchedulingNode(id)
         journal.append(.deleteNode(id))
         afterCommit(.answer(request, .nodeRemoved(revision: issued + 1)))

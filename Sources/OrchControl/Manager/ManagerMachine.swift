@@ -20,6 +20,8 @@ public struct ManagerMachine: Sendable {
     // Membership.
     var nodes: [NodeID: NodeEntry] = [:]
     var connections: [ConnectionID: ConnectionEntry] = [:]
+    /// Nodes removed from the cluster: their certificates are refused, their ids not given again.
+    var removed: Set<NodeID> = []
 
     // Tasks.
     var tasks: [TaskID: TaskRecord] = [:]
@@ -71,6 +73,7 @@ public struct ManagerMachine: Sendable {
         issued = snapshot.revision
         committed = snapshot.revision
         self.now = now
+        removed = snapshot.removedNodes
         for record in snapshot.nodes {
             nodes[record.id] = NodeEntry(record: record, state: .down, tasksLostAt: now + configuration.heartbeatGrace)
         }
@@ -108,6 +111,8 @@ public struct ManagerMachine: Sendable {
         case .stop(let request, let id, let by): stop(id, request: request, by: by)
         case .removeNode(let request, let id): removeNode(id, request: request)
         case .connected(let connection): connected(connection)
+        case .authenticated(let connection, let node): authenticated(connection, as: node)
+        case .admit(let request, let node, let renewing): admit(node, renewing: renewing, request: request)
         case .received(let connection, let message): received(message, on: connection)
         case .disconnected(let connection): disconnected(connection)
         case .timer: timer()
@@ -180,6 +185,12 @@ extension ManagerMachine {
         case removeNode(RequestID, NodeID)
         /// A worker connected; it must say hello within the handshake timeout.
         case connected(ConnectionID)
+        /// The node the connection's certificate names (nil: it presented none); given
+        /// before its first message is. A hello is taken only from the node it names.
+        case authenticated(ConnectionID, NodeID?)
+        /// May a certificate for this node id be issued (a join, or with `renewing` the
+        /// node's own renewal)? Answered `admitted` or refused.
+        case admit(RequestID, NodeID, renewing: Bool)
         case received(ConnectionID, WireMessage)
         /// A connection ended (closed by either side, or broken).
         case disconnected(ConnectionID)
@@ -214,6 +225,7 @@ extension ManagerMachine {
         case submitted(TaskRecord, created: Bool, revision: UInt64)
         case stopped(TaskRecord, revision: UInt64)
         case nodeRemoved(revision: UInt64)
+        case admitted
         case refused(ClusterError)
     }
 

@@ -58,7 +58,7 @@ extension WorkerMachine {
         case .stopTask(let stop): stopAsked(stop)
         case .heartbeat:
             break   // the manager's answer to ours: it only shows the manager is there
-        case .hello, .welcome, .refused, .taskStatus, .taskList, .submitTask, .submitResult,
+        case .hello, .welcome, .refused, .joinRequest, .joinResult, .taskStatus, .taskList, .submitTask, .submitResult,
              .logRequest, .logChunk, .logCredit, .logEnd, .goodbye, .error:
             break   // the handshake, logs and submissions are the shell's
         }

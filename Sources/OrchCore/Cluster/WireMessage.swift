@@ -3,6 +3,8 @@ public enum WireMessage: Sendable, Hashable {
     case hello(Hello)
     case welcome(Welcome)
     case refused(Refused)
+    case joinRequest(JoinRequest)
+    case joinResult(JoinResult)
     case heartbeat(Heartbeat)
     case assignTask(AssignTask)
     case stopTask(StopTask)
@@ -20,7 +22,7 @@ public enum WireMessage: Sendable, Hashable {
 
     /// The type byte of each message.
     public enum Kind: UInt8, Sendable, Hashable, CaseIterable {
-        case hello = 0x01, welcome = 0x02, refused = 0x03
+        case hello = 0x01, welcome = 0x02, refused = 0x03, joinRequest = 0x04, joinResult = 0x05
         case heartbeat = 0x10
         case assignTask = 0x20, stopTask = 0x21, taskStatus = 0x22, taskList = 0x23
         case submitTask = 0x24, submitResult = 0x25
@@ -35,6 +37,8 @@ public enum WireMessage: Sendable, Hashable {
         case .hello: .hello
         case .welcome: .welcome
         case .refused: .refused
+        case .joinRequest: .joinRequest
+        case .joinResult: .joinResult
         case .heartbeat: .heartbeat
         case .assignTask: .assignTask
         case .stopTask: .stopTask
@@ -57,8 +61,8 @@ public enum WireMessage: Sendable, Hashable {
 
 /// The protocol versions this build speaks.
 public enum ProtocolVersion {
-    public static let oldest: UInt16 = 3
-    public static let newest: UInt16 = 3
+    public static let oldest: UInt16 = 4
+    public static let newest: UInt16 = 4
 
     /// The highest version in both ranges, or nil when they do not meet.
     public static func negotiate(peerOldest: UInt16, peerNewest: UInt16) -> UInt16? {
@@ -90,11 +94,10 @@ public struct Hello: Sendable, Hashable {
     public var addresses: [String]
     public var capacity: Capacity
     public var labels: [String: String]
-    public var joinToken: String?
 
     public init(
         oldestVersion: UInt16 = ProtocolVersion.oldest, newestVersion: UInt16 = ProtocolVersion.newest, nodeID: NodeID,
-        name: String, addresses: [String], capacity: Capacity, labels: [String: String] = [:], joinToken: String? = nil
+        name: String, addresses: [String], capacity: Capacity, labels: [String: String] = [:]
     ) {
         self.oldestVersion = oldestVersion
         self.newestVersion = newestVersion
@@ -103,7 +106,47 @@ public struct Hello: Sendable, Hashable {
         self.addresses = addresses
         self.capacity = capacity
         self.labels = labels
-        self.joinToken = joinToken
+    }
+}
+
+/// A worker asking for its node certificate, as the first and only message of a connection:
+/// joining (no certificate of its own yet: `secret` is the join token's) or renewing (on a
+/// connection made with its current certificate: no secret). The manager answers
+/// `join_result` or `refused`, and closes.
+public struct JoinRequest: Sendable, Hashable {
+    public var oldestVersion: UInt16
+    public var newestVersion: UInt16
+    /// The node id the certificate is to name (the worker's own, from its state directory).
+    public var nodeID: NodeID
+    public var secret: String?
+    /// A PKCS #10 certificate signing request (DER), signed with the node's key.
+    public var csr: [UInt8]
+
+    public init(
+        oldestVersion: UInt16 = ProtocolVersion.oldest, newestVersion: UInt16 = ProtocolVersion.newest,
+        nodeID: NodeID, secret: String?, csr: [UInt8]
+    ) {
+        self.oldestVersion = oldestVersion
+        self.newestVersion = newestVersion
+        self.nodeID = nodeID
+        self.secret = secret
+        self.csr = csr
+    }
+}
+
+/// The certificate issued for a `join_request`, with the CA's certificate the node trusts from then on.
+public struct JoinResult: Sendable, Hashable {
+    public var version: UInt16
+    public var nodeID: NodeID
+    /// The node's certificate and the CA's, both DER.
+    public var certificate: [UInt8]
+    public var caCertificate: [UInt8]
+
+    public init(version: UInt16, nodeID: NodeID, certificate: [UInt8], caCertificate: [UInt8]) {
+        self.version = version
+        self.nodeID = nodeID
+        self.certificate = certificate
+        self.caCertificate = caCertificate
     }
 }
 
@@ -122,6 +165,8 @@ public struct Welcome: Sendable, Hashable {
 public struct Refused: Sendable, Hashable {
     public enum Code: UInt16, Sendable, Hashable, CaseIterable {
         case noCommonVersion = 1, badToken = 2, duplicateNode = 3, shuttingDown = 4, invalidHello = 5
+        /// The node was removed from the cluster: its certificate is no longer honoured.
+        case nodeRemoved = 6
     }
     public var code: Code
     /// A permanent refusal ends the worker; a transient one is retried.

@@ -56,10 +56,13 @@ public struct StoreSnapshot: Sendable, Hashable {
     public var nodes: [NodeRecord]
     /// The sequence number of the last batch committed: the revision the state resumes at.
     public var revision: UInt64
+    /// Nodes removed from the cluster (`deleteNode`): their certificates stay refused.
+    public var removedNodes: Set<NodeID>
 
-    public init(tasks: [TaskRecord], nodes: [NodeRecord], revision: UInt64 = 0) {
+    public init(tasks: [TaskRecord], nodes: [NodeRecord], revision: UInt64 = 0, removedNodes: Set<NodeID> = []) {
         self.tasks = tasks
         self.nodes = nodes
         self.revision = revision
+        self.removedNodes = removedNodes
     }
 }
