@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOSSL
 import OrchCore
@@ -89,15 +91,18 @@ public final class Manager: Service, Sendable {
         let wire = "\(listener.localAddress.ipAddress ?? configuration.wireHost):\(listener.localAddress.port ?? configuration.wirePort)"
         wireAddress.withLock { $0 = wire }
         logger.info("cluster protocol listening on \(wire)")
+        let server: HTTPServerBuilder = configuration.httpTLS
+            ? try .tls(.http1WithAPIErrors(), tlsConfiguration: try restTLS())
+            : .http1WithAPIErrors()
         let app = Application(
             router: RESTGateway(cluster: cluster, store: store, metrics: metrics, tokens: tokens, joinSecret: joinSecret).router(),
-            server: .http1WithAPIErrors(),
+            server: server,
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in
                 let address = "\(channel.localAddress?.ipAddress ?? "127.0.0.1"):\(channel.localAddress?.port ?? 0)"
                 if self.configuration.httpPort == 0 { self.leaveAdminToken(host: self.configuration.httpHost, port: channel.localAddress?.port ?? 0) }
                 self.httpAddress.withLock { $0 = address }
-                self.logger.info("listening on \(address)")
+                self.logger.info("listening on \(address)\(self.configuration.httpTLS ? " (TLS: https://)" : "")")
             },
             logger: logger)
         let gateway = WireGateway(
@@ -143,9 +148,41 @@ public final class Manager: Service, Sendable {
         guard let token = try? String(contentsOfFile: configuration.adminTokenPath, encoding: .utf8) else { return }
         do {
             try LocalTokens.write(token.trimmingCharacters(in: .whitespacesAndNewlines), host: host, port: port)
+            // Over TLS with the cluster's CA, orchctl on this host trusts that CA for this API.
+            if configuration.httpTLS, configuration.httpCertificatePath == nil {
+                try LocalTokens.writeCA(try ca.certificate.serializeAsPEM().pemString + "\n", host: host, port: port)
+            }
         } catch {
             logger.warning("cannot leave the admin token for orchctl in \(LocalTokens.directory): \(error); give it --token")
         }
+    }
+
+    /// The REST gateway's TLS: the certificate and key given, or a server certificate from
+    /// the cluster's CA (a year; made again at each start) naming the addresses it serves on.
+    private func restTLS() throws -> TLSConfiguration {
+        var tls: TLSConfiguration
+        if let certificatePath = configuration.httpCertificatePath, let keyPath = configuration.httpKeyPath {
+            do {
+                tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(certificatePath).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem)))
+            } catch {
+                throw ManagerError.dataDirectory("cannot use --http-cert \(certificatePath) and --http-key \(keyPath): \(error)")
+            }
+        } else {
+            let wildcard = ["0.0.0.0", "::", ""].contains(configuration.httpHost)
+            var hosts = wildcard ? [] : [configuration.httpHost]
+            hosts += ["127.0.0.1", "localhost", ProcessInfo.processInfo.hostName] + configuration.httpNames
+            var seen = Set<String>()
+            hosts = hosts.filter { !$0.isEmpty && seen.insert($0).inserted }
+            let (certificate, key) = try ca.issueServerCertificate(hosts: hosts, lifetime: .seconds(365 * 24 * 3600))
+            tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: [.certificate(try NIOSSLCertificate(bytes: try derBytes(certificate), format: .der)),
+                                   .certificate(try NIOSSLCertificate(bytes: try ca.certificateDER, format: .der))],
+                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(try key.serializeAsPEM().pemString.utf8), format: .pem)))
+        }
+        tls.minimumTLSVersion = .tlsv12
+        return tls
     }
 
     /// Ends the serving group on graceful shutdown.

@@ -23,6 +23,15 @@ public struct ManagerConfiguration: Sendable {
     /// How long the certificates issued to nodes (and the manager's own) are valid; nodes
     /// renew theirs at half of it.
     public var certificateLifetime: Duration = .seconds(30 * 24 * 3600)
+    /// The REST gateway's own certificate and key (PEM files); without them, one from the
+    /// cluster's CA when it serves TLS.
+    public var httpCertificatePath: String?
+    public var httpKeyPath: String?
+    /// More names (DNS or IP) for the certificate the CA makes for the REST gateway.
+    public var httpNames: [String] = []
+
+    /// TLS on the REST gateway: whenever it binds off loopback, or is given a certificate.
+    public var httpTLS: Bool { httpCertificatePath != nil || !LoopbackAddress.contains(httpHost) }
 
     public init(dataDirectory: String? = nil) {
         self.dataDirectory = dataDirectory ?? Self.defaultDataDirectory
@@ -33,11 +42,13 @@ public struct ManagerConfiguration: Sendable {
         return "\(home)/.orch/manager"
     }
 
-    /// Why these listeners may not start: the REST gateway on an address off this host's
-    /// loopback would carry its tokens in the clear (there is no TLS on it yet). Nil when
-    /// they may.
+    /// Why the listeners may not start as configured, or nil. (Off loopback the REST
+    /// gateway serves TLS and the cluster port is always mutual TLS: neither is refused.)
     public var exposureProblem: String? {
-        LoopbackAddress.refusal(of: "the REST API", carrying: "its tokens", host: httpHost, port: httpPort)
+        if (httpCertificatePath == nil) != (httpKeyPath == nil) {
+            return "give both --http-cert and --http-key (a certificate and its private key, PEM), or neither"
+        }
+        return nil
     }
 
     public var databasePath: String { "\(dataDirectory)/manager.sqlite" }

@@ -3,7 +3,9 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import OrchCore
+import Synchronization
 
 /// Options every client command takes.
 struct ClientOptions: ParsableArguments {
@@ -18,6 +20,11 @@ struct ClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Read the API token from this file (env ORCH_TOKEN_FILE).", valueName: "path"))
     var tokenFile: String?
 
+    @Option(help: ArgumentHelp(
+        "Trust this CA certificate (PEM) for an https:// API, e.g. the manager's ca.crt (env ORCH_CA_FILE). Without it, the one the manager left for this user, or the system's.",
+        valueName: "path"))
+    var caFile: String?
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -28,7 +35,27 @@ struct ClientOptions: ParsableArguments {
     }
 
     var client: APIClient {
-        get throws { APIClient(base: api.hasSuffix("/") ? String(api.dropLast()) : api, token: try resolvedToken()) }
+        get throws {
+            APIClient(base: api.hasSuffix("/") ? String(api.dropLast()) : api, token: try resolvedToken(), trust: try resolvedTrust())
+        }
+    }
+
+    /// What an https:// API is trusted by: --ca-file (or ORCH_CA_FILE), checked with the
+    /// host name; else the cluster CA a manager on this host left for this user, whose
+    /// certificate may name other addresses than the one dialed (only that CA is trusted);
+    /// else the system's roots.
+    func resolvedTrust() throws -> APIClient.Trust {
+        guard let url = URL(string: api), url.scheme == "https", let host = url.host else { return .system }
+        if let path = caFile ?? ProcessInfo.processInfo.environment["ORCH_CA_FILE"], !path.isEmpty {
+            guard let pem = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw CommandFailure(description: "cannot read the CA file \(path)")
+            }
+            return .ca(pem, checkHostName: true)
+        }
+        if let pem = try? String(contentsOfFile: LocalTokens.caPath(host: host, port: url.port ?? 443), encoding: .utf8) {
+            return .ca(pem, checkHostName: false)
+        }
+        return .system
     }
 
     /// The token to send, in this order: --token, ORCH_TOKEN, --token-file, ORCH_TOKEN_FILE,
@@ -59,14 +86,41 @@ struct APIClient: Sendable {
     let base: String
     /// Sent as `Authorization: Bearer` on every request.
     var token: String?
+    var trust: Trust = .system
 
-    /// One HTTP client for the process; a manager that does not answer is given up on after
-    /// the connect timeout instead of being retried until the request's deadline.
-    static let http: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(3))
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+    /// What an https:// API's certificate is checked against.
+    enum Trust: Sendable, Hashable {
+        case system
+        case ca(String, checkHostName: Bool)
+    }
+
+    /// One HTTP client for the process (a command talks to one API); a manager that does
+    /// not answer is given up on after the connect timeout instead of being retried until
+    /// the request's deadline.
+    static let clients = Mutex<[Trust: HTTPClient]>([:])
+
+    var http: HTTPClient {
+        get throws {
+            try Self.clients.withLock { clients in
+                if let client = clients[trust] { return client }
+                var configuration = HTTPClient.Configuration()
+                configuration.timeout = .init(connect: .seconds(3))
+                if case .ca(let pem, let checkHostName) = trust {
+                    var tls = TLSConfiguration.makeClientConfiguration()
+                    do {
+                        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))
+                    } catch {
+                        throw CommandFailure(description: "the CA certificate is not PEM: \(error)")
+                    }
+                    if !checkHostName { tls.certificateVerification = .noHostnameVerification }
+                    configuration.tlsConfiguration = tls
+                }
+                let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+                clients[trust] = client
+                return client
+            }
+        }
+    }
 
     struct Answer {
         var status: Int
@@ -84,7 +138,7 @@ struct APIClient: Sendable {
         }
         let response: HTTPClientResponse
         do {
-            response = try await Self.http.execute(request, timeout: timeout)
+            response = try await try http.execute(request, timeout: timeout)
         } catch {
             throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
         }
@@ -126,6 +180,12 @@ struct APIClient: Sendable {
         let text = "\(error)"
         if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
         if text.contains("Timeout") || text.contains("timeout") { return "timed out" }
+        if text.contains("handshakeFailed") || text.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "TLS failed (\(text)): the API's certificate is not trusted; give --ca-file with the manager's ca.crt"
+        }
+        if text.contains("remoteConnectionClosed") {
+            return "the API closed the connection (if it serves TLS, use https:// in --api)"
+        }
         return text
     }
 
@@ -136,7 +196,7 @@ struct APIClient: Sendable {
         authorize(&request)
         let response: HTTPClientResponse
         do {
-            response = try await Self.http.execute(request, timeout: .seconds(30))
+            response = try await try http.execute(request, timeout: .seconds(30))
         } catch {
             throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
         }

@@ -16,10 +16,16 @@ struct ManagerCommand: AsyncParsableCommand {
             State lives in --data; a manager started again on the same directory resumes every task
             and node and reconciles with the workers as they reconnect.
 
+            Security: the cluster port is mutual TLS, always; workers join with the join token in
+            --data/join.token. The REST API needs a token (the admin's is in --data/admin.token and
+            left for this user's orchctl); bound off loopback it serves TLS, with --http-cert and
+            --http-key or else a certificate from the cluster's CA (orchctl: --ca-file DATA/ca.crt).
+
             Examples:
               orchctl manager                                        REST on 127.0.0.1:5555, workers on 127.0.0.1:5556
               orchctl manager --data /var/lib/orch --scheduler spread
               orchctl manager --http 127.0.0.1:0 --wire 127.0.0.1:0 --heartbeat-grace 3s
+              orchctl manager --http 0.0.0.0:5555 --wire 0.0.0.0:5556 --http-name manager.example.org
             """)
 
     @Option(help: ArgumentHelp("Where the REST API listens (port 0: any free port).", valueName: "host:port"))
@@ -42,6 +48,15 @@ struct ManagerCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("How long the tasks of a restarting worker are kept for it.", valueName: "duration"))
     var restartWindow: String = "30s"
+
+    @Option(help: ArgumentHelp("The REST API's TLS certificate (PEM; with --http-key). Default off loopback: one from the cluster's CA.", valueName: "path"))
+    var httpCert: String?
+
+    @Option(help: ArgumentHelp("The private key of --http-cert (PEM).", valueName: "path"))
+    var httpKey: String?
+
+    @Option(name: .customLong("http-name"), help: ArgumentHelp("A DNS name or IP address clients reach the REST API by, for its certificate from the cluster's CA (repeatable).", valueName: "name"))
+    var httpNames: [String] = []
 
     @Flag(help: "Make every write survive a power loss, not only a crash (slower).")
     var fsync = false
@@ -72,6 +87,9 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.heartbeatGrace = DurationText.parse(heartbeatGrace) ?? .seconds(5)
         configuration.restartWindow = DurationText.parse(restartWindow) ?? .seconds(30)
         configuration.fsync = fsync
+        configuration.httpCertificatePath = httpCert
+        configuration.httpKeyPath = httpKey
+        configuration.httpNames = httpNames
         do {
             let manager = try await Manager(configuration: configuration, logger: logger)
             let group = ServiceGroup(configuration: .init(

@@ -22,10 +22,23 @@ public enum LocalTokens {
 
     /// Leaves `token` for the API listening on `host:port`.
     public static func write(_ token: String, host: String, port: Int) throws {
+        try leave(token + "\n", host: host, port: port, suffix: "")
+    }
+
+    /// Where the certificate of the CA that an API on `host:port` serves TLS from is left
+    /// (`HOST:PORT.ca.crt`), for orchctl to trust.
+    public static func caPath(host: String, port: Int) -> String { path(host: host, port: port) + ".ca.crt" }
+
+    /// Leaves the CA certificate (PEM) of the API listening on `host:port` over TLS.
+    public static func writeCA(_ pem: String, host: String, port: Int) throws {
+        try leave(pem, host: host, port: port, suffix: ".ca.crt")
+    }
+
+    private static func leave(_ text: String, host: String, port: Int, suffix: String) throws {
         let hosts = ["0.0.0.0", "::", ""].contains(host) ? [host, "127.0.0.1", "localhost"] : [host]
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         for name in hosts where !name.isEmpty {
-            try writePrivately(token + "\n", to: path(host: name, port: port))
+            try writePrivately(text, to: path(host: name, port: port) + suffix)
         }
     }
 
