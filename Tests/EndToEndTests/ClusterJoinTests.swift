@@ -32,7 +32,14 @@ struct ClusterJoinTests {
                 tasks.contains { $0["id"] as? String == id && $0["state"] as? String == "running" && $0["node"] as? String == node }
             }
 
-            // Restarted without any token: its certificate is enough, and it is the same node.
+            // A new join secret: the old token joins nobody any more, and the node that joined
+            // with it keeps working. Restarted without any token, its certificate is enough.
+            let oldToken = try String(contentsOfFile: cluster.data + "/join.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let rotated = try await LaunchedProcess.run(orchctl: ["token", "rotate-join", "--api", cluster.api])
+            #expect(rotated.status == 0, "\(rotated.stderr)")
+            try await cluster.startWorker("late", options: ["--join-token", oldToken], joining: false, until: nil)
+            let late = try #require(cluster.workers["late"])
+            #expect(try await late.waitForExit(within: .seconds(30)) == 3, "the old token is refused: \(late.output)")
             try await cluster.killWorker("joiner", signal: SIGTERM)
             try await cluster.startWorker("joiner", joining: false)
             let again = try #require(cluster.workers["joiner"])
