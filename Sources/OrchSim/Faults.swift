@@ -322,6 +322,37 @@ extension Simulation {
         }
     }
 
+    /// A client that is not the node it claims: no certificate, or another node's. The
+    /// manager must not welcome it, and the node it claims keeps its connection.
+    func impostor() -> TraceRecord? {
+        guard phase == .faults else { return nil }
+        schedule(.impostor, at: now + impostorRandom.duration(.milliseconds(500)...(.seconds(4))))
+        guard manager != nil else { return nil }
+        let claimed = impostorRandom.int(0...(workerCount - 1))
+        let claimedID = nodes[claimed].id
+        let other = (claimed + 1) % workerCount
+        var certified: NodeID? = workerCount > 1 && impostorRandom.chance(0.5) ? nodes[other].id : nil
+        if sabotage.trustTheHello { certified = claimedID }
+        let id = ConnectionID(rawValue: nextConnection)
+        nextConnection += 1
+        let wasConnected = manager!.machine.isConnected(claimedID)
+        var effects = manager!.machine.handle(.connected(id), now: now)
+        effects += manager!.machine.handle(.authenticated(id, certified), now: now)
+        effects += manager!.machine.handle(.received(id, .hello(Hello(
+            nodeID: claimedID, name: nodes[claimed].name, addresses: ["10.0.9.9:5557"],
+            capacity: Capacity(millicores: Self.workerMillicores, memoryBytes: Self.workerMemory, diskBytes: 10 << 30)))), now: now)
+        let welcomed = effects.contains { if case .send(id, .welcome) = $0 { true } else { false } }
+        let displaced = wasConnected && !manager!.machine.isConnected(claimedID)
+        effects += manager!.machine.handle(.disconnected(id), now: now)
+        // Its frames go nowhere (the network knows no such connection); the rest is carried out.
+        for effect in effects { applyManager(effect) }
+        counters.impostors += 1
+        let as_ = certified.map { "with \($0)'s certificate" } ?? "without a certificate"
+        if welcomed { violate(.impostorsRefused, "\(id) \(as_) was welcomed as \(claimedID)") }
+        if displaced { violate(.impostorsRefused, "\(id) \(as_) took \(claimedID)'s connection") }
+        return simRecord("fault: \(id) claims \(nodeName(claimed)) \(as_)")
+    }
+
     // MARK: - Phases
 
     /// Faults stop: partitions heal, the store works, crashed processes come back soon.

@@ -39,6 +39,8 @@ public final class Simulation {
 
     var random: SimRandom
     var chaosRandom: SimRandom
+    /// Draws the impostors (``FaultProfile/impostors``), apart so that other draws stay as they were.
+    var impostorRandom: SimRandom
     var clientRandom: SimRandom
     var storeRandom: SimRandom
     var queue = EventQueue<Event>()
@@ -91,6 +93,7 @@ public final class Simulation {
         for index in 0..<workerCount {
             nodes.append(SimNode(index: index, random: root.split()))
         }
+        impostorRandom = root.split()
     }
 
     // MARK: - Running
@@ -123,6 +126,7 @@ public final class Simulation {
         }
         schedule(.client, at: now + .milliseconds(50))
         schedule(.chaos, at: now + chaosRandom.duration(.milliseconds(300)...(.seconds(3))))
+        if faults.impostors { schedule(.impostor, at: now + impostorRandom.duration(.milliseconds(500)...(.seconds(4)))) }
         if faultSteps == 0 { beginQuiet() }
     }
 
@@ -188,6 +192,7 @@ public final class Simulation {
         case .heal(let node, let partition): return heal(node, partition: partition)
         case .eventsRestored(let node, let generation): return eventsRestored(node, generation: generation)
         case .chaos: return chaos()
+        case .impostor: return impostor()
         case .client: return client()
         case .quietCheck: return quietCheck()
         }
@@ -336,6 +341,7 @@ public enum Invariant: String, Sendable, Hashable, CaseIterable {
     case storeBatchesInOrder = "store-batches-in-order"
     case validWorkersAdmitted = "valid-workers-admitted"
     case engineDownGetsNothing = "engine-down-gets-nothing"
+    case impostorsRefused = "impostors-refused"
     case terminalStatusesAcknowledged = "terminal-statuses-acknowledged"
     case converged = "converged"
 }
@@ -380,6 +386,7 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
     public var eventStreamLosses = 0
     /// Hosts that went away silently, leaving the other side's connection half-open.
     public var halfOpens = 0
+    public var impostors = 0
     public var quietTime: Duration = .zero
 
     public init() {}
@@ -388,7 +395,8 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
         "submissions \(submissions) (acked \(acknowledged)), stops \(stops), containers \(containersStarted) (exits \(containerExits)), "
             + "connections \(connections), resets \(resets), partitions \(partitions), manager crashes \(managerCrashes), "
             + "worker crashes \(workerCrashes), worker stops \(workerStops), store failures \(storeFailures), "
-            + "event stream losses \(eventStreamLosses), half-open \(halfOpens), quiet \(DurationText.format(quietTime))"
+            + "event stream losses \(eventStreamLosses), half-open \(halfOpens), "
+            + (impostors > 0 ? "impostors \(impostors), " : "") + "quiet \(DurationText.format(quietTime))"
     }
 }
 
@@ -420,6 +428,7 @@ enum Event {
     case heal(node: Int, partition: Int)
     case eventsRestored(node: Int, generation: Int)
     case chaos
+    case impostor
     case client
     case quietCheck
 }
@@ -497,6 +506,10 @@ public struct FaultProfile: Sendable, Hashable {
     public var eventStreamLosses = true
     /// A worker's or the manager's host vanishing without a reset reaching the other side.
     public var halfOpens = true
+    /// Clients that claim a node in their hello with no certificate or another node's
+    /// (off by default: it draws from a stream of its own, and the seeds recorded before it
+    /// stay the runs they were).
+    public var impostors = false
     /// The longest a crashed or stopped worker process stays down.
     public var maximumWorkerDowntime: Duration = .seconds(45)
 
@@ -533,4 +546,7 @@ struct Sabotage {
     var dropStops = false
     /// Workers say hello with a protocol range the manager does not speak.
     var helloFromTheFuture = false
+    /// The shell tells the machine that a connection's certificate names whatever node its
+    /// hello claims (it read the hello instead of the certificate).
+    var trustTheHello = false
 }

@@ -40,6 +40,9 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "The longest a crashed or stopped worker process stays down, in seconds.")
     var maxWorkerDowntime: Double?
 
+    @Flag(help: "Add clients that claim a node with no certificate or another node's (invariant impostors-refused).")
+    var impostors = false
+
     @Option(name: .customLong("ignore"), parsing: .upToNextOption,
             help: "Invariants not checked (to explore past a known violation).")
     var ignore: [String] = []
@@ -61,6 +64,7 @@ struct ClusterOptions: ParsableArguments {
         profile.storeFailures = !off.contains("store-failures")
         profile.eventStreamLosses = !off.contains("event-losses")
         profile.halfOpens = !off.contains("half-opens")
+        profile.impostors = impostors
         if let seconds = maxWorkerDowntime { profile.maximumWorkerDowntime = .milliseconds(Int(seconds * 1000)) }
         return profile
     }

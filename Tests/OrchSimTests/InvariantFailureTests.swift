@@ -80,6 +80,18 @@ struct InvariantFailureTests {
         #expect(violation?.message.contains("refused for good") == true)
     }
 
+    // MARK: - impostors-refused
+
+    @Test("impostors-refused: a shell that takes the hello's word for the certificate's")
+    func impostorWelcomed() {
+        let results = runSeeds(0..<40, steps: 400) { simulation in
+            simulation.faults.impostors = true
+            simulation.sabotage.trustTheHello = true
+        }
+        let violations = results.compactMap(\.violations.first)
+        #expect(!violations.isEmpty && violations.allSatisfy { $0.invariant == .impostorsRefused }, "\(violations.prefix(3).map(\.description))")
+    }
+
     // MARK: - no-duplicate-with-stopAfter
 
     @Test("no-duplicate-with-stopAfter: a second running container of a task with stopAfter")

@@ -53,6 +53,17 @@ struct SeedSetTests {
         }
     }
 
+    /// Impostors on top of every other fault: clients claiming a node with no certificate or
+    /// with another node's. None is ever welcomed, none takes a node's connection, and the
+    /// rest of the run is held to every other invariant as well.
+    @Test("500 seeds with impostors, no violation", .timeLimit(.minutes(10)))
+    func seedsWithImpostors() {
+        let results = runSeeds(0..<500, steps: Self.steps) { $0.faults.impostors = true }
+        let violations = results.compactMap(\.violations.first)
+        #expect(violations.isEmpty, "\(violations.prefix(5).map(\.description))")
+        #expect(results.reduce(0) { $0 + $1.counters.impostors } > 500 * 5, "impostors came")
+    }
+
     /// Seeds found failing in wider runs than the set above, each kept with what it found.
     /// The simulator was wrong in both, not the machines: a dial whose far host vanished
     /// before the handshake was never answered nor timed out (7365), and a worker down again
