@@ -1,0 +1,101 @@
+import Foundation
+
+/// A service file (docs/SERVICES.md): `{"name": "web", "replicas": 3, "task": {...a task
+/// file's fields...}, "update": {"parallelism": 1, "order": "start-first",
+/// "healthyDeadline": "60s", "minHealthyTime": "5s", "autoRollback": true}}`; `update` and
+/// each of its fields optional. Every problem is reported at once, with its path.
+extension ServiceSpec {
+    /// The most replicas a service may ask for.
+    public static let maximumReplicas = 1000
+
+    public init(json: JSONValue) throws(TaskSpecError) {
+        var reader = FieldReader()
+        guard let fields = reader.fields(json, at: "", .init(known: ["name", "replicas", "task", "update"])) else {
+            throw TaskSpecError(problems: reader.problems)
+        }
+        let name = reader.string(fields["name"], at: "name")
+        if fields["name"] == nil { reader.report("name", "a service needs a name") }
+        if let name, let problem = Self.nameProblem(name) { reader.report("name", problem) }
+        let replicas = fields["replicas"] == nil ? 1 : reader.integer(fields["replicas"], at: "replicas")
+        if let replicas, !(0...Self.maximumReplicas).contains(replicas) {
+            reader.report("replicas", "must be from 0 to \(Self.maximumReplicas), not \(replicas)")
+        }
+        var task: TaskSpec?
+        if let value = fields["task"] {
+            if case .object(let object) = value, object["id"] != nil, object["id"] != .null {
+                reader.report("task.id", "a service's tasks are named by the service (NAME.SLOT); leave id out")
+            }
+            var stripped = value
+            if case .object(var object) = value { object["id"] = nil; stripped = .object(object) }
+            task = reader.taskSpec(stripped, at: "task")
+            if let spec = task {
+                for problem in spec.validationProblems() where !reader.hasProblem(at: problem.path.isEmpty ? "task" : "task.\(problem.path)") {
+                    reader.report(problem.path.isEmpty ? "task" : "task.\(problem.path)", problem.message)
+                }
+            }
+        } else {
+            reader.report("task", "a service needs a task template (the fields of a task file)")
+        }
+        let update = reader.updatePolicy(fields["update"], at: "update")
+        guard reader.problems.isEmpty, let name, let replicas, let task, let update else {
+            throw TaskSpecError(problems: reader.problems)
+        }
+        self.init(name: name, replicas: replicas, task: task, update: update)
+    }
+
+    /// Reads a service file's bytes.
+    public static func decode(_ data: Data) throws(TaskSpecError) -> ServiceSpec {
+        guard data.count <= TaskFile.maximumBytes else {
+            throw TaskSpecError(problems: [SpecProblem(path: "", message: "the service file is larger than 1 MiB")])
+        }
+        let json: JSONValue
+        do {
+            json = try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch {
+            throw TaskSpecError(problems: [SpecProblem(path: "", message: "not valid JSON: \(error)")])
+        }
+        return try ServiceSpec(json: json)
+    }
+
+    /// Why `name` cannot name a service, or nil: it is a DNS label (`NAME.service.orch`):
+    /// lowercase letters, digits and dashes, 1 to 63 of them, no dash at either end.
+    public static func nameProblem(_ name: String) -> String? {
+        let allowed = name.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }
+        guard !name.isEmpty, name.count <= 63, allowed, name.first != "-", name.last != "-" else {
+            return "must be a DNS label: 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash"
+        }
+        return nil
+    }
+}
+
+extension FieldReader {
+    mutating func updatePolicy(_ value: JSONValue?, at path: String) -> UpdatePolicy? {
+        var policy = UpdatePolicy()
+        guard let value else { return policy }
+        guard let fields = fields(value, at: path, .init(known: ["parallelism", "order", "healthyDeadline", "minHealthyTime", "autoRollback"])) else {
+            return nil
+        }
+        if let parallelism = integer(fields["parallelism"], at: fields.path("parallelism")) {
+            if parallelism >= 1 { policy.parallelism = parallelism } else { report(fields.path("parallelism"), "must be at least 1") }
+        }
+        if let text = string(fields["order"], at: fields.path("order")) {
+            if let order = UpdatePolicy.Order(rawValue: text) {
+                policy.order = order
+            } else {
+                report(fields.path("order"), "must be start-first or stop-first, not \"\(text)\"")
+            }
+        }
+        if let deadline = duration(fields["healthyDeadline"], at: fields.path("healthyDeadline")) {
+            if deadline > .zero { policy.healthyDeadline = deadline } else { report(fields.path("healthyDeadline"), "must be more than 0") }
+        }
+        if let minimum = duration(fields["minHealthyTime"], at: fields.path("minHealthyTime")) {
+            if minimum >= .zero { policy.minHealthyTime = minimum } else { report(fields.path("minHealthyTime"), "must not be negative") }
+        }
+        if let rollback = fields["autoRollback"] {
+            if case .bool(let flag) = rollback { policy.autoRollback = flag } else {
+                report(fields.path("autoRollback"), "expected true or false, found \(rollback.kindDescription)")
+            }
+        }
+        return policy
+    }
+}

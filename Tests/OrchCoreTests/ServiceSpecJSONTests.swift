@@ -1,0 +1,62 @@
+import Foundation
+import OrchCore
+import Testing
+
+@Suite struct ServiceSpecJSONTests {
+    static func decode(_ text: String) throws(TaskSpecError) -> ServiceSpec { try ServiceSpec.decode(Data(text.utf8)) }
+
+    static func problems(_ text: String) -> [String] {
+        do {
+            _ = try decode(text)
+            return []
+        } catch {
+            return error.problems.map { "\($0.path): \($0.message)" }
+        }
+    }
+
+    @Test func aServiceFileWithItsDefaults() throws {
+        let spec = try Self.decode(#"{"name": "web", "replicas": 3, "task": {"image": "orch-busybox:latest", "command": ["httpd", "-f"]}}"#)
+        #expect(spec.name == "web" && spec.replicas == 3)
+        #expect(spec.task.image == "orch-busybox:latest" && spec.task.command == ["httpd", "-f"] && spec.task.id == nil)
+        #expect(spec.update == UpdatePolicy(parallelism: 1, order: .startFirst, healthyDeadline: .seconds(60), minHealthyTime: .seconds(5), autoRollback: true))
+        #expect(try Self.decode(#"{"name": "one", "task": {"image": "i"}}"#).replicas == 1, "one replica unless told")
+    }
+
+    @Test func theExampleInDataIsAValidService() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("data/service-web.json")
+        let spec = try ServiceSpec.decode(try Data(contentsOf: url))
+        #expect(spec.name == "web" && spec.replicas == 3 && spec.task.healthCheck != nil)
+    }
+
+    @Test func everyUpdateFieldIsRead() throws {
+        let spec = try Self.decode(#"""
+            {"name": "web", "replicas": 2, "task": {"image": "i"},
+             "update": {"parallelism": 2, "order": "stop-first", "healthyDeadline": "30s", "minHealthyTime": "1500ms", "autoRollback": false}}
+            """#)
+        #expect(spec.update == UpdatePolicy(parallelism: 2, order: .stopFirst, healthyDeadline: .seconds(30), minHealthyTime: .milliseconds(1500), autoRollback: false))
+    }
+
+    @Test func everyProblemIsReportedWithItsPath() {
+        let problems = Self.problems(#"""
+            {"name": "Web_1", "replicas": -1, "task": {"id": "t1", "image": ""}, "colour": "red",
+             "update": {"parallelism": 0, "order": "sideways", "healthyDeadline": "0s", "autoRollback": "yes"}}
+            """#)
+        for path in ["name", "replicas", "task.id", "task.image", "colour", "update.parallelism", "update.order", "update.healthyDeadline", "update.autoRollback"] {
+            #expect(problems.contains { $0.hasPrefix(path + ":") }, "\(path) reported: \(problems)")
+        }
+    }
+
+    @Test func aServiceNeedsANameAndATaskAndValidJSON() {
+        #expect(Self.problems(#"{"replicas": 2}"#).contains { $0.hasPrefix("name:") })
+        #expect(Self.problems(#"{"name": "web"}"#).contains { $0.hasPrefix("task:") })
+        #expect(Self.problems(#"{"name": "web", "task": {"image": "i"}, "replicas": 1001}"#) == ["replicas: must be from 0 to 1000, not 1001"])
+        #expect(Self.problems("{not json").first?.contains("not valid JSON") == true)
+        #expect(Self.problems("[]").first?.contains("expected an object") == true)
+    }
+
+    @Test func namesAreDNSLabels() {
+        for good in ["web", "a", "api-2", String(repeating: "x", count: 63)] { #expect(ServiceSpec.nameProblem(good) == nil, "\(good)") }
+        for bad in ["", "-web", "web-", "Web", "web_1", "web.1", String(repeating: "x", count: 64)] { #expect(ServiceSpec.nameProblem(bad) != nil, "\(bad)") }
+    }
+}
