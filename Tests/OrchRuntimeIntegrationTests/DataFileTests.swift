@@ -25,7 +25,11 @@ struct DataFileTests {
     @Test func everyExampleFileIsValid() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: dataDirectory.path).filter { $0.hasSuffix(".json") }
         #expect(files.count >= 4)
-        for file in files { _ = try submission(file) }
+        // Service files (docs/SERVICES.md) are services; every other file is a task file.
+        for file in files where !file.hasPrefix("service-") { _ = try submission(file) }
+        for file in files where file.hasPrefix("service-") {
+            _ = try ServiceSpec.decode(try Data(contentsOf: dataDirectory.appendingPathComponent(file)))
+        }
     }
 
     @Test func task1ServesItsHealthPage() async throws {
