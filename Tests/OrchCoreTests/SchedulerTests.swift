@@ -70,6 +70,22 @@ private let scoringKinds: [SchedulerKind] = [.epvm, .spread, .binpack]
         }
     }
 
+    @Test("A service's replicas spread: nodes that run one already are taken only when nothing else fits", arguments: SchedulerKind.allCases)
+    func replicasAvoidNodesThatRunOne(kind: SchedulerKind) {
+        var scheduler = Scheduler(kind: kind)
+        // Binpack would pick the fullest (a) and E-PVM and spread the emptiest (c): both avoided.
+        let nodes = [node("a", reservedMillicores: 2000), node("b", reservedMillicores: 1000), node("c")]
+        let avoid: Set = [NodeID(rawValue: "a"), NodeID(rawValue: "c")]
+        for _ in 0..<3 { #expect(scheduler.place(task(), on: nodes, avoiding: avoid) == placed("b")) }
+        // Every fitting node runs one: the best of them by score, as without the rule.
+        var plain = Scheduler(kind: kind), avoiding = Scheduler(kind: kind)
+        let everyNode = Set(nodes.map(\.id))
+        #expect(avoiding.place(task(), on: nodes, avoiding: everyNode) == plain.place(task(), on: nodes))
+        // The one node that does not run one is full: an avoided node takes it.
+        let full = [node("a"), node("b", reservedMillicores: 4000)]
+        #expect(scheduler.place(task(), on: full, avoiding: [NodeID(rawValue: "a")]) == placed("a"))
+    }
+
     @Test("A node whose reservations leave too little is skipped", arguments: SchedulerKind.allCases)
     func fullNodesAreSkipped(kind: SchedulerKind) {
         var scheduler = Scheduler(kind: kind)

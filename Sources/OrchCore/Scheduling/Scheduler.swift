@@ -43,18 +43,28 @@ public struct Scheduler: Sendable {
     /// Chooses a node for `spec` among `nodes`. Pure, apart from the scheduler's own cursor.
     ///
     /// Ties in score go to the smallest node id, so the same inputs give the same choice.
-    public mutating func place(_ spec: TaskSpec, on nodes: [SchedulingNode]) -> PlacementDecision {
+    /// Nodes in `avoiding` (those that run a replica of the same service already) are taken
+    /// only when no other node fits: replicas spread while they can.
+    public mutating func place(_ spec: TaskSpec, on nodes: [SchedulingNode], avoiding: Set<NodeID> = []) -> PlacementDecision {
         guard !nodes.isEmpty else { return .nowhere(reason: "no node has joined the cluster") }
         let start = cursor % nodes.count
         // Round robin takes the first feasible node, so its sample is that one node.
         let wanted = kind == .roundrobin ? 1 : sampleSize
         var sample: [Int] = []
+        // Feasible nodes to avoid, taken only when the scan finds no other.
+        var fallback: [Int] = []
         var looked = 0
         while looked < nodes.count, sample.count < wanted {
             let index = (start + looked) % nodes.count
             looked += 1
-            if Self.isFeasible(spec, on: nodes[index]) { sample.append(index) }
+            guard Self.isFeasible(spec, on: nodes[index]) else { continue }
+            if avoiding.contains(nodes[index].id) {
+                if fallback.count < wanted { fallback.append(index) }
+            } else {
+                sample.append(index)
+            }
         }
+        if sample.isEmpty { sample = fallback }
         // The next scan starts just past this one, so successive samples cover the cluster.
         cursor = (start + looked) % nodes.count
         guard !sample.isEmpty else { return .nowhere(reason: Self.reasonNothingFits(spec, among: nodes)) }
