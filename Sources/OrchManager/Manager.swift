@@ -175,11 +175,7 @@ public final class Manager: Service, Sendable {
             hosts += ["127.0.0.1", "localhost", ProcessInfo.processInfo.hostName] + configuration.httpNames
             var seen = Set<String>()
             hosts = hosts.filter { !$0.isEmpty && seen.insert($0).inserted }
-            let (certificate, key) = try ca.issueServerCertificate(hosts: hosts, lifetime: .seconds(365 * 24 * 3600))
-            tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: [.certificate(try NIOSSLCertificate(bytes: try derBytes(certificate), format: .der)),
-                                   .certificate(try NIOSSLCertificate(bytes: try ca.certificateDER, format: .der))],
-                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(try key.serializeAsPEM().pemString.utf8), format: .pem)))
+            tls = try ClusterTLS.serverConfiguration(ca: ca, hosts: hosts, lifetime: .seconds(365 * 24 * 3600))
         }
         tls.minimumTLSVersion = .tlsv12
         return tls

@@ -126,9 +126,7 @@ public final class ClusterMembership: Sendable {
             guard let due = renewalDate, let expiry = credentials.certificate?.notValidAfter else { return }
             // At least a second apart, whatever the clock says.
             let wait = max(due.timeIntervalSinceNow, 1)
-            if wait > 0 {
-                do { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) } catch { return }
-            }
+            do { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) } catch { return }
             do {
                 try await renew()
                 logger.info("renewed this node's certificate; valid until \(credentials.certificate?.notValidAfter.description ?? "?")")

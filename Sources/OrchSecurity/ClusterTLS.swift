@@ -17,14 +17,20 @@ import X509
 public enum ClusterTLS {
     /// The manager's context, with a server certificate for `hosts` (the addresses workers dial).
     public static func serverContext(ca: ClusterCA, hosts: [String], lifetime: Duration = ClusterCA.defaultNodeLifetime) throws -> NIOSSLContext {
-        let (certificate, key) = try ca.issueServerCertificate(hosts: hosts, lifetime: lifetime)
-        var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: [.certificate(try nio(certificate)), .certificate(try nio(ca.certificate))],
-            privateKey: .privateKey(try nio(key)))
+        var configuration = try serverConfiguration(ca: ca, hosts: hosts, lifetime: lifetime)
         configuration.minimumTLSVersion = .tlsv13
         configuration.certificateVerification = .optionalVerification
         configuration.trustRoots = .certificates([try nio(ca.certificate)])
         return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// A server presenting a new certificate from the cluster's CA for `hosts`, with the CA
+    /// behind it (the cluster port, and the REST API off loopback); no client certificates asked.
+    public static func serverConfiguration(ca: ClusterCA, hosts: [String], lifetime: Duration) throws -> TLSConfiguration {
+        let (certificate, key) = try ca.issueServerCertificate(hosts: hosts, lifetime: lifetime)
+        return TLSConfiguration.makeServerConfiguration(
+            certificateChain: [.certificate(try nio(certificate)), .certificate(try nio(ca.certificate))],
+            privateKey: .privateKey(try nio(key)))
     }
 
     /// A worker's context before it has joined: no certificate of its own. The chain the

@@ -260,6 +260,26 @@ struct ManagerTests {
         #expect(await harness.cluster.listNodes().isEmpty)
     }
 
+    @Test func aJoinWithACertificateRequestThatIsNotOneIsRefusedForGood() async throws {
+        let harness = try await ManagerHarness.start()
+        defer { Task { await harness.stop() } }
+        let token = try JoinToken(parsing: harness.joinToken)
+        let context = try ClusterTLS.joiningContext()
+        let channel = try await WireDialer.connect(
+            host: "127.0.0.1", port: harness.wirePort, tls: { try ClusterTLS.joiningHandler(context: context, fingerprint: token.caFingerprint) })
+        let answer = try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(.joinRequest(JoinRequest(nodeID: NodeID(rawValue: "garbled"), secret: token.secret, csr: [0x30, 0x02, 0x05, 0x00])))
+            var messages = inbound.makeAsyncIterator()
+            return try await messages.next()
+        }
+        guard case .refused(let refused)? = answer else {
+            Issue.record("expected a refusal, got \(String(describing: answer))")
+            return
+        }
+        #expect(refused.permanent && refused.reason.contains("certificate request"), "\(refused)")
+        #expect(await harness.cluster.listNodes().isEmpty)
+    }
+
     @Test func aWorkerRenewsItsCertificateAtHalfItsLifeAndReconnectsWithTheNewOne() async throws {
         let harness = try await ManagerHarness.start(grace: .seconds(30), certificateLifetime: .seconds(4))
         defer { Task { await harness.stop() } }

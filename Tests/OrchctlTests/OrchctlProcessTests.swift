@@ -83,6 +83,15 @@ struct OrchctlValidateTests {
         let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("orchctl:") }
         #expect(lines.count == 1 && lines[0].contains("--http-key"), "one line naming the fix: \(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: data + "/manager.sqlite"), "nothing was started or written")
+
+        // Both given, neither readable: the manager does not start, and says which.
+        let missing = try orchctl([
+            "manager", "--http", "127.0.0.1:0", "--wire", "127.0.0.1:0", "--data", data,
+            "--http-cert", data + "/none.pem", "--http-key", data + "/none.key",
+        ])
+        #expect(missing.status != 0)
+        let said = missing.stderr.split(separator: "\n").filter { $0.hasPrefix("orchctl:") }
+        #expect(said.count == 1 && said[0].contains("cannot use --http-cert"), "\(missing.stderr)")
     }
 
     @Test func helpShowsAnExample() throws {

@@ -82,7 +82,7 @@ public enum ServiceReconciler {
         let live = input.tasks.filter(\.isLive)
         let avoid = Set(live.compactMap(\.node))
         var bySlot: [Int: [ReplicaView]] = [:]
-        for task in input.tasks where task.phase != .ended(failed: true) && task.phase != .ended(failed: false) {
+        for task in input.tasks where !task.hasEnded {
             bySlot[task.slot, default: []].append(task)
         }
 
@@ -94,7 +94,7 @@ public enum ServiceReconciler {
         var inFlight = 0
         var outdated: [(slot: Int, tasks: [ReplicaView])] = []
         var settled = true
-        for slot in 1...max(1, input.replicas) where slot <= input.replicas {
+        for slot in stride(from: 1, through: input.replicas, by: 1) {
             let tasks = bySlot[slot] ?? []
             var current = tasks.filter { $0.isLive && $0.version == target }
                 .sorted { ($0.healthySince ?? Moment(nanoseconds: .max), $0.createdAt, $0.task) < ($1.healthySince ?? Moment(nanoseconds: .max), $1.createdAt, $1.task) }

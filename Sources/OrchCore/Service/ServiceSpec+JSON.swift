@@ -45,16 +45,7 @@ extension ServiceSpec {
 
     /// Reads a service file's bytes.
     public static func decode(_ data: Data) throws(TaskSpecError) -> ServiceSpec {
-        guard data.count <= TaskFile.maximumBytes else {
-            throw TaskSpecError(problems: [SpecProblem(path: "", message: "the service file is larger than 1 MiB")])
-        }
-        let json: JSONValue
-        do {
-            json = try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch {
-            throw TaskSpecError(problems: [SpecProblem(path: "", message: "not valid JSON: \(error)")])
-        }
-        return try ServiceSpec(json: json)
+        try ServiceSpec(json: try TaskFile.parse(data, what: "service file"))
     }
 
     /// Why `name` cannot name a service, or nil: it is a DNS label (`NAME.service.orch`):

@@ -84,6 +84,7 @@ public struct ReplicaView: Sendable, Hashable {
     }
 
     public var isLive: Bool { phase == .live }
+    public var hasEnded: Bool { if case .ended = phase { true } else { false } }
 }
 
 /// A deploy: from one version to another, rolling, and how it stands.

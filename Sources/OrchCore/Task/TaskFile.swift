@@ -31,16 +31,20 @@ public enum TaskFile {
 
     /// Reads a task file in either shape; throws ``TaskSpecError`` with every problem found.
     public static func decode(_ data: Data) throws(TaskSpecError) -> TaskSubmission {
+        try decode(try parse(data, what: "task file"))
+    }
+
+    /// The JSON of a file of at most 1 MiB (a task or a service file), or the one problem
+    /// that keeps it from being read.
+    public static func parse(_ data: Data, what: String) throws(TaskSpecError) -> JSONValue {
         guard data.count <= maximumBytes else {
-            throw TaskSpecError(problems: [SpecProblem(path: "", message: "the task file is larger than 1 MiB")])
+            throw TaskSpecError(problems: [SpecProblem(path: "", message: "the \(what) is larger than 1 MiB")])
         }
-        let json: JSONValue
         do {
-            json = try JSONDecoder().decode(JSONValue.self, from: data)
+            return try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {
             throw TaskSpecError(problems: [SpecProblem(path: "", message: "not valid JSON: \(jsonErrorText(error))")])
         }
-        return try decode(json)
     }
 
     /// Reads an already-parsed task file in either shape.
