@@ -9,31 +9,47 @@ extension Request {
     /// over ``TaskFile/maximumBytes`` (413 `body_too_large`); then a body that is not a
     /// task file (400 `invalid_task`, listing every problem).
     public func taskSubmission() async throws -> TaskSubmission {
-        try requireJSONContent(of: "a task file")
+        try await decodedFile(what: "task file", code: "invalid_task", noun: "task", TaskFile.decode)
+    }
+
+    /// The body as a service file (`POST /services`), refused as a task file is (400 `invalid_service`).
+    public func serviceFile() async throws -> ServiceSpec {
+        try await decodedFile(what: "service file", code: "invalid_service", noun: "service", ServiceSpec.decode)
+    }
+
+    /// The body as a change to a service (`PUT /services/{name}`): a service file's fields, each optional.
+    public func serviceChange() async throws -> ServiceChange {
+        try await decodedFile(what: "service change", code: "invalid_service", noun: "service", ServiceChange.decode)
+    }
+
+    private func decodedFile<Value>(
+        what: String, code: String, noun: String, _ decode: (Data) throws(TaskSpecError) -> Value
+    ) async throws -> Value {
+        try requireJSONContent(of: "a \(what)")
         let limit = TaskFile.maximumBytes
         if let text = headers[.contentLength], let length = Int(text), length > limit {
-            throw Self.bodyTooLarge("the task file is \(length) bytes")
+            throw Self.bodyTooLarge("the \(what) is \(length) bytes", what: what)
         }
         let body: ByteBuffer
         do {
             body = try await self.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
-            throw Self.bodyTooLarge("the task file (sent without a length, or chunked) is larger")
+            throw Self.bodyTooLarge("the \(what) (sent without a length, or chunked) is larger", what: what)
         }
         let data = Data(buffer: body)
         do {
             if let problem = TaskFileJSON.nestingProblem(in: data) {
                 throw TaskSpecError(problems: [SpecProblem(path: "", message: problem)])
             }
-            return try TaskFile.decode(data)
+            return try decode(data)
         } catch var error as TaskSpecError {
             if let reason = TaskFileJSON.syntaxError(in: data), error.problems.count == 1, error.problems[0].path.isEmpty,
                error.problems[0].message.hasPrefix("not valid JSON") {
                 error.problems[0].message = "not valid JSON: \(reason)"
             }
             throw APIError(
-                .badRequest, code: "invalid_task",
-                message: error.problems.count == 1 ? "invalid task: \(error.problems[0])" : "invalid task: \(error.problems.count) problems",
+                .badRequest, code: code,
+                message: error.problems.count == 1 ? "invalid \(noun): \(error.problems[0])" : "invalid \(noun): \(error.problems.count) problems",
                 details: error.problems)
         }
     }
@@ -80,10 +96,10 @@ extension Request {
         return true
     }
 
-    private static func bodyTooLarge(_ what: String) -> APIError {
+    private static func bodyTooLarge(_ text: String, what: String) -> APIError {
         APIError(
             .contentTooLarge, code: "body_too_large",
-            message: "\(what); a task file is at most 1 MiB (\(TaskFile.maximumBytes) bytes)")
+            message: "\(text); a \(what) is at most 1 MiB (\(TaskFile.maximumBytes) bytes)")
     }
 }
 

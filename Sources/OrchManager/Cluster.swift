@@ -87,6 +87,22 @@ public actor Cluster {
         try await ask({ .removeNode($0, id) }) { if case .nodeRemoved(let revision) = $0 { revision } else { nil } }
     }
 
+    func createService(_ spec: ServiceSpec, by caller: String? = nil) async throws(ClusterError) -> (record: ServiceRecord, created: Bool, revision: UInt64) {
+        try await ask({ .createService($0, spec, by: caller) }) { if case .service(let record, let created, let revision) = $0 { (record, created, revision) } else { nil } }
+    }
+
+    func updateService(_ name: String, _ change: ServiceChange, by caller: String? = nil) async throws(ClusterError) -> (record: ServiceRecord, revision: UInt64) {
+        try await ask({ .updateService($0, name, change, by: caller) }) { if case .service(let record, _, let revision) = $0 { (record, revision) } else { nil } }
+    }
+
+    func rollbackService(_ name: String, by caller: String? = nil) async throws(ClusterError) -> (record: ServiceRecord, revision: UInt64) {
+        try await ask({ .rollbackService($0, name, by: caller) }) { if case .service(let record, _, let revision) = $0 { (record, revision) } else { nil } }
+    }
+
+    func removeService(_ name: String, by caller: String? = nil) async throws(ClusterError) -> (record: ServiceRecord, revision: UInt64) {
+        try await ask({ .removeService($0, name, by: caller) }) { if case .service(let record, _, let revision) = $0 { (record, revision) } else { nil } }
+    }
+
     /// A new connection: the machine gives it an id and a deadline for its hello.
     func connected(_ channel: any Channel) -> ConnectionID {
         let id = ConnectionID(rawValue: nextConnection)
@@ -245,6 +261,10 @@ public actor Cluster {
     func counts() -> (tasksByState: [TaskState: Int], nodesByState: [NodeDTO.State: Int]) { machine.counts() }
     var revision: UInt64 { machine.revision }
     var storeProblem: String? { machine.storeProblem }
+
+    func service(_ name: String) -> ServiceRecord? { machine.service(name) }
+    func serviceDTO(_ record: ServiceRecord, withTasks: Bool = true) -> ServiceDTO { machine.serviceDTO(record, withTasks: withTasks) }
+    func listServices() -> [ServiceDTO] { machine.listServices() }
 
     func dto(_ record: TaskRecord, events: [TaskHistoryEntry]? = nil) -> TaskDTO {
         TaskDTO(record, nodeName: record.node.flatMap { machine.nodeName($0) }, events: events)

@@ -73,6 +73,36 @@ struct RESTGateway: Sendable {
                 throw Self.apiError(error)
             }
         }
+        routes.get("services") { _, _ in JSONBody(await cluster.listServices(), headers: await revisionHeader()) }
+        routes.post("services") { request, _ in
+            let spec = try await request.serviceFile()
+            do {
+                let (record, created, revision) = try await cluster.createService(spec, by: APICaller.name)
+                var headers = Self.revisionHeader(revision)
+                headers[.location] = "/services/\(record.name)"
+                return JSONBody(await cluster.serviceDTO(record), status: created ? .created : .ok, headers: headers)
+            } catch let error as ClusterError {
+                throw Self.apiError(error)
+            }
+        }
+        routes.get("services/:name") { _, context in
+            let name = try Self.serviceName(context)
+            guard let record = await cluster.service(name) else { throw Self.apiError(.serviceNotFound(name)) }
+            return JSONBody(await cluster.serviceDTO(record), headers: await revisionHeader())
+        }
+        routes.put("services/:name") { request, context in
+            let name = try Self.serviceName(context)
+            let change = try await request.serviceChange()
+            return try await serviceAnswer { () async throws(ClusterError) in try await cluster.updateService(name, change, by: APICaller.name) }
+        }
+        routes.post("services/:name/rollback") { _, context in
+            let name = try Self.serviceName(context)
+            return try await serviceAnswer { () async throws(ClusterError) in try await cluster.rollbackService(name, by: APICaller.name) }
+        }
+        routes.delete("services/:name") { _, context in
+            let name = try Self.serviceName(context)
+            return try await serviceAnswer(status: .accepted) { () async throws(ClusterError) in try await cluster.removeService(name, by: APICaller.name) }
+        }
         routes.get("tokens") { _, _ in JSONBody(tokens.list()) }
         routes.post("tokens") { request, _ in
             let body = try await request.jsonObject(limit: 4096)
@@ -102,6 +132,26 @@ struct RESTGateway: Sendable {
         return router
     }
 
+    private func serviceAnswer(
+        status: HTTPResponse.Status = .ok, _ body: () async throws(ClusterError) -> (record: ServiceRecord, revision: UInt64)
+    ) async throws -> JSONBody<ServiceDTO> {
+        do {
+            let (record, revision) = try await body()
+            return JSONBody(await cluster.serviceDTO(record), status: status, headers: Self.revisionHeader(revision))
+        } catch {
+            throw Self.apiError(error)
+        }
+    }
+
+    /// The service the path names: a DNS label (400 `invalid_service_name` otherwise).
+    static func serviceName(_ context: BasicRequestContext) throws -> String {
+        let name = try context.parameters.decoded("name", code: "invalid_service_name", what: "service name")
+        if let problem = ServiceSpec.nameProblem(name) {
+            throw APIError(.badRequest, code: "invalid_service_name", message: "service name \(String(reflecting: String(name.prefix(64)))) \(problem)")
+        }
+        return name
+    }
+
     private func listTasks(_ request: Request) async throws -> JSONBody<[TaskDTO]> {
         let query = request.uri.queryParameters
         var state: TaskState?
@@ -122,17 +172,22 @@ struct RESTGateway: Sendable {
             }
             limit = parsed
         }
+        let service = query.get("service")
+        if let service, await cluster.service(service) == nil {
+            throw Self.apiError(.serviceNotFound(service))
+        }
         let after = query.get("after").map { TaskID(rawValue: $0) }
         // The listing is built here, from a copy of the table, not on the cluster's actor:
         // a page of a million tasks must not hold up heartbeats meanwhile.
         let revision = await cluster.revision
         let table = await cluster.taskTable()
-        let (tasks, more) = table.list(state: state, node: node, after: after, limit: limit)
+        let (tasks, more) = table.list(state: state, node: node, service: service, after: after, limit: limit)
         var headers = Self.revisionHeader(revision)
         if more, let last = tasks.last {
             var next = "/tasks?limit=\(limit)&after=\(last.id.rawValue)"
             if let state { next += "&state=\(state.rawValue)" }
             if let node { next += "&node=\(node.rawValue)" }
+            if let service { next += "&service=\(service)" }
             headers[HTTPField.Name("Link")!] = "<\(next)>; rel=\"next\""
         }
         return JSONBody(tasks, headers: headers)
@@ -240,6 +295,12 @@ struct RESTGateway: Sendable {
             APIError(.badRequest, code: "invalid_task", message: error.description, details: problems)
         case .noLogs: APIError(.conflict, code: "logs_unavailable", message: error.description)
         case .taskTooLarge: APIError(.badRequest, code: "invalid_task", message: error.description)
+        case .serviceNotFound: APIError(.notFound, code: "service_not_found", message: error.description)
+        case .serviceConflict: APIError(.conflict, code: "service_conflict", message: error.description)
+        case .serviceRemoving: APIError(.conflict, code: "service_removing", message: error.description)
+        case .nothingToRollBack: APIError(.conflict, code: "nothing_to_roll_back", message: error.description)
+        case .invalidService(let problems):
+            APIError(.badRequest, code: "invalid_service", message: error.description, details: problems)
         }
     }
 }

@@ -89,6 +89,8 @@ extension Simulation {
             clients.acknowledged[record.id] = record.spec
             counters.acknowledged += 1
             if !clients.known.contains(record.id) { clients.known.append(record.id) }
+        case .service:
+            break
         case .stopped(let record, _):
             if record.desiredState != .stop {
                 violate(.stoppedStaysStopped, "\(id): the stop of \(record.id.short) was answered with desired state \(record.desiredState.rawValue)")

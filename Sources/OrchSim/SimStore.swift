@@ -9,6 +9,7 @@ struct SimStore {
     var tasks: [TaskID: TaskRecord] = [:]
     var nodes: [NodeID: NodeRecord] = [:]
     var removedNodes: Set<NodeID> = []
+    var services: [String: ServiceRecord] = [:]
     var revision: UInt64 = 0
     var historyLines = 0
 
@@ -45,6 +46,12 @@ struct SimStore {
                 case .deleteNode(let id):
                     nodes[id] = nil
                     removedNodes.insert(id)
+                case .deleteTask(let id):
+                    tasks[id] = nil
+                case .saveService(let service):
+                    services[service.name] = service
+                case .deleteService(let name):
+                    services[name] = nil
                 }
             }
             revision = batch.sequence
@@ -56,7 +63,7 @@ struct SimStore {
         StoreSnapshot(
             tasks: tasks.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) },
             nodes: nodes.values.sorted { $0.id < $1.id },
-            revision: revision, removedNodes: removedNodes)
+            revision: revision, removedNodes: removedNodes, services: services.values.sorted { $0.name < $1.name })
     }
 
     /// The manager crashed: what it had not committed is gone.

@@ -53,6 +53,11 @@ struct TraceRecord {
                 + (spec.disconnect.map { " stopAfter \(DurationText.format($0.stopAfter))" } ?? "") + (spec.healthCheck == nil ? "" : " health")
         case .stop(let request, let task, _): "stop \(request) \(task.short)"
         case .removeNode(let request, let node): "removeNode \(request) \(node)"
+        case .createService(let request, let spec, _): "createService \(request) \(spec.name) x\(spec.replicas) \(spec.update.order.rawValue)/\(spec.update.parallelism)"
+        case .updateService(let request, let name, let change, _):
+            "updateService \(request) \(name)\(change.replicas.map { " x\($0)" } ?? "")\(change.task.map { " task \($0.environment[Behaviour.key] ?? "")" } ?? "")"
+        case .rollbackService(let request, let name, _): "rollbackService \(request) \(name)"
+        case .removeService(let request, let name, _): "removeService \(request) \(name)"
         case .connected(let connection): "connected \(connection)"
         case .authenticated(let connection, let node): "\(connection) certified as \(node?.rawValue ?? "nobody")"
         case .admit(let request, let node, let renewing): "admit \(request) \(node)\(renewing ? " renewing" : "")"
@@ -117,6 +122,8 @@ struct TraceRecord {
         case .submitted(let record, let created, let revision): "submitted \(record.id.short) created \(created) rev \(revision)"
         case .stopped(let record, let revision): "stopped \(record.id.short) \(record.state.rawValue) rev \(revision)"
         case .nodeRemoved(let revision): "node removed rev \(revision)"
+        case .service(let record, let created, let revision):
+            "service \(record.name) v\(record.version) x\(record.replicas)\(record.deploy.map { " deploy \($0.state.rawValue)" } ?? "") created \(created) rev \(revision)"
         case .admitted: "admitted"
         case .refused(let error): "refused (\(error))"
         }

@@ -85,6 +85,12 @@ public final class SQLiteStore: ManagerStore {
                 table.column("removedAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v6: services") { db in
+            try db.create(table: "service") { table in
+                table.primaryKey("name", .text)
+                table.column("record", .blob).notNull()
+            }
+        }
         return migrator
     }
 
@@ -104,7 +110,9 @@ public final class SQLiteStore: ManagerStore {
                 .map { try decoder.decode(NodeRecord.self, from: $0) }
             let revision = try UInt64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'revision'") ?? 0
             let removed = try String.fetchAll(db, sql: "SELECT id FROM removedNode").map { NodeID(rawValue: $0) }
-            return StoreSnapshot(tasks: tasks, nodes: nodes, revision: revision, removedNodes: Set(removed))
+            let services = try Data.fetchAll(db, sql: "SELECT record FROM service ORDER BY name")
+                .map { try decoder.decode(ServiceRecord.self, from: $0) }
+            return StoreSnapshot(tasks: tasks, nodes: nodes, revision: revision, removedNodes: Set(removed), services: services)
         }
     }
 
@@ -187,6 +195,13 @@ public final class SQLiteStore: ManagerStore {
             case .deleteNode(let id):
                 try run("DELETE FROM node WHERE id = ?", [id.rawValue])
                 try run("INSERT OR IGNORE INTO removedNode (id, removedAt) VALUES (?, ?)", [id.rawValue, Date()])
+            case .deleteTask(let id):
+                try run("DELETE FROM task WHERE id = ?", [id.rawValue])
+                try run("DELETE FROM taskHistory WHERE taskId = ?", [id.rawValue])
+            case .saveService(let service):
+                try run("INSERT OR REPLACE INTO service (name, record) VALUES (?, ?)", [service.name, try encoder.encode(service)])
+            case .deleteService(let name):
+                try run("DELETE FROM service WHERE name = ?", [name])
             }
         }
     }
@@ -244,6 +259,8 @@ struct TaskStateRow: Codable {
     var updatedAt: Date
     var startedAt: Date?
     var finishedAt: Date?
+    var healthyAt: Date?
+    var replica: ServiceSlot?
     /// Absent in rows written before revisions were kept.
     var revision: UInt64?
 
@@ -262,6 +279,8 @@ struct TaskStateRow: Codable {
         updatedAt = record.updatedAt
         startedAt = record.startedAt
         finishedAt = record.finishedAt
+        healthyAt = record.healthyAt
+        replica = record.replica
         revision = record.revision
     }
 
@@ -280,6 +299,8 @@ struct TaskStateRow: Codable {
         record.updatedAt = updatedAt
         record.startedAt = startedAt
         record.finishedAt = finishedAt
+        record.healthyAt = healthyAt
+        record.replica = replica
         record.revision = revision ?? 0
         return record
     }

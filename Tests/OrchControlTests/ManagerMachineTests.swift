@@ -61,6 +61,7 @@ import Testing
             var order: [TaskID] = []
             var nodes: [NodeID: NodeRecord] = [:]
             var removed: Set<NodeID> = []
+            var services: [String: ServiceRecord] = [:]
             for batch in store {
                 for change in batch.changes {
                     switch change {
@@ -71,12 +72,15 @@ import Testing
                     case .appendHistory: break
                     case .saveNode(let node): nodes[node.id] = node
                     case .deleteNode(let id): nodes[id] = nil; removed.insert(id)
+                    case .deleteTask(let id): tasks[id] = nil; order.removeAll { $0 == id }
+                    case .saveService(let record): services[record.name] = record
+                    case .deleteService(let name): services[name] = nil
                     }
                 }
             }
             return StoreSnapshot(
                 tasks: order.compactMap { tasks[$0] }, nodes: nodes.values.sorted { $0.id < $1.id }, revision: store.last?.sequence ?? 0,
-                removedNodes: removed)
+                removedNodes: removed, services: services.values.sorted { $0.name < $1.name })
         }
     }
 

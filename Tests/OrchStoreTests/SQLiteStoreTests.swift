@@ -28,12 +28,12 @@ struct SQLiteStoreTests {
         let store = try SQLiteStore(path: path)
         #expect(try await store.appliedMigrations() == [
             "v1: tasks, task history, nodes", "v2: a task's spec apart from its state", "v3: the state's revision",
-            "v4: REST API tokens, hashed", "v5: nodes removed from the cluster",
+            "v4: REST API tokens, hashed", "v5: nodes removed from the cluster", "v6: services",
         ])
         #expect(try await store.load() == StoreSnapshot(tasks: [], nodes: []))
         // Opening it again migrates nothing twice.
         let again = try SQLiteStore(path: path)
-        #expect(try await again.appliedMigrations().count == 5)
+        #expect(try await again.appliedMigrations().count == 6)
     }
 
     @Test func tokensAreKeptHashedAndARevocationSurvivesAReopen() async throws {
@@ -88,6 +88,39 @@ struct SQLiteStoreTests {
         #expect(try await reopened.load().revision == 3)
         // A removed node stays removed, across a reopen: its certificate is refused for good.
         #expect(try await SQLiteStore(path: path).load().removedNodes == [node.id])
+    }
+
+    @Test func aServiceItsDeployAndItsReplicasSurviveAReopenAndAreForgottenTogether() async throws {
+        let path = temporaryDatabase()
+        let now = Date(timeIntervalSince1970: 1_700_000_000)
+        var service = ServiceRecord(
+            ServiceSpec(name: "web", replicas: 2, task: record("x").spec, update: UpdatePolicy(parallelism: 2, order: .stopFirst, minHealthyTime: .milliseconds(1500))),
+            now: now)
+        service.latestVersion = 2
+        service.templates[2] = TaskSpec(image: "orch-busybox:latest", command: ["httpd", "v2"])
+        var deploy = DeployRecord(from: 1, to: 2, state: .running, startedAt: now)
+        deploy.events.append(ServiceEvent(at: now, message: "deploy of version 2 (from 1) started"))
+        service.deploy = deploy
+        service.revision = 1
+        var replica = record("r1")
+        replica.replica = ServiceSlot(service: "web", version: 2, slot: 1)
+        try replica.apply(.placed(on: NodeID(rawValue: "n1")), at: now)
+        try replica.apply(.started(container: ContainerID(rawValue: "c1"), hostPorts: []), at: now.addingTimeInterval(1))
+        try replica.apply(.healthChanged(.healthy), at: now.addingTimeInterval(2))
+        do {
+            let store = try SQLiteStore(path: path)
+            try await store.apply([.saveService(service), .insertTask(replica), .saveTask(replica),
+                                   .appendHistory(TaskHistoryEntry(task: replica.id, at: now, state: .pending, message: "accepted"))], revision: 1)
+        }
+        let reopened = try SQLiteStore(path: path)
+        let snapshot = try await reopened.load()
+        #expect(snapshot.services == [service], "the service comes back with its templates, policy and deploy")
+        #expect(snapshot.tasks == [replica], "the replica keeps its slot and since when it is healthy")
+        #expect(snapshot.tasks.first?.healthyAt == now.addingTimeInterval(2))
+        try await reopened.apply([.deleteTask(replica.id), .deleteService("web")], revision: 2)
+        let after = try await SQLiteStore(path: path).load()
+        #expect(after.services.isEmpty && after.tasks.isEmpty)
+        #expect(try await reopened.history(of: replica.id).isEmpty, "a forgotten task's history goes with it")
     }
 
     @Test func concurrentWritersAreAllCommitted() async throws {

@@ -17,6 +17,14 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
     case unavailable(String)
     case noLogs(String)
     case taskTooLarge(String)
+    case serviceNotFound(String)
+    /// A service of that name exists with another spec (changes go through PUT).
+    case serviceConflict(String)
+    case invalidService([SpecProblem])
+    /// The service is being removed: it takes no change.
+    case serviceRemoving(String)
+    /// There is no earlier version to go back to.
+    case nothingToRollBack(String)
 
     public var description: String {
         switch self {
@@ -35,6 +43,11 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unavailable(let text): "the manager cannot store changes now (\(text)); try again later (a task submitted again with the same id is the same task)"
         case .noLogs(let text): "no logs: \(text)"
         case .taskTooLarge(let text): text
+        case .serviceNotFound(let name): "no service named \(name)"
+        case .serviceConflict(let name): "a service named \(name) exists already with another spec; change it with PUT /services/\(name) (orchctl service update)"
+        case .invalidService(let problems): "the service is not valid: \(problems.map(\.description).joined(separator: "; "))"
+        case .serviceRemoving(let name): "service \(name) is being removed; it takes no change"
+        case .nothingToRollBack(let text): text
         }
     }
 }

@@ -68,6 +68,7 @@ extension ManagerMachine {
         checkLiveness()
         releaseDueConfirmations()
         releaseDueBackoffs()
+        releaseDueServiceWakes()
         emit(.wake(at: nextWake()))
     }
 
@@ -82,6 +83,7 @@ extension ManagerMachine {
         if !connections.isEmpty { next = min(next, now + livenessCheckPeriod) }
         for due in backoff.values where due < next { next = due }
         for waiting in confirming.values where waiting.deadline < next { next = waiting.deadline }
+        for due in serviceWakes.values where due < next { next = due }
         for entry in nodes.values {
             if let lostAt = entry.tasksLostAt, lostAt < next { next = lostAt }
             for due in entry.lingering.values where due < next { next = due }

@@ -34,7 +34,7 @@ extension ManagerMachine {
                 wait(id, reason: "no node has \(cpus.formatted()) CPUs and \(ByteCount.format(resources.memoryBytes)) free (nor room for a smaller task)")
                 continue
             }
-            switch scheduler.place(record.spec, on: schedulingNodes) {
+            switch scheduler.place(record.spec, on: schedulingNodes, avoiding: replicaNodes(besides: record)) {
             case .node(let node):
                 assign(id, to: node)
             case .nowhere(let reason):
@@ -45,6 +45,18 @@ extension ManagerMachine {
                 wait(id, reason: reason)
             }
         }
+    }
+
+    /// The nodes that hold a live replica of the task's service (none for a plain task): a
+    /// replica goes elsewhere while another node fits. Read at placement, so that replicas
+    /// placed earlier in the same pass count.
+    private func replicaNodes(besides record: TaskRecord) -> Set<NodeID> {
+        guard let service = record.replica?.service, let ids = serviceTasks[service] else { return [] }
+        var nodes = Set<NodeID>()
+        for id in ids where id != record.id {
+            if let task = tasks[id], task.holdsReservation, task.desiredState == .run, let node = task.node { nodes.insert(node) }
+        }
+        return nodes
     }
 
     public static let nowherePrefix = "waiting for a node: "

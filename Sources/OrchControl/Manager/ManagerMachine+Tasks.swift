@@ -17,7 +17,7 @@ extension ManagerMachine {
     /// task (`created` false); with another spec it is a conflict. A task is in `tasks` from
     /// the moment it is accepted, so a second submission of its id, even before the first is
     /// durable, is judged against it and answered after the same commit.
-    mutating func accept(_ spec: TaskSpec, by caller: String? = nil) -> Result<(TaskRecord, Bool), ClusterError> {
+    mutating func accept(_ spec: TaskSpec, by caller: String? = nil, replica: ServiceSlot? = nil) -> Result<(TaskRecord, Bool), ClusterError> {
         if let failure = storeFailure { return .failure(.unavailable(failure)) }
         let problems = spec.validationProblems()
         guard problems.isEmpty else { return .failure(.invalidTask(problems)) }
@@ -36,6 +36,8 @@ extension ManagerMachine {
                 "the task is \(ByteCount.format(size)) once encoded; the cluster protocol carries at most \(ByteCount.format(configuration.maximumFrameBytes))"))
         }
         record.revision = issued + 1
+        record.replica = replica
+        if let replica { serviceTasks[replica.service, default: []].insert(id) }
         tasks[id] = record
         order.append(id)
         stateCounts[.pending, default: 0] += 1
@@ -70,8 +72,16 @@ extension ManagerMachine {
     mutating func stop(_ id: TaskID, request: RequestID, by caller: String? = nil) {
         guard let record = tasks[id] else { return emit(.answer(request, .refused(.taskNotFound(id.rawValue)))) }
         if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
-        let before = record.state
-        if change(id, .stopRequested, by: caller.map { "token \($0)" }), let after = tasks[id] {
+        requestStop(id, by: caller.map { "token \($0)" })
+        let current = tasks[id] ?? record
+        afterCommit(.answer(request, .stopped(current, revision: max(current.revision, issued + (journal.isEmpty ? 0 : 1)))))
+    }
+
+    /// The stop of a task, asked by `by` (a token, or a service): a running attempt is told
+    /// to stop; one that never ran, or whose node is lost, ends at once.
+    mutating func requestStop(_ id: TaskID, by caller: String?) {
+        guard let before = tasks[id]?.state else { return }
+        if change(id, .stopRequested, by: caller), let after = tasks[id] {
             if after.state == .stopping, let node = after.node {
                 send(.stopTask(StopTask(task: id, attempt: UInt64(after.attempt))), to: node)
             }
@@ -80,8 +90,6 @@ extension ManagerMachine {
                 release(id)
             }
         }
-        let current = tasks[id] ?? record
-        afterCommit(.answer(request, .stopped(current, revision: max(current.revision, issued + (journal.isEmpty ? 0 : 1)))))
     }
 
     // MARK: - What workers report
@@ -206,6 +214,7 @@ extension ManagerMachine {
             stateCounts[record.state, default: 0] += 1
         }
         tasks[id] = record
+        if record.replica != nil { replicaChanged(id) }
         note(.taskEvent(id, event))
         journal.append(.saveTask(record))
         journal.append(.appendHistory(TaskHistoryEntry(
@@ -218,6 +227,7 @@ extension ManagerMachine {
         guard var record = tasks[id] else { return }
         record.revision = issued + 1
         tasks[id] = record
+        if record.replica != nil { replicaChanged(id) }
         journal.append(.saveTask(record))
     }
 
@@ -228,6 +238,11 @@ extension ManagerMachine {
         guard let record = tasks[id] else { return }
         if record.state == .lost && record.desiredState == .stop {
             change(id, .stopRequested)
+            return
+        }
+        if record.replica != nil {
+            // A replica is replaced by its service, in its slot, whatever its policy says.
+            if record.state == .lost { change(id, .abandoned(reason: "node lost; its service replaces it")) }
             return
         }
         switch RestartDecision.decide(for: record, now: date) {

@@ -105,7 +105,7 @@ public struct TaskTable: Sendable {
     public var nodeNames: [NodeID: String]
 
     /// Tasks in the order they were accepted, filtered, from after `after`, at most `limit`.
-    public func list(state: TaskState?, node: NodeID?, after: TaskID?, limit: Int) -> (tasks: [TaskDTO], more: Bool) {
+    public func list(state: TaskState?, node: NodeID?, service: String? = nil, after: TaskID?, limit: Int) -> (tasks: [TaskDTO], more: Bool) {
         var start = 0
         if let after, let position = order.firstIndex(of: after) { start = position + 1 }
         var result: [TaskDTO] = []
@@ -115,6 +115,7 @@ public struct TaskTable: Sendable {
             guard let record = tasks[order[index]] else { continue }
             if let state, record.state != state { continue }
             if let node, record.node != node { continue }
+            if let service, record.replica?.service != service { continue }
             if result.count == limit { return (result, true) }
             result.append(TaskDTO(record, nodeName: record.node.flatMap { nodeNames[$0] }))
         }

@@ -45,6 +45,17 @@ public struct ManagerMachine: Sendable {
     /// for their worker to confirm it stopped (``endWhenStopped(_:node:)``).
     var confirming: [TaskID: (attempt: Int, deadline: Moment)] = [:]
 
+    // Services.
+    var services: [String: ServiceRecord] = [:]
+    /// Every task kept of each service.
+    var serviceTasks: [String: Set<TaskID>] = [:]
+    /// Services to plan at the end of the input.
+    var dirtyServices: Set<String> = []
+    /// When each service asked to be planned again.
+    var serviceWakes: [String: Moment] = [:]
+    /// Tasks forgotten in this input, to drop from `order` at its end.
+    var forgotten: Set<TaskID> = []
+
     // Commits.
     var journal: [StoreChange] = []
     /// The sequence number of the last batch handed out, and of the last one committed.
@@ -100,6 +111,14 @@ public struct ManagerMachine: Sendable {
             }
         }
         for id in nodes.keys.sorted() { addSchedulingNode(id) }
+        for record in snapshot.services {
+            services[record.name] = record
+            serviceTasks[record.name] = []
+            dirtyServices.insert(record.name)
+        }
+        for record in snapshot.tasks {
+            if let service = record.replica?.service { serviceTasks[service, default: []].insert(record.id) }
+        }
     }
 
     /// Handles one input at `now`; returns what to do, in order.
@@ -110,6 +129,10 @@ public struct ManagerMachine: Sendable {
         case .submit(let request, let spec, let by): submit(spec, request: request, by: by)
         case .stop(let request, let id, let by): stop(id, request: request, by: by)
         case .removeNode(let request, let id): removeNode(id, request: request)
+        case .createService(let request, let spec, let by): createService(spec, request: request, by: by)
+        case .updateService(let request, let name, let change, let by): updateService(name, change, request: request, by: by)
+        case .rollbackService(let request, let name, let by): rollbackService(name, request: request, by: by)
+        case .removeService(let request, let name, let by): removeService(name, request: request, by: by)
         case .connected(let connection): connected(connection)
         case .authenticated(let connection, let node): authenticated(connection, as: node)
         case .admit(let request, let node, let renewing): admit(node, renewing: renewing, request: request)
@@ -119,6 +142,7 @@ public struct ManagerMachine: Sendable {
         case .committed(let sequence): commitSucceeded(through: sequence)
         case .commitFailed(let sequence, let reason): commitFailed(through: sequence, reason: reason)
         }
+        reconcileServices()
         placePending()
         flushJournal()
         return effects
@@ -183,6 +207,14 @@ extension ManagerMachine {
         case stop(RequestID, TaskID, by: String? = nil)
         /// `DELETE /nodes/{id}`.
         case removeNode(RequestID, NodeID)
+        /// `POST /services`: a new service (the same spec again is the same service).
+        case createService(RequestID, ServiceSpec, by: String? = nil)
+        /// `PUT /services/{name}`: a new template (a new version and a deploy), replica count or policy.
+        case updateService(RequestID, String, ServiceChange, by: String? = nil)
+        /// `POST /services/{name}/rollback`: back to the version before, rolling.
+        case rollbackService(RequestID, String, by: String? = nil)
+        /// `DELETE /services/{name}`: every task stops, then the service is forgotten.
+        case removeService(RequestID, String, by: String? = nil)
         /// A worker connected; it must say hello within the handshake timeout.
         case connected(ConnectionID)
         /// The node the connection's certificate names (nil: it presented none); given
@@ -225,6 +257,7 @@ extension ManagerMachine {
         case submitted(TaskRecord, created: Bool, revision: UInt64)
         case stopped(TaskRecord, revision: UInt64)
         case nodeRemoved(revision: UInt64)
+        case service(ServiceRecord, created: Bool, revision: UInt64)
         case admitted
         case refused(ClusterError)
     }

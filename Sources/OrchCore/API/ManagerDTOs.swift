@@ -23,6 +23,10 @@ public struct TaskDTO: Codable, Sendable, Hashable {
     public var spec: TaskSpec
     /// The manager's revision when this task last changed.
     public var revision: UInt64
+    /// The service, its version and the slot, for a replica of a service.
+    public var service: String?
+    public var version: ServiceVersion?
+    public var slot: Int?
     /// The task's history, oldest first (GET /tasks/{taskID} only).
     public var events: [TaskEventDTO]?
 
@@ -47,6 +51,9 @@ public struct TaskDTO: Codable, Sendable, Hashable {
         finishedAt = record.finishedAt
         spec = record.spec
         revision = record.revision
+        service = record.replica?.service
+        version = record.replica?.version
+        slot = record.replica?.slot
         self.events = events?.map { TaskEventDTO(at: $0.at, state: $0.state, message: $0.message) }
     }
 }

@@ -125,6 +125,11 @@ public enum ServiceReconciler {
                     inFlight += 1
                     continue
                 }
+                if let due = replacementDue(slot, input.tasks), due > now {
+                    wake(due)
+                    if rolling { inFlight += 1 }
+                    continue
+                }
                 plan.actions.append(.start(slot: slot, version: target, avoid: avoid))
                 if rolling { inFlight += 1 }
                 continue
@@ -155,13 +160,33 @@ public enum ServiceReconciler {
         return plan
     }
 
+    /// A task that ran healthy this long before it failed does not count towards a slot's backoff.
+    public static let settledRun = Duration.seconds(10)
+    public static let maximumBackoff = Duration.seconds(30)
+
+    /// When a slot whose tasks keep failing may get its next one: at once after one failure,
+    /// then 1 s, 2 s, 4 s... (at most ``maximumBackoff``) after the last of consecutive
+    /// failures of tasks that never ran healthy for ``settledRun``.
+    static func replacementDue(_ slot: Int, _ tasks: [ReplicaView]) -> Moment? {
+        let ended = tasks.filter { $0.slot == slot && $0.hasEnded }.sorted { ($0.createdAt, $0.task) > ($1.createdAt, $1.task) }
+        var failures = 0
+        for task in ended {
+            guard task.phase == .ended(failed: true) else { break }
+            if let since = task.healthySince, let end = task.endedAt, end - since >= settledRun { break }
+            failures += 1
+        }
+        guard failures >= 2, let last = ended.first?.endedAt else { return nil }
+        let delay = Duration.seconds(1 << min(failures - 2, 5))
+        return last + min(delay, maximumBackoff)
+    }
+
     /// Why the deploy fails now, if it does: a task of its target that failed, or that is
     /// not healthy within the deadline.
     static func deployFailure(_ input: Input, deploy: Deploy) -> String? {
         let target = deploy.target
         let ours = input.tasks.filter { $0.version == target && $0.slot <= input.replicas && $0.createdAt >= deploy.startedAt }
         for task in ours.sorted(by: { ($0.slot, $0.task) < ($1.slot, $1.task) }) {
-            if task.phase == .ended(failed: true), task.healthySince == nil || input.now - task.healthySince! < input.update.minHealthyTime {
+            if task.phase == .ended(failed: true), task.healthySince == nil || (task.endedAt ?? input.now) - task.healthySince! < input.update.minHealthyTime {
                 return "task \(task.task) (slot \(task.slot)) failed before it was healthy"
             }
             if task.isLive, task.healthySince == nil, input.now - task.createdAt > input.update.healthyDeadline {

@@ -10,37 +10,13 @@ extension ServiceSpec {
 
     public init(json: JSONValue) throws(TaskSpecError) {
         var reader = FieldReader()
-        guard let fields = reader.fields(json, at: "", .init(known: ["name", "replicas", "task", "update"])) else {
+        let parts = reader.serviceParts(json)
+        if parts?.name == nil, !reader.hasProblem(at: "name") { reader.report("name", "a service needs a name") }
+        if parts?.task == nil, !reader.hasProblem(at: "task") { reader.report("task", "a service needs a task template (the fields of a task file)") }
+        guard reader.problems.isEmpty, let parts, let name = parts.name, let task = parts.task else {
             throw TaskSpecError(problems: reader.problems)
         }
-        let name = reader.string(fields["name"], at: "name")
-        if fields["name"] == nil { reader.report("name", "a service needs a name") }
-        if let name, let problem = Self.nameProblem(name) { reader.report("name", problem) }
-        let replicas = fields["replicas"] == nil ? 1 : reader.integer(fields["replicas"], at: "replicas")
-        if let replicas, !(0...Self.maximumReplicas).contains(replicas) {
-            reader.report("replicas", "must be from 0 to \(Self.maximumReplicas), not \(replicas)")
-        }
-        var task: TaskSpec?
-        if let value = fields["task"] {
-            if case .object(let object) = value, object["id"] != nil, object["id"] != .null {
-                reader.report("task.id", "a service's tasks are named by the service (NAME.SLOT); leave id out")
-            }
-            var stripped = value
-            if case .object(var object) = value { object["id"] = nil; stripped = .object(object) }
-            task = reader.taskSpec(stripped, at: "task")
-            if let spec = task {
-                for problem in spec.validationProblems() where !reader.hasProblem(at: problem.path.isEmpty ? "task" : "task.\(problem.path)") {
-                    reader.report(problem.path.isEmpty ? "task" : "task.\(problem.path)", problem.message)
-                }
-            }
-        } else {
-            reader.report("task", "a service needs a task template (the fields of a task file)")
-        }
-        let update = reader.updatePolicy(fields["update"], at: "update")
-        guard reader.problems.isEmpty, let name, let replicas, let task, let update else {
-            throw TaskSpecError(problems: reader.problems)
-        }
-        self.init(name: name, replicas: replicas, task: task, update: update)
+        self.init(name: name, replicas: parts.replicas ?? 1, task: task, update: parts.update ?? UpdatePolicy())
     }
 
     /// Reads a service file's bytes.
@@ -59,7 +35,67 @@ extension ServiceSpec {
     }
 }
 
+/// A change to a service (`PUT /services/{name}`): the fields of a service file, each
+/// optional; those given replace the service's own. A new template makes a new version.
+public struct ServiceChange: Sendable, Hashable {
+    /// When given, it must be the service's name.
+    public var name: String?
+    public var replicas: Int?
+    public var task: TaskSpec?
+    public var update: UpdatePolicy?
+
+    public init(name: String? = nil, replicas: Int? = nil, task: TaskSpec? = nil, update: UpdatePolicy? = nil) {
+        self.name = name
+        self.replicas = replicas
+        self.task = task
+        self.update = update
+    }
+
+    public init(json: JSONValue) throws(TaskSpecError) {
+        var reader = FieldReader()
+        let parts = reader.serviceParts(json)
+        guard reader.problems.isEmpty, let parts else { throw TaskSpecError(problems: reader.problems) }
+        self = parts
+        if name == nil, replicas == nil, task == nil, update == nil {
+            throw TaskSpecError(problems: [SpecProblem(path: "", message: "nothing to change: give replicas, task or update")])
+        }
+    }
+
+    public static func decode(_ data: Data) throws(TaskSpecError) -> ServiceChange {
+        try ServiceChange(json: try TaskFile.parse(data, what: "service change"))
+    }
+}
+
 extension FieldReader {
+    /// The fields of a service file, each checked where given.
+    mutating func serviceParts(_ json: JSONValue) -> ServiceChange? {
+        guard let fields = fields(json, at: "", .init(known: ["name", "replicas", "task", "update"])) else { return nil }
+        var parts = ServiceChange()
+        parts.name = string(fields["name"], at: "name")
+        if let name = parts.name, let problem = ServiceSpec.nameProblem(name) { report("name", problem) }
+        if fields["replicas"] != nil {
+            parts.replicas = integer(fields["replicas"], at: "replicas")
+            if let replicas = parts.replicas, !(0...ServiceSpec.maximumReplicas).contains(replicas) {
+                report("replicas", "must be from 0 to \(ServiceSpec.maximumReplicas), not \(replicas)")
+            }
+        }
+        if let value = fields["task"] {
+            if case .object(let object) = value, object["id"] != nil, object["id"] != .null {
+                report("task.id", "a service's tasks are named by the service (NAME.SLOT); leave id out")
+            }
+            var stripped = value
+            if case .object(var object) = value { object["id"] = nil; stripped = .object(object) }
+            parts.task = taskSpec(stripped, at: "task")
+            if let spec = parts.task {
+                for problem in spec.validationProblems() where !hasProblem(at: problem.path.isEmpty ? "task" : "task.\(problem.path)") {
+                    report(problem.path.isEmpty ? "task" : "task.\(problem.path)", problem.message)
+                }
+            }
+        }
+        if fields["update"] != nil { parts.update = updatePolicy(fields["update"], at: "update") }
+        return parts
+    }
+
     mutating func updatePolicy(_ value: JSONValue?, at path: String) -> UpdatePolicy? {
         var policy = UpdatePolicy()
         guard let value else { return policy }

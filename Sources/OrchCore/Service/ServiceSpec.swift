@@ -63,6 +63,8 @@ public struct ReplicaView: Sendable, Hashable {
     public var createdAt: Moment
     /// Since when it has been running and healthy (running, for a task without a check).
     public var healthySince: Moment?
+    /// When it ended, if it has.
+    public var endedAt: Moment?
 
     public enum Phase: Sendable, Hashable {
         /// Pending, scheduled or running: it is, or will be, a copy of the service.
@@ -73,7 +75,7 @@ public struct ReplicaView: Sendable, Hashable {
         case ended(failed: Bool)
     }
 
-    public init(task: TaskID, slot: Int, version: ServiceVersion, node: NodeID? = nil, phase: Phase, createdAt: Moment, healthySince: Moment? = nil) {
+    public init(task: TaskID, slot: Int, version: ServiceVersion, node: NodeID? = nil, phase: Phase, createdAt: Moment, healthySince: Moment? = nil, endedAt: Moment? = nil) {
         self.task = task
         self.slot = slot
         self.version = version
@@ -81,6 +83,7 @@ public struct ReplicaView: Sendable, Hashable {
         self.phase = phase
         self.createdAt = createdAt
         self.healthySince = healthySince
+        self.endedAt = endedAt
     }
 
     public var isLive: Bool { phase == .live }
@@ -114,6 +117,10 @@ public struct Deploy: Sendable, Hashable {
     }
 
     /// The version the slots are being brought to now.
-    public var target: ServiceVersion { state == .rollingBack || state == .rolledBack ? from : to }
+    public var target: ServiceVersion { Self.target(from: from, to: to, state: state) }
+
+    static func target(from: ServiceVersion, to: ServiceVersion, state: State) -> ServiceVersion {
+        state == .rollingBack || state == .rolledBack ? from : to
+    }
     public var isActive: Bool { state == .running || state == .rollingBack }
 }

@@ -9,6 +9,11 @@ public enum StoreChange: Sendable, Hashable {
     /// Inserts or replaces a node.
     case saveNode(NodeRecord)
     case deleteNode(NodeID)
+    /// Forgets a task and its history (an ended replica a service no longer needs).
+    case deleteTask(TaskID)
+    /// Inserts or replaces a service.
+    case saveService(ServiceRecord)
+    case deleteService(String)
 }
 
 extension [StoreChange] {
@@ -18,10 +23,12 @@ extension [StoreChange] {
     public func compacted() -> [StoreChange] {
         var lastTask: [TaskID: Int] = [:]
         var lastNode: [NodeID: Int] = [:]
+        var lastService: [String: Int] = [:]
         for (index, change) in enumerated() {
             switch change {
             case .saveTask(let task): lastTask[task.id] = index
-            case .insertTask: break
+            case .saveService(let service): lastService[service.name] = index
+            case .insertTask, .deleteTask, .deleteService: break
             case .saveNode(let node): lastNode[node.id] = index
             case .deleteNode(let id): lastNode[id] = index
             case .appendHistory: break
@@ -30,7 +37,8 @@ extension [StoreChange] {
         return enumerated().compactMap { index, change in
             switch change {
             case .saveTask(let task): lastTask[task.id] == index ? change : nil
-            case .insertTask: change
+            case .saveService(let service): lastService[service.name] == index ? change : nil
+            case .insertTask, .deleteTask, .deleteService: change
             case .saveNode(let node): lastNode[node.id] == index ? change : nil
             case .deleteNode(let id): lastNode[id] == index ? change : nil
             case .appendHistory: change
@@ -58,8 +66,10 @@ public struct StoreSnapshot: Sendable, Hashable {
     public var revision: UInt64
     /// Nodes removed from the cluster (`deleteNode`): their certificates stay refused.
     public var removedNodes: Set<NodeID>
+    public var services: [ServiceRecord]
 
-    public init(tasks: [TaskRecord], nodes: [NodeRecord], revision: UInt64 = 0, removedNodes: Set<NodeID> = []) {
+    public init(tasks: [TaskRecord], nodes: [NodeRecord], revision: UInt64 = 0, removedNodes: Set<NodeID> = [], services: [ServiceRecord] = []) {
+        self.services = services
         self.tasks = tasks
         self.nodes = nodes
         self.revision = revision

@@ -49,6 +49,11 @@ public enum TaskFile {
 
     /// Reads an already-parsed task file in either shape.
     public static func decode(_ json: JSONValue) throws(TaskSpecError) -> TaskSubmission {
+        if case .object(let fields) = json, fields["replicas"] != nil || fields["update"] != nil, case .object? = fields["task"] {
+            // A service file (a name, replicas, a task template), not a task or a Cube event.
+            throw TaskSpecError(problems: [SpecProblem(
+                path: "", message: "this is a service file (name, replicas, task); create it with orchctl service create -f FILE or POST /services")])
+        }
         if CubeTaskEvent.isCubeShaped(json) {
             return try CubeTaskEvent.translate(json)
         }

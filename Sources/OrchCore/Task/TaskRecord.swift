@@ -22,6 +22,10 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     public var updatedAt: Date
     public var startedAt: Date?
     public var finishedAt: Date?
+    /// Since when it has run healthy (running, for a task without a health check).
+    public var healthyAt: Date?
+    /// The replica of a service this task is, if it is one.
+    public var replica: ServiceSlot?
     /// The manager's revision when this record last changed (its state counter: every
     /// change of the manager's state gets the next value).
     public var revision: UInt64 = 0
@@ -30,7 +34,7 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     /// its own), so rows written before it existed still decode.
     enum CodingKeys: String, CodingKey {
         case id, spec, desiredState, state, node, containerID, attempt, restartCount, exitCode, error, health, hostPorts
-        case createdAt, updatedAt, startedAt, finishedAt
+        case createdAt, updatedAt, startedAt, finishedAt, healthyAt, replica
     }
 
     /// A new task, pending, as accepted at `now`.
@@ -144,12 +148,14 @@ extension TaskRecord {
             next.hostPorts = []
             next.startedAt = nil
             next.finishedAt = nil
+            next.healthyAt = nil
             next.health = spec.healthCheck == nil ? .none : .starting
         case .started(let container, let ports):
             try next.move(to: .running, for: event)
             next.containerID = container
             next.hostPorts = ports
             next.startedAt = now
+            if spec.healthCheck == nil { next.healthyAt = now }
         case .exited(let code):
             try next.move(to: desiredState == .stop || code == 0 ? .completed : .failed, for: event)
             next.exitCode = code
@@ -193,6 +199,7 @@ extension TaskRecord {
                 throw TaskTransitionError(task: id, from: state, event: event)
             }
             next.health = health
+            if health != .healthy { next.healthyAt = nil } else if self.health != .healthy { next.healthyAt = now }
         }
         next.updatedAt = now
         self = next
