@@ -233,7 +233,7 @@ extension ManagerMachine {
             task: record.id, slot: replica.slot, version: replica.version, node: record.node, phase: phase,
             createdAt: moment(record.createdAt),
             healthySince: record.state == .running || record.state.isTerminal ? record.healthyAt.map(moment) : nil,
-            endedAt: record.finishedAt.map(moment))
+            endedAt: record.finishedAt.map(moment), error: record.state == .failed ? record.error : nil)
     }
 
     /// Stops what still runs; once nothing does, forgets the service and its tasks.

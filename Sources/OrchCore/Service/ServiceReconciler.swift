@@ -187,7 +187,7 @@ public enum ServiceReconciler {
         let ours = input.tasks.filter { $0.version == target && $0.slot <= input.replicas && $0.createdAt >= deploy.startedAt }
         for task in ours.sorted(by: { ($0.slot, $0.task) < ($1.slot, $1.task) }) {
             if task.phase == .ended(failed: true), task.healthySince == nil || (task.endedAt ?? input.now) - task.healthySince! < input.update.minHealthyTime {
-                return "task \(task.task) (slot \(task.slot)) failed before it was healthy"
+                return "task \(task.task) (slot \(task.slot)) failed before it was healthy" + (task.error.map { " (\($0))" } ?? "")
             }
             if task.isLive, task.healthySince == nil, input.now - task.createdAt > input.update.healthyDeadline {
                 return "task \(task.task) (slot \(task.slot)) was not healthy within \(DurationText.format(input.update.healthyDeadline))"

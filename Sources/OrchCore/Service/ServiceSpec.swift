@@ -65,6 +65,8 @@ public struct ReplicaView: Sendable, Hashable {
     public var healthySince: Moment?
     /// When it ended, if it has.
     public var endedAt: Moment?
+    /// Why it failed, if it did (for the deploy's reason).
+    public var error: String?
 
     public enum Phase: Sendable, Hashable {
         /// Pending, scheduled or running: it is, or will be, a copy of the service.
@@ -75,7 +77,7 @@ public struct ReplicaView: Sendable, Hashable {
         case ended(failed: Bool)
     }
 
-    public init(task: TaskID, slot: Int, version: ServiceVersion, node: NodeID? = nil, phase: Phase, createdAt: Moment, healthySince: Moment? = nil, endedAt: Moment? = nil) {
+    public init(task: TaskID, slot: Int, version: ServiceVersion, node: NodeID? = nil, phase: Phase, createdAt: Moment, healthySince: Moment? = nil, endedAt: Moment? = nil, error: String? = nil) {
         self.task = task
         self.slot = slot
         self.version = version
@@ -84,6 +86,7 @@ public struct ReplicaView: Sendable, Hashable {
         self.createdAt = createdAt
         self.healthySince = healthySince
         self.endedAt = endedAt
+        self.error = error
     }
 
     public var isLive: Bool { phase == .live }
