@@ -59,4 +59,43 @@ import Testing
         for good in ["web", "a", "api-2", String(repeating: "x", count: 63)] { #expect(ServiceSpec.nameProblem(good) == nil, "\(good)") }
         for bad in ["", "-web", "web-", "Web", "web_1", "web.1", String(repeating: "x", count: 64)] { #expect(ServiceSpec.nameProblem(bad) != nil, "\(bad)") }
     }
+
+    @Test func aChangeTakesAnySubsetOfTheFieldsAndChecksEach() throws {
+        let scale = try ServiceChange.decode(Data(#"{"replicas": 5}"#.utf8))
+        #expect(scale == ServiceChange(replicas: 5))
+        let template = try ServiceChange.decode(Data(#"{"task": {"image": "orch-busybox:latest", "command": ["sleep", "1"]}}"#.utf8))
+        #expect(template.task?.command == ["sleep", "1"] && template.replicas == nil && template.update == nil)
+        do {
+            _ = try ServiceChange.decode(Data(#"{}"#.utf8))
+            Issue.record("an empty change is refused")
+        } catch {
+            #expect(error.problems.first?.message.contains("nothing to change") == true)
+        }
+        do {
+            _ = try ServiceChange.decode(Data(#"{"replicas": 2000, "task": {"id": "x", "image": ""}, "colour": "red"}"#.utf8))
+            Issue.record("a bad change is refused")
+        } catch {
+            #expect(Set(error.problems.map(\.path)).isSuperset(of: ["replicas", "task.id", "task.image", "colour"]), "\(error.problems)")
+        }
+    }
+
+    @Test func aServiceFileWhereATaskFileGoesSaysWhatItIs() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("data/service-web.json")
+        do {
+            _ = try TaskFile.decode(try Data(contentsOf: url))
+            Issue.record("a service file is no task file")
+        } catch let error as TaskSpecError {
+            #expect(error.problems.count == 1 && error.problems[0].message.contains("this is a service file"), "\(error.problems)")
+        }
+    }
+
+    @Test func aServiceIsWrittenAsItsFileAndReadBackTheSame() throws {
+        let spec = try Self.decode(#"{"name": "web", "replicas": 2, "task": {"image": "i", "command": ["a"]}, "update": {"parallelism": 2, "order": "stop-first", "minHealthyTime": "1500ms"}}"#)
+        let again = try ServiceSpec(json: spec.json)
+        #expect(again == spec)
+        let record = ServiceRecord(spec, now: Date(timeIntervalSince1970: 0))
+        let decoded = try JSONDecoder().decode(ServiceRecord.self, from: try JSONEncoder().encode(record))
+        #expect(decoded == record, "the store's encoding keeps every field")
+    }
 }
