@@ -212,6 +212,19 @@ import Testing
         #expect(world.tasks.filter { $0.version == 2 }.count == 1, "no further slot is touched")
     }
 
+    @Test func aRollbackThatFailsTooKeepsTheOldVersion() {
+        // Stop-first: slot 1's old task is gone, so the rollback must start a new one, which fails too.
+        var world = Self.steady(3, update: UpdatePolicy(order: .stopFirst, healthyDeadline: .seconds(5), minHealthyTime: .seconds(2)))
+        world.unhealthy = [1, 2]
+        world.update(to: 2)
+        world.runDeploy()
+        #expect(world.deploy?.state == .failed && world.deploy?.rollback == true, "\(world.events)")
+        #expect(world.deploy?.reason?.contains("the rollback to version 1 failed too") == true)
+        #expect(world.deploy?.target == 1, "a failed rollback keeps targeting the old version")
+        for _ in 0..<20 { world.pass() }
+        #expect(!world.live.contains { $0.version == 2 && $0.createdAt > world.deploy!.startedAt + .seconds(30) }, "no new task of the failed version")
+    }
+
     @Test func aSecondUpdateSupersedesTheFirst() {
         var world = Self.steady(3)
         world.update(to: 2)

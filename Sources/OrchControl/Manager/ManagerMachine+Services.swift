@@ -181,7 +181,9 @@ extension ManagerMachine {
         let ids = serviceTasks[name] ?? []
         if record.removing { return removeWhenStopped(name, ids) }
         let views = ids.sorted().compactMap { tasks[$0].flatMap(replicaView) }
-        let deploy = record.deploy.map { Deploy(from: $0.from, to: $0.to, state: $0.state, startedAt: moment($0.startedAt), reason: $0.reason) }
+        let deploy = record.deploy.map {
+            Deploy(from: $0.from, to: $0.to, state: $0.state, startedAt: moment($0.startedAt), reason: $0.reason, rollback: $0.rollback)
+        }
         let plan = ServiceReconciler.plan(ServiceReconciler.Input(
             replicas: record.replicas, version: record.version, update: record.update, deploy: deploy, tasks: views, now: now))
         for action in plan.actions {
@@ -199,6 +201,7 @@ extension ManagerMachine {
         if let planned = plan.deploy, var kept = record.deploy, planned.state != kept.state || planned.reason != kept.reason {
             kept.state = planned.state
             kept.reason = planned.reason
+            kept.rollback = planned.rollback
             if !kept.isActive { kept.endedAt = date }
             record.deploy = kept
         }

@@ -55,6 +55,7 @@ public enum ServiceReconciler {
             switch deploy.state {
             case .running where input.update.autoRollback:
                 deploy.state = .rollingBack
+                deploy.rollback = true
                 deploy.reason = failure
                 plan.events.append("deploy of version \(deploy.to) failed: \(failure); rolling back to version \(deploy.from)")
             case .rollingBack:

@@ -91,6 +91,8 @@ public struct DeployRecord: Sendable, Hashable, Codable {
     public var reason: String?
     /// What happened during the deploy, oldest first.
     public var events: [ServiceEvent]
+    /// It goes back to `from` (see ``Deploy/rollback``).
+    public var rollback: Bool
 
     public init(from: ServiceVersion, to: ServiceVersion, state: Deploy.State, startedAt: Date, reason: String? = nil) {
         self.from = from
@@ -98,10 +100,11 @@ public struct DeployRecord: Sendable, Hashable, Codable {
         self.state = state
         self.startedAt = startedAt
         self.reason = reason
+        rollback = state == .rollingBack || state == .rolledBack
         events = []
     }
 
-    public var target: ServiceVersion { Deploy.target(from: from, to: to, state: state) }
+    public var target: ServiceVersion { rollback ? from : to }
     public var isActive: Bool { state == .running || state == .rollingBack }
 }
 

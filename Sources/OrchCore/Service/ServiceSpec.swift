@@ -110,20 +110,20 @@ public struct Deploy: Sendable, Hashable {
     public var startedAt: Moment
     /// Why it failed, when it did.
     public var reason: String?
+    /// It goes back to `from` (rolling back, rolled back, or a rollback that failed).
+    public var rollback: Bool
 
-    public init(from: ServiceVersion, to: ServiceVersion, state: State = .running, startedAt: Moment, reason: String? = nil) {
+    public init(from: ServiceVersion, to: ServiceVersion, state: State = .running, startedAt: Moment, reason: String? = nil, rollback: Bool? = nil) {
         self.from = from
         self.to = to
         self.state = state
         self.startedAt = startedAt
         self.reason = reason
+        self.rollback = rollback ?? (state == .rollingBack || state == .rolledBack)
     }
 
-    /// The version the slots are being brought to now.
-    public var target: ServiceVersion { Self.target(from: from, to: to, state: state) }
-
-    static func target(from: ServiceVersion, to: ServiceVersion, state: State) -> ServiceVersion {
-        state == .rollingBack || state == .rolledBack ? from : to
-    }
+    /// The version the slots are being brought to now: `from` once it goes back (a rollback
+    /// that fails too keeps the old version, never the one that failed).
+    public var target: ServiceVersion { rollback ? from : to }
     public var isActive: Bool { state == .running || state == .rollingBack }
 }
