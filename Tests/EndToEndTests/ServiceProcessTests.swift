@@ -208,6 +208,12 @@ struct ServiceProcessTests {
             let other = try await LaunchedProcess.run(orchctl: ["service", "create", "-f", try Self.serviceFile(replicas: 1)], environment: env)
             #expect(other.status == 1 && other.stderr.contains("exists already with another spec"), "\(other.stderr)")
             #expect(try await Self.replicas(cluster).isEmpty, "nothing was started")
+            // --image changes the template's image only: a new version.
+            let image = try await LaunchedProcess.run(orchctl: ["service", "update", "web", "--image", "orch-busybox:other"], environment: env)
+            #expect(image.status == 0 && image.stdout.contains("version 2"), "\(image.stdout)\(image.stderr)")
+            #expect(try await Self.service(cluster)["image"] as? String == "orch-busybox:other")
+            let both = try await LaunchedProcess.run(orchctl: ["service", "update", "web", "--image", "x", "-f", file], environment: env)
+            #expect(both.status == 64 && both.stderr.contains("either -f FILE or --image IMAGE"), "\(both.stderr)")
             #expect(try await http(.GET, "\(cluster.api)/tasks?service=nope").status == 404)
         }
     }
