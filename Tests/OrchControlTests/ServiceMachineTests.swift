@@ -299,6 +299,21 @@ import Testing
         }
     }
 
+    @Test func aServiceWhoseTasksNeverRanIsForgottenAtOnce() throws {
+        var c = Cluster()
+        var spec = Cluster.web()
+        spec.task.resources = Resources(millicores: 64_000, memoryBytes: 64 << 20)
+        _ = c.ask { .createService($0, spec) }
+        c.run(for: .seconds(1))
+        #expect(c.tasks.count == 3 && c.tasks.allSatisfy { $0.state == .pending }, "no node fits: pending")
+        guard case .service(let record, _, _)? = c.ask({ .removeService($0, "web") }) else {
+            Issue.record("expected the removal's answer")
+            return
+        }
+        #expect(record.removing)
+        #expect(c.service == nil && c.tasks.isEmpty, "its tasks end at once, so it is forgotten in the same input, with no wake needed")
+    }
+
     @Test func badRequestsAreRefusedAndChangeNothing() {
         var c = Cluster()
         guard case .refused(.serviceNotFound("web"))? = c.ask({ .updateService($0, "web", ServiceChange(replicas: 2)) }) else {

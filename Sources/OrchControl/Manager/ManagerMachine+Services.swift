@@ -164,12 +164,17 @@ extension ManagerMachine {
         }
     }
 
-    /// Plans every service marked since the last pass and carries its plan out.
+    /// Plans every service marked since the last pass and carries its plan out. A plan's own
+    /// stops may end tasks at once (one that never ran), which its next plan must see (a
+    /// stop-first slot then starts): a service marked again by its own pass is planned again,
+    /// a few rounds at most (a pass that changes nothing marks nothing).
     mutating func reconcileServices() {
-        guard !dirtyServices.isEmpty, storeFailure == nil else { return }
-        let names = dirtyServices.sorted()
-        for name in names { reconcile(name) }
-        dirtyServices = []
+        guard storeFailure == nil else { return }
+        for _ in 0..<3 where !dirtyServices.isEmpty {
+            let names = dirtyServices.sorted()
+            dirtyServices = []
+            for name in names { reconcile(name) }
+        }
         if !forgotten.isEmpty {
             order.removeAll { forgotten.contains($0) }
             forgotten = []
@@ -241,18 +246,13 @@ extension ManagerMachine {
 
     /// Stops what still runs; once nothing does, forgets the service and its tasks.
     private mutating func removeWhenStopped(_ name: String, _ ids: Set<TaskID>) {
-        var waiting = false
-        for id in ids.sorted() {
-            guard let task = tasks[id] else { continue }
-            if !task.state.isTerminal {
-                waiting = true
-                if task.desiredState == .run { requestStop(id, by: "service \(name) (removed)") }
-                if tasks[id]?.state.isTerminal == true { waiting = confirming[id] != nil || waiting }
-            } else if confirming[id] != nil {
-                waiting = true
-            }
+        for id in ids.sorted() where tasks[id].map({ !$0.state.isTerminal && $0.desiredState == .run }) == true {
+            requestStop(id, by: "service \(name) (removed)")
         }
-        guard !waiting, ids.allSatisfy({ tasks[$0]?.state.isTerminal ?? true }) else { return }
+        // Forgotten once every task has ended (a stop may end one at once: it never ran) and
+        // no container the manager ended waits for its worker's word.
+        let stopped = ids.allSatisfy { id in tasks[id].map { $0.state.isTerminal && confirming[id] == nil } ?? true }
+        guard stopped else { return }
         for id in ids.sorted() { forget(id) }
         services[name] = nil
         serviceTasks[name] = nil
