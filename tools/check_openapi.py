@@ -17,7 +17,8 @@ that names no route (404 `Error` with `not_found`).
 
 With a node up, it also waits for a task to run and to complete, so that the fields
 only a placed task has (node, container, ports, startedAt, exitCode) are validated, and
-reads a task's logs.
+reads a task's logs; it waits for a service's replicas to run and for its deploy to
+succeed, and checks that a service being removed (its replicas stopping) refuses changes.
 
 Prints one line per check (`ok   ...` or `FAIL ...: reason`) and a summary. Exits 0 when
 every check passed, 1 when one failed (an API that does not answer fails), 2 on a
@@ -27,6 +28,10 @@ Tasks it creates are named `oacheck-RUN-...` (RUN: random per run, so that it ca
 again against the same manager), plus `amb-1` and `amb-2` for the ambiguous-prefix case
 (created once; later runs get 200). They end by themselves (`sleep 1`, `exit 0`) or are
 stopped by the script (the Cube task, which serves HTTP, and the one pinned to no node).
+Services it creates are named `oacheck-RUN-svc` (two replicas of `sleep 600` that ignore
+SIGTERM, so that each stops after its grace period of 15 s) and `oacheck-RUN-svcfull` (one
+replica pinned to no node); the script removes both, and the manager forgets them once
+their tasks have ended.
 """
 
 from __future__ import annotations
@@ -460,10 +465,13 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
 
     for method, path, allow in (("PUT", "/tasks", "GET, POST"), ("POST", f"/tasks/{dup_id}", "GET, DELETE"),
                                 ("PATCH", "/nodes", "GET"), ("GET", f"/nodes/{missing_id}", "DELETE"),
-                                ("OPTIONS", "/tasks/x/logs", "GET")):
+                                ("OPTIONS", "/tasks/x/logs", "GET"), ("PATCH", "/services", "GET, POST"),
+                                ("POST", f"/services/{missing_id}", "GET, PUT, DELETE"),
+                                ("GET", f"/services/{missing_id}/rollback", "POST")):
         c.call_outside_spec(method, path, 405, "method_not_allowed", allow=allow,
                             body=json.dumps(task_file(f"oacheck-{run_id}-put")).encode() if method == "PUT" else None)
-    for path, what in (("/nope", "unknown route"), ("/tasks/", "empty id"), ("/tasks//logs", "empty id")):
+    for path, what in (("/nope", "unknown route"), ("/tasks/", "empty id"), ("/tasks//logs", "empty id"),
+                       ("/services/", "empty name"), ("/services//rollback", "empty name")):
         c.call_outside_spec("GET", path, 404, "not_found", note=what)
     for refused in ("text", "put"):
         c.call("GET", "/tasks/{taskID}", f"/tasks/oacheck-{run_id}-{refused}", 404, code="task_not_found",
@@ -590,6 +598,288 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
         c.note("GET /tasks/{taskID} 200 (a completed task)", "not exercised: no node is up")
         c.note("GET /tasks/{taskID}/logs 200", "not exercised: no node is up")
 
+    # -- services
+
+    svc = f"oacheck-{run_id}-svc"
+    svc_full = f"oacheck-{run_id}-svcfull"
+    services = "/services/{name}"
+    rollback = "/services/{name}/rollback"
+    c.call("GET", "/services", "/services", 200,
+           check=lambda r: "a listed service carries tasks" if any("tasks" in s for s in r.json()) else None)
+
+    # A replica ignores SIGTERM, so that a removed service stays `removing` for its grace period.
+    template = task_file(command=["sh", "-c", "trap '' TERM; sleep 600"], resources={"cpus": 0.05, "memory": "16MiB"},
+                         stopGracePeriod="15s")
+    update = {"parallelism": 1, "order": "start-first", "healthyDeadline": "30s", "minHealthyTime": "1s", "autoRollback": False}
+    svc_file = {"name": svc, "replicas": 2, "task": template, "update": update}
+    svc_normalized = {
+        "name": svc, "replicas": 2,
+        "task": {"image": IMAGE, "command": template["command"], "environment": {}, "ports": [],
+                 "resources": {"cpus": 0.05, "memory": 16 << 20}, "restartPolicy": {"mode": "never"},
+                 "stopGracePeriod": "15s", "constraints": {"labels": {}}},
+        "update": update,
+    }
+
+    def service_created(name: str, normalized: dict) -> Callable[[Any], Optional[str]]:
+        def check(r) -> Optional[str]:
+            service = r.json()
+            if r.headers.get("Location") != f"/services/{name}":
+                return f"Location {r.headers.get('Location')!r} does not name /services/{name}"
+            if service["spec"] != normalized:
+                return f"spec not normalized as docs/SERVICES.md says: {service['spec']}"
+            if (service["state"], service["version"], service["latestVersion"]) != ("active", 1, 1) or "deploy" in service:
+                return f"a new service not active at version 1 without a deploy: {service}"
+            header = r.headers.get("X-Orch-Revision", "")
+            if not header.isdigit() or int(header) < service["revision"] or service["revision"] < 1:
+                return f"X-Orch-Revision {header!r} does not cover the service's revision {service['revision']}"
+            return None
+        return check
+
+    response, _ = c.call("POST", "/services", "/services", 201, note="a service file", body=svc_file,
+                         check=service_created(svc, svc_normalized))
+    svc_first = body_of(response, dict) or None
+
+    def same_service(r) -> Optional[str]:
+        if svc_first is None:
+            return "the first creation failed"
+        if r.json()["createdAt"] != svc_first["createdAt"]:
+            return f"not the service created first: created {r.json()['createdAt']}"
+        return service_created(svc, svc_normalized)(r)
+
+    c.call("POST", "/services", "/services", 200, note="the same service file again", body=svc_file, check=same_service)
+    c.call("POST", "/services", "/services", 409, code="service_conflict", note="same name, another spec",
+           body={**svc_file, "replicas": 3})
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="invalid service file, every problem",
+           body={"name": "Bad_Name", "replicas": -1, "task": {"image": "", "id": "x"}, "update": {"order": "sideways", "parallelism": 0}},
+           request_valid=False,
+           check=details_check(["name", "replicas", "task.id", "task.image", "update.order", "update.parallelism"]))
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="an invalid task template",
+           body={"name": f"oacheck-{run_id}-bad", "task": {"image": "", "resources": {"memory": "1KiB"}}},
+           check=details_check(["task.image", "task.resources.memory"]))
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="no name, no task",
+           body={}, request_valid=False, check=details_check(["name", "task"]))
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="unknown field",
+           body={**svc_file, "replica": 2}, request_valid=False, check=details_check(["replica"]))
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="malformed JSON",
+           raw_body=b'{"name": "web",', request_valid=False, check=details_check([""]))
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="not an object",
+           raw_body=b"[]", request_valid=False, check=details_check([""]))
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="empty body",
+           raw_body=b"", request_valid=False, check=details_check([""]))
+    c.call("POST", "/services", "/services", 400, code="invalid_service", note="100,000 nested [",
+           raw_body=b"[" * 100_000, request_valid=False, check=details_check([""]))
+    big = json.dumps({"name": f"oacheck-{run_id}-big", "task": {"image": IMAGE, "name": "x" * (2 << 20)}}).encode()
+    c.call("POST", "/services", "/services", 413, code="body_too_large", note="a 2 MiB body", raw_body=big, request_valid=None)
+    c.call("POST", "/services", "/services", 415, code="unsupported_media_type", note="a service file sent as text/plain",
+           raw_body=json.dumps({**svc_file, "name": f"oacheck-{run_id}-text"}).encode(),
+           headers={"Content-Type": "text/plain"}, request_valid=False)
+    c.call("GET", services, f"/services/oacheck-{run_id}-text", 404, code="service_not_found",
+           note="the refused text/plain POST created nothing")
+
+    # Every field, in short forms; its replica is pinned to a node that does not exist, so it never runs.
+    full = {
+        "name": svc_full, "replicas": 1,
+        "task": {"name": "full", "image": IMAGE, "command": "echo hi", "environment": ["A=1", "B=x=y"],
+                 "ports": [8080, "53/udp"], "resources": {"cpus": "250m", "memory": "32MiB"}, "restartPolicy": "on-failure",
+                 "stopGracePeriod": 1.5, "healthCheck": "/health", "disconnect": {"stopAfter": "30s"},
+                 "constraints": {"node": f"oacheck-{run_id}-nowhere", "labels": {"disk": "ssd"}}},
+        "update": {"order": "stop-first", "healthyDeadline": 90, "minHealthyTime": "0s"},
+    }
+    full_normalized = {
+        "name": svc_full, "replicas": 1,
+        "task": {"name": "full", "image": IMAGE, "command": ["/bin/sh", "-c", "echo hi"], "environment": {"A": "1", "B": "x=y"},
+                 "ports": [{"containerPort": 8080, "protocol": "tcp"}, {"containerPort": 53, "protocol": "udp"}],
+                 "resources": {"cpus": 0.25, "memory": 32 << 20}, "restartPolicy": {"mode": "on-failure"},
+                 "stopGracePeriod": "1.5s", "disconnect": {"stopAfter": "30s"},
+                 "healthCheck": {"path": "/health", "port": 8080, "interval": "10s", "timeout": "2s", "failureThreshold": 3},
+                 "constraints": {"node": f"oacheck-{run_id}-nowhere", "labels": {"disk": "ssd"}}},
+        "update": {"parallelism": 1, "order": "stop-first", "healthyDeadline": "1m30s", "minHealthyTime": "0s",
+                   "autoRollback": True},
+    }
+    c.call("POST", "/services", "/services", 201, note="every field, in short forms", body=full,
+           check=service_created(svc_full, full_normalized))
+
+    # -- reading one service, and its tasks
+
+    def replicas_check(name: str, slots: list[int], version: int) -> Callable[[Any], Optional[str]]:
+        def check(r) -> Optional[str]:
+            service = r.json()
+            if service["name"] != name:
+                return f"got service {service['name']}, expected {name}"
+            live = [t for t in service["tasks"] if t["desiredState"] == "run"]
+            got = sorted((t["slot"], t["version"]) for t in live)
+            expected = [(slot, version) for slot in slots]
+            return None if got == expected else f"live replicas (slot, version) {got}, expected {expected}"
+        return check
+
+    c.call("GET", services, f"/services/{svc}", 200, note="with its tasks", check=replicas_check(svc, [1, 2], 1))
+    # (openapi-core matches the path as sent, undecoded: the request is not validated.)
+    c.call("GET", services, f"/services/{svc.replace('-', '%2D')}", 200, note="percent-encoded name",
+           check=replicas_check(svc, [1, 2], 1), request_valid=None)
+    c.call("GET", services, f"/services/{missing_id}", 404, code="service_not_found")
+    for bad_name, what in (("Web", "uppercase"), ("-web", "a leading dash"), ("a" * 64, "64 characters"),
+                           ("%00", "NUL"), ("%C3%A9", "unicode")):
+        c.call("GET", services, f"/services/{bad_name}", 400, code="invalid_service_name", note=what, request_valid=False)
+
+    def replicas_of(name: str) -> Callable[[Any], Optional[str]]:
+        def check(r) -> Optional[str]:
+            tasks = r.json()
+            wrong = [t["id"] for t in tasks if t.get("service") != name or not t.get("slot") or not t.get("version")]
+            if wrong or not tasks:
+                return f"tasks that are not replicas of {name}: {wrong[:5]}" if wrong else f"no task of {name}"
+            return all_in("service", name)(r)
+        return check
+
+    response, _ = c.call("GET", "/tasks", f"/tasks?service={svc}", 200, note="service=<our service>", check=replicas_of(svc))
+    replica_ids = [t["id"] for t in body_of(response, list) if isinstance(t, dict) and "id" in t]
+    service_link: dict[str, str] = {}
+
+    def service_first_page(r) -> Optional[str]:
+        tasks = r.json()
+        link = r.headers.get("Link", "")
+        expected = f'</tasks?limit=1&after={tasks[0]["id"]}&service={svc}>; rel="next"' if len(tasks) == 1 else "(one task)"
+        if link != expected:
+            return f"Link is {link!r}, expected {expected!r} (the service has 2 replicas)"
+        service_link["next"] = link[1:link.index(">")]
+        return replicas_of(svc)(r)
+
+    c.call("GET", "/tasks", f"/tasks?service={svc}&limit=1", 200, note="service and limit=1, Link keeps the filter",
+           check=service_first_page)
+    if "next" in service_link:
+        c.call("GET", "/tasks", service_link["next"], 200, note="the Link's next page of the service's tasks",
+               check=replicas_of(svc))
+    else:
+        c.fail("GET /tasks 200 (the Link's next page of the service's tasks)", "no Link to follow")
+    c.call("GET", "/tasks", f"/tasks?service={missing_id}", 404, code="service_not_found", note="unknown service")
+    if replica_ids:
+        c.call("GET", "/tasks/{taskID}", f"/tasks/{replica_ids[0]}", 200, note="a replica: service, version, slot",
+               check=lambda r: None if r.json().get("service") == svc and r.json().get("version") == 1 and r.json().get("slot")
+               else f"not a replica of {svc} at version 1: {r.text}")
+    else:
+        c.fail("GET /tasks/{taskID} 200 (a replica: service, version, slot)", "the service listed no task")
+    c.call("GET", "/tasks/{taskID}", f"/tasks/{dup_id}", 200, note="a plain task has no service, version, slot",
+           check=lambda r: None if not {"service", "version", "slot"} & set(r.json()) else f"service fields on a plain task: {r.text}")
+
+    if up_nodes:
+        wait_for_service(c, svc, wait, "its replicas run on nodes",
+                         lambda s: s["replicas"]["running"] == 2,
+                         lambda s: None if s["replicas"]["healthy"] == 2 and all(t.get("node") and t.get("nodeName")
+                                   for t in s["tasks"] if t["state"] == "running")
+                         else f"running replicas without node or nodeName, or not healthy: {s}")
+    else:
+        c.note("GET /services/{name} 200 (its replicas run on nodes)", "not exercised: no node is up")
+
+    # -- changing a service
+
+    def scaled(r) -> Optional[str]:
+        service = r.json()
+        if service["replicas"]["wanted"] != 1 or service["spec"]["replicas"] != 1 or "deploy" in service:
+            return f"not scaled to 1 without a deploy: {service}"
+        return None
+
+    response, _ = c.call("PUT", services, f"/services/{svc}", 200, note="scale to 1", body={"replicas": 1}, check=scaled)
+    svc_scaled = body_of(response, dict)
+    c.call("PUT", services, f"/services/{svc}", 200, note="the same change again changes nothing", body={"replicas": 1},
+           check=lambda r: scaled(r) or (None if (r.json()["updatedAt"], r.json()["revision"])
+                                         == (svc_scaled.get("updatedAt"), svc_scaled.get("revision"))
+                                         else f"changed: {r.json()['updatedAt']}, revision {r.json()['revision']}"))
+    c.call("PUT", services, f"/services/{svc}", 400, code="invalid_service", note="another name",
+           body={"name": f"oacheck-{run_id}-other"}, check=details_check(["name"]))
+    c.call("PUT", services, f"/services/{svc}", 400, code="invalid_service", note="nothing to change",
+           body={}, request_valid=False, check=details_check([""]))
+    c.call("PUT", services, f"/services/{svc}", 400, code="invalid_service", note="its own name only: nothing to change",
+           body={"name": svc}, check=details_check([""]))
+    c.call("PUT", services, f"/services/{svc}", 400, code="invalid_service", note="invalid values, every problem",
+           body={"replicas": 5000, "update": {"order": "sideways"}}, request_valid=False,
+           check=details_check(["replicas", "update.order"]))
+    c.call("PUT", services, f"/services/{svc}", 400, code="invalid_service", note="an invalid task template",
+           body={"task": {"image": ""}}, check=details_check(["task.image"]))
+    c.call("PUT", services, f"/services/{svc}", 400, code="invalid_service", note="unknown field",
+           body={"replica": 2}, request_valid=False, check=details_check(["replica"]))
+    c.call("PUT", services, f"/services/{svc}", 400, code="invalid_service", note="malformed JSON",
+           raw_body=b'{"replicas": 2', request_valid=False, check=details_check([""]))
+    c.call("PUT", services, f"/services/{svc}", 415, code="unsupported_media_type", note="a change sent as text/plain",
+           raw_body=b'{"replicas": 3}', headers={"Content-Type": "text/plain"}, request_valid=False)
+    c.call("GET", services, f"/services/{svc}", 200, note="the refused changes changed nothing",
+           check=lambda r: None if r.json()["spec"]["replicas"] == 1 and r.json()["latestVersion"] == 1 else f"changed: {r.text}")
+    c.call("PUT", services, f"/services/{missing_id}", 404, code="service_not_found", body={"replicas": 1})
+    c.call("PUT", services, "/services/Web", 400, code="invalid_service_name", note="uppercase", body={"replicas": 1},
+           request_valid=False)
+
+    # -- deploys and rollbacks
+
+    c.call("POST", rollback, f"/services/{svc}/rollback", 409, code="nothing_to_roll_back", note="one version only")
+    template_v2 = {**template, "environment": {"VERSION": "2"}}
+
+    def deploying(r) -> Optional[str]:
+        service = r.json()
+        deploy = service.get("deploy", {})
+        if (service["version"], service["latestVersion"]) != (2, 2) or (deploy.get("from"), deploy.get("to")) != (1, 2):
+            return f"not deploying version 2 from 1: {service}"
+        if deploy["state"] != "running" or service["spec"]["task"]["environment"] != {"VERSION": "2"}:
+            return f"the deploy is {deploy['state']}, the spec {service['spec']}"
+        return None
+
+    c.call("PUT", services, f"/services/{svc}", 200, note="a new template: the deploy of version 2",
+           body={"task": template_v2}, check=deploying)
+    if up_nodes:
+        wait_for_service(c, svc, wait, "the deploy of version 2 succeeded",
+                         lambda s: s["deploy"]["state"] != "running",
+                         lambda s: None if s["deploy"]["state"] == "succeeded" and s["deploy"].get("endedAt")
+                         and s["replicas"]["healthy"] == 1 else f"deploy {s['deploy']}")
+    else:
+        c.note("GET /services/{name} 200 (the deploy of version 2 succeeded)", "not exercised: no node is up")
+
+    def rolling_back(r) -> Optional[str]:
+        service = r.json()
+        deploy = service.get("deploy", {})
+        if service["version"] != 1 or service["latestVersion"] != 2 or deploy.get("state") != "rolling-back":
+            return f"not rolling back to version 1: version {service['version']}, deploy {deploy}"
+        return None
+
+    c.call("POST", rollback, f"/services/{svc}/rollback", 200, note="back to version 1", check=rolling_back)
+    c.call("POST", rollback, f"/services/{svc}/rollback", 409, code="nothing_to_roll_back", note="rolling back already")
+    c.call("POST", rollback, f"/services/{missing_id}/rollback", 404, code="service_not_found")
+    c.call("POST", rollback, "/services/Web/rollback", 400, code="invalid_service_name", note="uppercase",
+           request_valid=False)
+
+    # -- removing
+
+    def removing(r) -> Optional[str]:
+        service = r.json()
+        if service["state"] != "removing" or service["replicas"]["wanted"] != 0:
+            return f"state {service['state']}, {service['replicas']['wanted']} replicas wanted after a removal"
+        if any(t["desiredState"] != "stop" for t in service["tasks"]):
+            return f"tasks still to run: {service['tasks']}"
+        return None
+
+    def removing_or_gone(r) -> Optional[str]:
+        if r.status_code == 404:
+            return None
+        service = r.json()
+        if service["state"] != "removing" or any(t["state"] != "completed" for t in service["tasks"]):
+            return f"state {service['state']}, tasks {[(t['id'], t['state']) for t in service['tasks']]}"
+        return None
+
+    c.call("DELETE", services, f"/services/{svc_full}", 202, note="a service whose replica never ran", check=removing)
+    # Forgotten once its tasks have ended: a pending task ends at once.
+    c.call("GET", services, f"/services/{svc_full}", (200, 404), note="its tasks ended at once, removing or forgotten",
+           check=removing_or_gone)
+    c.call("DELETE", services, f"/services/{svc}", 202, check=removing)
+    if up_nodes:
+        c.call("GET", services, f"/services/{svc}", 200, note="removing while its tasks stop",
+               check=lambda r: None if r.json()["state"] == "removing" else f"state {r.json()['state']}")
+        c.call("DELETE", services, f"/services/{svc}", 202, note="removing already", check=removing)
+        c.call("PUT", services, f"/services/{svc}", 409, code="service_removing", body={"replicas": 2})
+        c.call("POST", rollback, f"/services/{svc}/rollback", 409, code="service_removing")
+        c.call("POST", "/services", "/services", 409, code="service_removing", note="the same file again", body=svc_file)
+    else:
+        c.call("GET", services, f"/services/{svc}", (200, 404), note="none of its tasks was placed, removing or forgotten",
+               check=removing_or_gone)
+        c.note("PUT /services/{name} 409 service_removing", "not exercised: no node is up")
+    c.call("DELETE", services, f"/services/{missing_id}", 404, code="service_not_found")
+    c.call("DELETE", services, "/services/%00", 400, code="invalid_service_name", note="NUL", request_valid=False)
+
     # -- tokens and roles
 
     no_token = {"Authorization": None}
@@ -597,6 +887,7 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
            check=lambda r: None if r.headers.get("WWW-Authenticate", "").startswith("Bearer") else "no WWW-Authenticate: Bearer")
     c.call("POST", "/tasks", "/tasks", 401, code="unauthorized", note="a token nobody made", body=task_file(),
            headers={"Authorization": "Bearer orch_" + "x" * 43}, request_valid=None)
+    c.call("GET", "/services", "/services", 401, code="unauthorized", note="no token", headers=no_token, request_valid=None)
     c.call("GET", "/healthz", "/healthz", 200, note="no token: health needs none", headers=no_token)
     viewer_name = f"oacheck-{run_id}-viewer"
     response, _ = c.call("POST", "/tokens", "/tokens", 201, note="a viewer token", body={"name": viewer_name, "role": "viewer"})
@@ -615,6 +906,15 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
         c.call("DELETE", "/tasks/{taskID}", f"/tasks/{missing_id}", 403, code="forbidden", note="a viewer may not stop", headers=as_viewer)
         c.call("GET", "/tokens", "/tokens", 403, code="forbidden", note="a viewer may not list tokens", headers=as_viewer)
         c.call("POST", "/join-token/rotate", "/join-token/rotate", 403, code="forbidden", note="a viewer may not rotate", headers=as_viewer)
+        c.call("GET", "/services", "/services", 200, note="a viewer reads", headers=as_viewer)
+        c.call("POST", "/services", "/services", 403, code="forbidden", note="a viewer may not create a service",
+               body={**svc_file, "name": f"oacheck-{run_id}-viewer"}, headers=as_viewer)
+        c.call("PUT", services, f"/services/{missing_id}", 403, code="forbidden", note="a viewer may not change a service",
+               body={"replicas": 1}, headers=as_viewer)
+        c.call("POST", rollback, f"/services/{missing_id}/rollback", 403, code="forbidden", note="a viewer may not roll back",
+               headers=as_viewer)
+        c.call("DELETE", services, f"/services/{missing_id}", 403, code="forbidden", note="a viewer may not remove a service",
+               headers=as_viewer)
         c.call("DELETE", "/tokens/{name}", f"/tokens/{viewer_name}", 204)
         c.call("GET", "/tasks", "/tasks", 401, code="unauthorized", note="a revoked token", headers=as_viewer, request_valid=None)
     c.call("DELETE", "/tokens/{name}", f"/tokens/{viewer_name}", 404, code="token_not_found", note="revoked already")
@@ -665,6 +965,29 @@ def wait_for(c: Checker, task_id: str, states: tuple[str, ...], wait: float, not
         if time.monotonic() > deadline:
             c.fail(f"GET /tasks/{{taskID}} 200 ({label_note})",
                    f"task {task_id} still {last['state']} after {wait:.0f} s (error: {last.get('error')})")
+            return
+        time.sleep(0.5)
+
+
+def wait_for_service(c: Checker, name: str, wait: float, note: str, done: Callable[[dict], bool],
+                     check: Callable[[dict], Optional[str]]) -> None:
+    """Polls GET /services/{name} (each answer validated) until `done` holds for the service."""
+    label = f"GET /services/{{name}} 200 ({note})"
+    deadline = time.monotonic() + wait
+    while True:
+        response, good = c.call("GET", "/services/{name}", f"/services/{name}", 200, note=note, report=False)
+        if not good:
+            return  # already reported as FAIL
+        service = response.json()
+        if done(service):
+            reason = check(service)
+            if reason:
+                c.fail(label, reason)
+            else:
+                c.ok(label)
+            return
+        if time.monotonic() > deadline:
+            c.fail(label, f"service {name} not there after {wait:.0f} s: replicas {service['replicas']}, deploy {service.get('deploy')}")
             return
         time.sleep(0.5)
 

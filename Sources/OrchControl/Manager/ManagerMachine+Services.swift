@@ -42,6 +42,9 @@ extension ManagerMachine {
         if let other = change.name, other != name {
             return emit(.answer(request, .refused(.invalidService([SpecProblem(path: "name", message: "is \(other), but the path names \(name)")]))))
         }
+        if change.replicas == nil, change.task == nil, change.update == nil {
+            return emit(.answer(request, .refused(.invalidService([SpecProblem(path: "", message: "nothing to change: give replicas, task or update")]))))
+        }
         var wanted = record.spec
         if let replicas = change.replicas { wanted.replicas = replicas }
         if var task = change.task {

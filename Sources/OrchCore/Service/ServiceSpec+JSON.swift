@@ -56,7 +56,7 @@ public struct ServiceChange: Sendable, Hashable {
         let parts = reader.serviceParts(json)
         guard reader.problems.isEmpty, let parts else { throw TaskSpecError(problems: reader.problems) }
         self = parts
-        if replicas == nil, task == nil, update == nil {
+        if name == nil, replicas == nil, task == nil, update == nil {
             throw TaskSpecError(problems: [SpecProblem(path: "", message: "nothing to change: give replicas, task or update")])
         }
     }
