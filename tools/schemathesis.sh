@@ -134,7 +134,9 @@ from urllib.parse import urlparse
 templates = [("GET", r"/healthz"), ("GET", r"/metrics"), ("GET", r"/tasks"), ("POST", r"/tasks"),
              ("GET", r"/tasks/{taskID}"), ("DELETE", r"/tasks/{taskID}"), ("GET", r"/tasks/{taskID}/logs"),
              ("GET", r"/nodes"), ("DELETE", r"/nodes/{nodeID}"), ("GET", r"/tokens"), ("POST", r"/tokens"),
-             ("POST", r"/join-token/rotate")]
+             ("POST", r"/join-token/rotate"), ("GET", r"/services"), ("POST", r"/services"),
+             ("GET", r"/services/{name}"), ("PUT", r"/services/{name}"), ("DELETE", r"/services/{name}"),
+             ("POST", r"/services/{name}/rollback")]
 patterns = [(m, t, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", t) + "$")) for m, t in templates]
 counts = collections.defaultdict(collections.Counter)
 total = 0
