@@ -225,6 +225,21 @@ import Testing
         #expect(!world.live.contains { $0.version == 2 && $0.createdAt > world.deploy!.startedAt + .seconds(30) }, "no new task of the failed version")
     }
 
+    @Test func aPlanNeverAsksToBeWokenAtADeadlineAlreadyPast() {
+        // A replica not healthy within its deadline while no deploy runs: nothing to wait for.
+        let task = ReplicaView(task: TaskID(rawValue: "t1"), slot: 1, version: 1, node: NodeID(rawValue: "n1"), phase: .live, createdAt: .zero)
+        let plan = ServiceReconciler.plan(.init(
+            replicas: 1, version: 1, update: UpdatePolicy(healthyDeadline: .seconds(60)), deploy: nil, tasks: [task], now: .zero + .seconds(100)))
+        #expect(plan.wake == nil, "a wake at \(String(describing: plan.wake)) would come due at once, again and again")
+        var world = Self.steady(3)
+        world.unhealthy = [2]
+        world.update(to: 2)
+        for _ in 0..<200 {
+            let plan = world.pass()
+            if let wake = plan.wake { #expect(wake > world.now - .milliseconds(500), "a wake in the past") }
+        }
+    }
+
     @Test func aSecondUpdateSupersedesTheFirst() {
         var world = Self.steady(3)
         world.update(to: 2)

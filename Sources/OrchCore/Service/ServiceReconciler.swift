@@ -78,7 +78,12 @@ public enum ServiceReconciler {
             guard let since = task.healthySince else { return false }
             return now - since >= minimum
         }
-        func wake(_ moment: Moment) { plan.wake = min(plan.wake ?? moment, moment) }
+        // Only a moment to come: a deadline already past (a task not healthy in time while no
+        // deploy runs) is nothing to wait for, and asking for it would wake the machine at once, again and again.
+        func wake(_ moment: Moment) {
+            guard moment > now else { return }
+            plan.wake = min(plan.wake ?? moment, moment)
+        }
 
         let live = input.tasks.filter(\.isLive)
         let avoid = Set(live.compactMap(\.node))
