@@ -101,6 +101,9 @@ extension Simulation {
     /// taken; otherwise it runs, and its behaviour plans its exit.
     func carryOut(_ start: PendingStart, on index: Int) -> StartOutcome {
         let roll = nodes[index].random.unit()
+        if sabotage.replicaStartsFail, start.spec.environment[ServiceWorkload.serviceKey] != nil {
+            return .failed(nil, "simulated: pull access denied for \(start.spec.image) (sabotaged)")
+        }
         if roll < 0.03 { return .failed(nil, "simulated: pull access denied for \(start.spec.image)") }
         let fixed = start.spec.ports.compactMap { port in port.hostPort.map { "\($0)/\(port.protocol.rawValue)" } }
         let taken = Set(nodes[index].containers.values.filter(\.isRunning).flatMap { $0.ports.map { "\($0.hostPort)/\($0.protocol.rawValue)" } })

@@ -74,6 +74,7 @@ extension Simulation {
 
     /// The manager answers a request; the answers are checked against what was acknowledged.
     func answered(_ id: RequestID, _ answer: ManagerMachine.Answer) {
+        if let request = serviceClient.pending.removeValue(forKey: id) { return serviceAnswered(request, answer) }
         guard let request = clients.pending.removeValue(forKey: id) else { return }
         switch answer {
         case .submitted(let record, _, _):
@@ -89,8 +90,6 @@ extension Simulation {
             clients.acknowledged[record.id] = record.spec
             counters.acknowledged += 1
             if !clients.known.contains(record.id) { clients.known.append(record.id) }
-        case .service:
-            break
         case .stopped(let record, _):
             if record.desiredState != .stop {
                 violate(.stoppedStaysStopped, "\(id): the stop of \(record.id.short) was answered with desired state \(record.desiredState.rawValue)")
@@ -105,7 +104,7 @@ extension Simulation {
                     violate(.submissionAnswersConsistent, "\(id): the same spec as the acknowledged \(task.short) was refused as a conflict")
                 }
             }
-        case .nodeRemoved, .admitted:
+        case .nodeRemoved, .admitted, .service:
             break
         }
     }
@@ -151,8 +150,20 @@ extension Simulation {
         if sabotage.storeForgetsTasks {
             batches = batches.map { StoreBatch(sequence: $0.sequence, changes: $0.changes.filter { if case .insertTask = $0 { false } else { true } }) }
         }
+        if sabotage.duplicateReplicas { batches = batches.map(Self.duplicatingReplicas) }
         store.apply(batches)
         return feedManager(.committed(through: last.sequence))
+    }
+
+    /// The batch with a copy of every replica it inserts, under another id (``Sabotage/duplicateReplicas``).
+    static func duplicatingReplicas(_ batch: StoreBatch) -> StoreBatch {
+        StoreBatch(sequence: batch.sequence, changes: batch.changes.flatMap { change -> [StoreChange] in
+            guard case .insertTask(let record) = change, record.replica != nil else { return [change] }
+            var copy = record
+            copy.id = TaskID(rawValue: record.id.rawValue + "-copy")
+            copy.spec.id = copy.id
+            return [change, .insertTask(copy)]
+        })
     }
 
     // MARK: - Crashes and restarts
@@ -170,6 +181,7 @@ extension Simulation {
         if silently { counters.halfOpens += 1 }
         store.managerCrashed()
         clients.pending = [:]
+        serviceClient.pending = [:]
         for id in connections.keys.sorted() {
             guard var connection = connections[id], connection.managerIncarnation == managerIncarnation else { continue }
             connection.managerOpen = false

@@ -46,6 +46,10 @@ import OrchCore
 /// - `engine-down-gets-nothing`: no task is placed on a node whose latest heartbeat (as the
 ///   manager holds it) says its container engine does not answer (the simulated worker says
 ///   so while its runtime's event stream is lost).
+/// - `one-task-per-slot-version`: no service has two live tasks (pending, scheduled or
+///   running, to run) of one version in one slot, in the running manager
+///   (`ManagerMachine.liveReplicas(of:)`) or in the committed store (what a restarted
+///   manager would start from).
 ///
 /// At the end of the quiet phase:
 /// - `terminal-statuses-acknowledged`: every worker machine's `unacknowledged` is empty.
@@ -56,7 +60,17 @@ import OrchCore
 ///   (the one the record names), or completed/failed where its restart policy, judged at
 ///   the moment it ended, leaves it so (never, on-failure after exit 0, restarts used up),
 ///   or pending only while no up node has room for it; nothing scheduled, stopping or lost;
-///   and no container runs that is not the current attempt of a running task.
+///   and no container runs that is not the current attempt of a running task. A service's
+///   replica is not judged by its restart policy (its service replaces it, whatever the
+///   policy says): `service-replicas-kept` judges it.
+/// - `service-replicas-kept`: no service is still being removed, and no deploy is still
+///   running or rolling back (the quiet phase runs on while one is, up to `maximumQuiet`:
+///   a deploy that does not end within it is a violation); every other service whose current
+///   version's template runs until stopped (one made to fail cannot be kept running) has
+///   live tasks of its current version only, in slots 1...replicas, exactly one per slot,
+///   and each is running, or pending only while no up node has room for it (as `converged`
+///   judges a pending task). `converged` checks, for every running task, that its container
+///   runs on an up node.
 extension Simulation {
     func violate(_ invariant: Invariant, _ message: String) {
         guard violations.isEmpty, !ignoring.contains(invariant) else { return }   // the run stops at the first one
@@ -101,6 +115,34 @@ extension Simulation {
             }
         }
         checkContainers()
+        checkSlots()
+    }
+
+    /// `one-task-per-slot-version`, in the running manager and in the committed store.
+    func checkSlots() {
+        if let machine = manager?.machine {
+            for name in machine.serviceNames {
+                var seen: [Int: [ServiceVersion: TaskID]] = [:]
+                for replica in machine.liveReplicas(of: name) {
+                    if let other = seen[replica.slot]?[replica.version] {
+                        violate(.oneTaskPerSlotVersion,
+                                "service \(name) has two live tasks of version \(replica.version) in slot \(replica.slot): \(other.short) and \(replica.task.short)")
+                    }
+                    seen[replica.slot, default: [:]][replica.version] = replica.task
+                }
+            }
+        }
+        guard !store.services.isEmpty else { return }
+        var stored: [String: [Int: [ServiceVersion: TaskID]]] = [:]
+        for id in store.tasks.keys.sorted() {
+            guard let record = store.tasks[id], let replica = record.replica, record.desiredState == .run,
+                  record.state == .pending || record.state == .scheduled || record.state == .running else { continue }
+            if let other = stored[replica.service]?[replica.slot]?[replica.version] {
+                violate(.oneTaskPerSlotVersion,
+                        "the store holds two live tasks of service \(replica.service), version \(replica.version), slot \(replica.slot): \(other.short) and \(id.short)")
+            }
+            stored[replica.service, default: [:]][replica.slot, default: [:]][replica.version] = id
+        }
     }
 
     /// `one-current-attempt` and `no-duplicate-with-stopAfter`, over the running containers.
@@ -210,6 +252,20 @@ extension Simulation {
         }
         let table = machine.taskTable
         let reservations = Dictionary(uniqueKeysWithValues: machine.reservations.map { ($0.node, $0) })
+        /// An up node with room for the spec (CPU, memory, its fixed host ports), if any.
+        func room(for spec: TaskSpec) -> NodeID? {
+            let need = spec.resources
+            let wanted = Set(spec.ports.compactMap(\.hostPort))
+            for node in upNodes.sorted() {
+                guard let entry = reservations[node] else { continue }
+                let cpu = entry.capacity.millicores - entry.reserved.millicores >= need.millicores
+                let memory = entry.capacity.memoryBytes - entry.reserved.memoryBytes >= need.memoryBytes
+                let used = Set(table.tasks.values.filter { $0.node == node && $0.holdsReservation }.flatMap { $0.spec.ports.compactMap(\.hostPort) })
+                if cpu, memory, used.isDisjoint(with: wanted) { return node }
+            }
+            return nil
+        }
+        problems += serviceProblems(machine, table: table, room: room)
         var running: [TaskID: [(node: Int, container: SimContainer)]] = [:]
         for node in nodes {
             for serial in node.containers.keys.sorted() where node.containers[serial]!.isRunning {
@@ -249,23 +305,75 @@ extension Simulation {
                     problems.append((.converged, "\(name) is running #\(record.attempt) on \(nodes[index].name) as \(record.containerID?.rawValue ?? "nil"), but its engine runs \(here.map { $0.container.id.rawValue } ?? "no container of it")"))
                 }
             case .completed, .failed:
+                guard record.replica == nil else { continue }   // its service replaces it
                 let ended = record.finishedAt ?? record.updatedAt
                 if case .restart = RestartDecision.decide(for: record, now: ended) {
                     problems.append((.converged, "\(name) is \(record.state.rawValue) though its policy restarts it (\(record.restartCount) restarts)"))
                 }
             case .pending:
                 // Only while no up node has room for it.
-                let need = record.spec.resources
-                let wanted = Set(record.spec.ports.compactMap(\.hostPort))
-                for node in upNodes.sorted() {
-                    guard let entry = reservations[node] else { continue }
-                    let cpu = entry.capacity.millicores - entry.reserved.millicores >= need.millicores
-                    let memory = entry.capacity.memoryBytes - entry.reserved.memoryBytes >= need.memoryBytes
-                    let used = Set(table.tasks.values.filter { $0.node == node && $0.holdsReservation }.flatMap { $0.spec.ports.compactMap(\.hostPort) })
-                    if cpu, memory, used.isDisjoint(with: wanted) {
-                        problems.append((.converged, "\(name) is pending (\(record.error ?? "")) though \(node) has room"))
-                        break
+                if let node = room(for: record.spec) {
+                    problems.append((.converged, "\(name) is pending (\(record.error ?? "")) though \(node) has room"))
+                }
+            }
+        }
+        return problems
+    }
+
+    /// A service's tasks as the manager keeps them, slot by slot, for messages:
+    /// `slot.version id state` (with `!stop` for those to stop).
+    func replicaSummary(_ name: String, _ table: TaskTable) -> String {
+        let tasks = table.tasks.values.filter { $0.replica?.service == name }
+            .sorted { ($0.replica!.slot, $0.replica!.version, $0.createdAt, $0.id) < ($1.replica!.slot, $1.replica!.version, $1.createdAt, $1.id) }
+        return "tasks: " + tasks.map { "\($0.replica!.slot).v\($0.replica!.version) \($0.id.short) \($0.state.rawValue)\($0.desiredState == .stop ? " !stop" : "")" }
+            .joined(separator: ", ")
+    }
+
+    /// `service-replicas-kept`, at the end: see the list above.
+    func serviceProblems(_ machine: ManagerMachine, table: TaskTable, room: (TaskSpec) -> NodeID?) -> [(Invariant, String)] {
+        var problems: [(Invariant, String)] = []
+        for name in machine.serviceNames {
+            guard let service = machine.service(name) else { continue }
+            if service.removing {
+                problems.append((.serviceReplicasKept, "service \(name) is still being removed; \(replicaSummary(name, table))"))
+                continue
+            }
+            if let deploy = service.deploy, deploy.isActive {
+                problems.append((.serviceReplicasKept,
+                                 "service \(name): the deploy of version \(deploy.to) (from \(deploy.from)) is still \(deploy.state.rawValue) (started \(deploy.startedAt)); \(replicaSummary(name, table))"))
+                continue
+            }
+            // A template made to fail: no replica of it can be kept running.
+            guard Behaviour(service.template) == .forever else { continue }
+            let version = service.version
+            // A deploy that failed (without a rollback, or whose rollback failed too) stops where
+            // it is: a slot may keep an older task beside (or instead of) the new one; each slot
+            // still has a live task, and never two of one version.
+            let stopped = service.deploy?.state == .failed
+            let what = "service \(name) (version \(version), \(service.replicas) replicas\(service.deploy.map { ", its deploy of version \($0.to) \($0.state.rawValue)" } ?? ""))"
+            let live = machine.liveReplicas(of: name)
+            for replica in live where (!stopped && replica.version != version) || replica.slot < 1 || replica.slot > service.replicas {
+                problems.append((.serviceReplicasKept, "\(what) has \(replica.task.short) of version \(replica.version) live in slot \(replica.slot); \(replicaSummary(name, table))"))
+            }
+            for slot in stride(from: 1, through: service.replicas, by: 1) {
+                let here = live.filter { $0.slot == slot && (stopped || $0.version == version) }
+                    .sorted { ($0.version == version ? 0 : 1, $0.task) < ($1.version == version ? 0 : 1, $1.task) }
+                guard let first = here.first, let record = table.tasks[first.task] else {
+                    problems.append((.serviceReplicasKept, "\(what) has no live task in slot \(slot); \(replicaSummary(name, table))"))
+                    continue
+                }
+                if here.count > Set(here.map(\.version)).count {
+                    problems.append((.serviceReplicasKept, "\(what) has \(here.count) live tasks in slot \(slot)"))
+                }
+                switch record.state {
+                case .running:
+                    break
+                case .pending:
+                    if let node = room(record.spec) {
+                        problems.append((.serviceReplicasKept, "\(what): slot \(slot)'s \(first.task.short) is pending (\(record.error ?? "")) though \(node) has room"))
                     }
+                default:
+                    problems.append((.serviceReplicasKept, "\(what): slot \(slot)'s \(first.task.short) is \(record.state.rawValue), not running"))
                 }
             }
         }

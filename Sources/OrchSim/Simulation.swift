@@ -7,7 +7,7 @@ import OrchCore
 /// real clock is read and no dictionary's order decides anything, so a seed replays exactly.
 ///
 /// A run has two phases. In the fault phase (the first `steps` steps) clients submit and
-/// stop tasks while connections reset, workers are partitioned, processes crash and the store
+/// stop tasks (and, with ``FaultProfile/services``, create, change and remove services) while connections reset, workers are partitioned, processes crash and the store
 /// fails. In the quiet phase faults stop, partitions heal and crashed processes come back;
 /// the run goes on until the cluster has settled (everything converged and nothing more
 /// planned) or `maximumQuiet` of simulated time has passed, and the end state is checked.
@@ -41,6 +41,8 @@ public final class Simulation {
     var chaosRandom: SimRandom
     /// Draws the impostors (``FaultProfile/impostors``), apart so that other draws stay as they were.
     var impostorRandom: SimRandom
+    /// Draws the service client's requests (``FaultProfile/services``), apart for the same reason.
+    var serviceRandom: SimRandom
     var clientRandom: SimRandom
     var storeRandom: SimRandom
     var queue = EventQueue<Event>()
@@ -66,6 +68,7 @@ public final class Simulation {
     var nextWatch = 1
     var nextPartition = 1
     var clients = ClientBook()
+    var serviceClient = ServiceBook()
     var violations: [Violation] = []
     var counters = Counters()
     /// Shell faults for the tests that show an invariant can fail (never set in real runs).
@@ -94,6 +97,7 @@ public final class Simulation {
             nodes.append(SimNode(index: index, random: root.split()))
         }
         impostorRandom = root.split()
+        serviceRandom = root.split()
     }
 
     // MARK: - Running
@@ -127,6 +131,7 @@ public final class Simulation {
         schedule(.client, at: now + .milliseconds(50))
         schedule(.chaos, at: now + chaosRandom.duration(.milliseconds(300)...(.seconds(3))))
         if faults.impostors { schedule(.impostor, at: now + impostorRandom.duration(.milliseconds(500)...(.seconds(4)))) }
+        if faults.services { beginServices() }
         if faultSteps == 0 { beginQuiet() }
     }
 
@@ -193,6 +198,7 @@ public final class Simulation {
         case .eventsRestored(let node, let generation): return eventsRestored(node, generation: generation)
         case .chaos: return chaos()
         case .impostor: return impostor()
+        case .serviceClient: return serviceRequest()
         case .client: return client()
         case .quietCheck: return quietCheck()
         }
@@ -342,6 +348,8 @@ public enum Invariant: String, Sendable, Hashable, CaseIterable {
     case validWorkersAdmitted = "valid-workers-admitted"
     case engineDownGetsNothing = "engine-down-gets-nothing"
     case impostorsRefused = "impostors-refused"
+    case oneTaskPerSlotVersion = "one-task-per-slot-version"
+    case serviceReplicasKept = "service-replicas-kept"
     case terminalStatusesAcknowledged = "terminal-statuses-acknowledged"
     case converged = "converged"
 }
@@ -387,6 +395,16 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
     /// Hosts that went away silently, leaving the other side's connection half-open.
     public var halfOpens = 0
     public var impostors = 0
+    /// Service requests sent: creations, scalings, new templates (of which made to fail),
+    /// policy changes, rollbacks, removals; and the ones answered with the service.
+    public var serviceCreates = 0
+    public var serviceScales = 0
+    public var serviceTemplates = 0
+    public var serviceFailingTemplates = 0
+    public var servicePolicies = 0
+    public var serviceRollbacks = 0
+    public var serviceRemovals = 0
+    public var serviceAnswers = 0
     public var quietTime: Duration = .zero
 
     public init() {}
@@ -396,7 +414,12 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
             + "connections \(connections), resets \(resets), partitions \(partitions), manager crashes \(managerCrashes), "
             + "worker crashes \(workerCrashes), worker stops \(workerStops), store failures \(storeFailures), "
             + "event stream losses \(eventStreamLosses), half-open \(halfOpens), "
-            + (impostors > 0 ? "impostors \(impostors), " : "") + "quiet \(DurationText.format(quietTime))"
+            + (impostors > 0 ? "impostors \(impostors), " : "")
+            + (serviceCreates > 0
+                ? "services: creates \(serviceCreates), scales \(serviceScales), templates \(serviceTemplates) (failing \(serviceFailingTemplates)), "
+                    + "policies \(servicePolicies), rollbacks \(serviceRollbacks), removals \(serviceRemovals) (answered \(serviceAnswers)), "
+                : "")
+            + "quiet \(DurationText.format(quietTime))"
     }
 }
 
@@ -429,6 +452,7 @@ enum Event {
     case eventsRestored(node: Int, generation: Int)
     case chaos
     case impostor
+    case serviceClient
     case client
     case quietCheck
 }
@@ -510,6 +534,10 @@ public struct FaultProfile: Sendable, Hashable {
     /// (off by default: it draws from a stream of its own, and the seeds recorded before it
     /// stay the runs they were).
     public var impostors = false
+    /// A client that creates services, scales them, rolls new templates out (some made to
+    /// fail), rolls back and removes them (off by default, with a stream of its own, for the
+    /// same reason as ``impostors``).
+    public var services = false
     /// The longest a crashed or stopped worker process stays down.
     public var maximumWorkerDowntime: Duration = .seconds(45)
 
@@ -549,4 +577,9 @@ struct Sabotage {
     /// The shell tells the machine that a connection's certificate names whatever node its
     /// hello claims (it read the hello instead of the certificate).
     var trustTheHello = false
+    /// The store keeps every new replica twice (a copy under another id): a manager that
+    /// restarts from it has two live tasks for one slot and version.
+    var duplicateReplicas = false
+    /// The engine cannot start a service's containers (an image no node can pull).
+    var replicaStartsFail = false
 }

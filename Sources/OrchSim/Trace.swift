@@ -53,9 +53,10 @@ struct TraceRecord {
                 + (spec.disconnect.map { " stopAfter \(DurationText.format($0.stopAfter))" } ?? "") + (spec.healthCheck == nil ? "" : " health")
         case .stop(let request, let task, _): "stop \(request) \(task.short)"
         case .removeNode(let request, let node): "removeNode \(request) \(node)"
-        case .createService(let request, let spec, _): "createService \(request) \(spec.name) x\(spec.replicas) \(spec.update.order.rawValue)/\(spec.update.parallelism)"
+        case .createService(let request, let spec, _): "createService \(request) \(spec.name) x\(spec.replicas) \(describe(spec.update))"
         case .updateService(let request, let name, let change, _):
             "updateService \(request) \(name)\(change.replicas.map { " x\($0)" } ?? "")\(change.task.map { " task \($0.environment[Behaviour.key] ?? "")" } ?? "")"
+                + (change.update.map { " policy \(describe($0))" } ?? "")
         case .rollbackService(let request, let name, _): "rollbackService \(request) \(name)"
         case .removeService(let request, let name, _): "removeService \(request) \(name)"
         case .connected(let connection): "connected \(connection)"
@@ -67,6 +68,12 @@ struct TraceRecord {
         case .committed(let through): "committed through \(through)"
         case .commitFailed(let through, let reason): "commit failed through \(through) (\(reason))"
         }
+    }
+
+    /// `order/parallelism`, the minimum healthy time and deadline, and `no-rollback` when it does not roll back.
+    static func describe(_ policy: UpdatePolicy) -> String {
+        "\(policy.order.rawValue)/\(policy.parallelism) \(DurationText.format(policy.minHealthyTime))/\(DurationText.format(policy.healthyDeadline))"
+            + (policy.autoRollback ? "" : " no-rollback")
     }
 
     static func describe(_ input: WorkerMachine.Input) -> String {

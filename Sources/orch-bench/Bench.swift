@@ -21,9 +21,11 @@ struct Bench: AsyncParsableCommand {
               orch-bench failover
               orch-bench rest --tasks 10000
               orch-bench recovery --tasks 100000
+              orch-bench rolling --replicas 10 --runs 3
             """,
         subcommands: [
             DockerBench.self, SchedulingBench.self, HeartbeatBench.self, FailoverBench.self, RESTBench.self, RecoveryBench.self,
+            RollingBench.self,
             SimWorkersCommand.self, BareListenerCommand.self,
         ])
 }

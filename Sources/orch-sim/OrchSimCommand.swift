@@ -43,6 +43,9 @@ struct ClusterOptions: ParsableArguments {
     @Flag(help: "Add clients that claim a node with no certificate or another node's (invariant impostors-refused).")
     var impostors = false
 
+    @Flag(help: "Add a client that creates, scales, updates, rolls back and removes services (invariants one-task-per-slot-version, service-replicas-kept).")
+    var services = false
+
     @Option(name: .customLong("ignore"), parsing: .upToNextOption,
             help: "Invariants not checked (to explore past a known violation).")
     var ignore: [String] = []
@@ -65,6 +68,7 @@ struct ClusterOptions: ParsableArguments {
         profile.eventStreamLosses = !off.contains("event-losses")
         profile.halfOpens = !off.contains("half-opens")
         profile.impostors = impostors
+        profile.services = services
         if let seconds = maxWorkerDowntime { profile.maximumWorkerDowntime = .milliseconds(Int(seconds * 1000)) }
         return profile
     }

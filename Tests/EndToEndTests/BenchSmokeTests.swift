@@ -37,4 +37,9 @@ struct BenchSmokeTests {
     @Test func rest() async throws { _ = try await smoke("rest", header: "tasks") }
 
     @Test func recovery() async throws { _ = try await smoke("recovery", header: "tasks") }
+
+    @Test func rolling() async throws {
+        let out = try await smoke("rolling", header: "replicas")
+        #expect(out.contains("ours/Swarm"))
+    }
 }

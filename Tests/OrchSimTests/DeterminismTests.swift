@@ -4,18 +4,20 @@ import Testing
 
 @Suite("Simulator replays exactly")
 struct DeterminismTests {
-    func trace(_ seed: UInt64, steps: Int = 600, workers: Int = 3) -> SimulationResult {
+    func trace(_ seed: UInt64, steps: Int = 600, workers: Int = 3, services: Bool = false) -> SimulationResult {
         let simulation = Simulation(seed: seed, workers: workers, steps: steps)
+        simulation.faults.services = services
         simulation.recordsFullTrace = true
         return simulation.run()
     }
 
-    @Test("two runs of a seed give the same trace, step for step", arguments: [UInt64(1), 42, 977, 31_337])
-    func sameSeedSameTrace(seed: UInt64) {
-        let first = trace(seed)
+    @Test("two runs of a seed give the same trace, step for step", arguments: [(UInt64(1), false), (42, false), (977, false), (31_337, false), (1, true), (42, true)])
+    func sameSeedSameTrace(seed: UInt64, services: Bool) {
+        let first = trace(seed, services: services)
         // Something else in between: other dictionaries, other hash seeds per instance.
-        _ = trace(seed &+ 1)
-        let second = trace(seed)
+        _ = trace(seed &+ 1, services: services)
+        let second = trace(seed, services: services)
+        if services { #expect(first.counters.serviceAnswers > 0, "the service client was answered") }
         #expect(first.trace.count == first.steps)
         #expect(first.steps > 600)
         #expect(first.trace == second.trace)
@@ -36,6 +38,19 @@ struct DeterminismTests {
         #expect(plain.violations == recorded.violations)
         #expect(plain.counters == recorded.counters)
         #expect(plain.trace == Array(recorded.trace.suffix(plain.trace.count)))
+    }
+
+    @Test("the service client draws from a stream of its own: a run without it is the run it was")
+    func servicesOffLeavesTheRunAlone() {
+        // The same seed with services on and off: the first steps (before the service client's
+        // first request) are the same, and the run with them off has no service at all.
+        let plain = trace(42, steps: 300)
+        let withServices = trace(42, steps: 300, services: true)
+        #expect(plain.counters.serviceCreates == 0)
+        #expect(!plain.trace.contains { $0.contains("Service") })
+        let first = withServices.trace.firstIndex { $0.contains("createService") || $0.contains("service client") } ?? 0
+        #expect(first > 0)
+        #expect(Array(plain.trace.prefix(first)) == Array(withServices.trace.prefix(first)))
     }
 
     @Test("different seeds give different runs")

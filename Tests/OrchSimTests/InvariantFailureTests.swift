@@ -92,6 +92,71 @@ struct InvariantFailureTests {
         #expect(!violations.isEmpty && violations.allSatisfy { $0.invariant == .impostorsRefused }, "\(violations.prefix(3).map(\.description))")
     }
 
+    // MARK: - one-task-per-slot-version
+
+    @Test("one-task-per-slot-version: a store that keeps every new replica twice")
+    func storeKeepsReplicasTwice() {
+        let simulation = Simulation(seed: 3, workers: 3, steps: 300)
+        simulation.faults = .none
+        simulation.faults.services = true
+        simulation.sabotage.duplicateReplicas = true
+        let violation = simulation.run().violations.first
+        #expect(violation?.invariant == .oneTaskPerSlotVersion)
+        #expect(violation?.message.contains("the store holds two live tasks") == true)
+    }
+
+    @Test("one-task-per-slot-version: a manager with a second live task in a slot")
+    func secondTaskInASlot() throws {
+        let simulation = quietCluster(seed: 3, services: true)
+        try #require(simulation.violations.isEmpty)
+        let machine = try #require(simulation.manager?.machine)
+        let name = try #require(machine.serviceNames.first)
+        let replica = try #require(machine.liveReplicas(of: name).first)
+        // The copy the store sabotage above leaves, put in the machine directly.
+        var copy = try #require(machine.task(replica.task))
+        copy.id = TaskID(rawValue: replica.task.rawValue + "-copy")
+        copy.spec.id = copy.id
+        simulation.manager?.machine.tasks[copy.id] = copy
+        simulation.manager?.machine.serviceTasks[name]?.insert(copy.id)
+        simulation.checkAfterStep()
+        #expect(simulation.violations.first?.invariant == .oneTaskPerSlotVersion)
+        #expect(simulation.violations.first?.message.contains("service \(name) has two live tasks of version \(replica.version) in slot \(replica.slot)") == true)
+    }
+
+    // MARK: - service-replicas-kept
+
+    @Test("service-replicas-kept: an engine that cannot start a service's containers")
+    func replicasNeverStart() throws {
+        let simulation = Simulation(seed: 2, workers: 3, steps: 300)
+        simulation.faults = .none
+        simulation.faults.services = true
+        simulation.sabotage.replicaStartsFail = true
+        simulation.maximumQuiet = .seconds(40)
+        let violation = try #require(simulation.run().violations.first)
+        #expect(violation.invariant == .serviceReplicasKept, "\(violation)")
+    }
+
+    @Test("service-replicas-kept: a scale the manager does not act on")
+    func scaleNotActedOn() throws {
+        // A fault-free cluster with services whose end state holds, after its quiet phase.
+        var settled: (Simulation, String)?
+        for seed in UInt64(1)...20 where settled == nil {
+            let simulation = quietCluster(seed: seed, services: true)
+            simulation.beginQuiet()
+            simulation.advance(until: simulation.now + .seconds(60))
+            guard simulation.violations.isEmpty, simulation.finalViolations().isEmpty,
+                  let name = simulation.manager?.machine.serviceNames.first(where: { (simulation.manager?.machine.service($0)?.replicas ?? 0) > 0 }) else { continue }
+            settled = (simulation, name)
+        }
+        let (simulation, name) = try #require(settled)
+        let replicas = try #require(simulation.manager?.machine.service(name)?.replicas)
+        // One more replica in the record, and no pass of the reconciler for it.
+        simulation.manager?.machine.services[name]?.replicas = replicas + 1
+        let problems = simulation.finalViolations()
+        #expect(problems.first?.0 == .serviceReplicasKept)
+        #expect(problems.first?.1.contains("has no live task in slot \(replicas + 1)") == true, "\(problems.map(\.1))")
+    }
+
     // MARK: - no-duplicate-with-stopAfter
 
     @Test("no-duplicate-with-stopAfter: a second running container of a task with stopAfter")
@@ -274,6 +339,18 @@ struct InvariantFailureTests {
         let violation = simulation.runUntilViolation(or: simulation.now + .seconds(60))
         #expect(violation?.invariant == .converged)
         #expect(violation?.message.contains("does not have") == true)
+    }
+
+    @Test("a fault-free cluster with services has no violations and settles")
+    func faultFreeWithServices() {
+        let results = runSeeds(100..<120, steps: 500) { simulation in
+            simulation.faults = .none
+            simulation.faults.services = true
+        }
+        for result in results {
+            #expect(result.violations.isEmpty, "seed \(result.seed): \(result.violations.first.map(\.description) ?? "")")
+        }
+        #expect(results.reduce(0) { $0 + $1.counters.serviceAnswers } > 20 * 3)
     }
 
     @Test("a fault-free cluster has no violations and settles")

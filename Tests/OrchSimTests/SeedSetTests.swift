@@ -64,6 +64,36 @@ struct SeedSetTests {
         #expect(results.reduce(0) { $0 + $1.counters.impostors } > 500 * 5, "impostors came")
     }
 
+    /// Services on top of every fault: a client creates one to three services, scales them,
+    /// rolls new templates out (some whose tasks fail), changes their update policies, rolls
+    /// back, removes them and creates them again. No slot ever has two live tasks of one
+    /// version, and at the end every deploy has ended and every service runs its replicas.
+    @Test("300 seeds with services, no violation", .timeLimit(.minutes(15)))
+    func seedsWithServices() {
+        let count = 300
+        let results = runSeeds(0..<UInt64(count), steps: Self.steps) { $0.faults.services = true }
+        let violations = results.compactMap(\.violations.first)
+        #expect(violations.isEmpty, "\(violations.count) of \(count) seeds: \(violations.prefix(5).map(\.description))")
+        // Not vacuous: the services were created and changed, and the manager answered.
+        let total = results.reduce(into: Counters()) { sum, result in
+            let c = result.counters
+            sum.serviceCreates += c.serviceCreates
+            sum.serviceScales += c.serviceScales
+            sum.serviceTemplates += c.serviceTemplates
+            sum.serviceFailingTemplates += c.serviceFailingTemplates
+            sum.serviceRollbacks += c.serviceRollbacks
+            sum.serviceRemovals += c.serviceRemovals
+            sum.serviceAnswers += c.serviceAnswers
+        }
+        #expect(total.serviceCreates > count)
+        #expect(total.serviceScales > count)
+        #expect(total.serviceTemplates > count)
+        #expect(total.serviceFailingTemplates > count / 4)
+        #expect(total.serviceRollbacks > count / 4)
+        #expect(total.serviceRemovals > count / 10)
+        #expect(total.serviceAnswers > 3 * count)
+    }
+
     /// Seeds found failing in wider runs than the set above, each kept with what it found.
     /// The simulator was wrong in both, not the machines: a dial whose far host vanished
     /// before the handshake was never answered nor timed out (7365), and a worker down again

@@ -23,10 +23,12 @@ func runSeeds(_ seeds: Range<UInt64>, workers: Int = 3, steps: Int, configure: @
     return (0..<count).map { done[$0]! }
 }
 
-/// A cluster with clients but no faults, started and run to `moment`.
-func quietCluster(seed: UInt64, until moment: Moment = .zero + .seconds(20), steps: Int = 100_000) -> Simulation {
+/// A cluster with clients (and the service client, with `services`) but no faults, started
+/// and run to `moment`.
+func quietCluster(seed: UInt64, until moment: Moment = .zero + .seconds(20), steps: Int = 100_000, services: Bool = false) -> Simulation {
     let simulation = Simulation(seed: seed, workers: 3, steps: steps)
     simulation.faults = .none
+    simulation.faults.services = services
     simulation.begin()
     simulation.advance(until: moment)
     return simulation

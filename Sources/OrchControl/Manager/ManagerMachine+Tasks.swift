@@ -241,8 +241,11 @@ extension ManagerMachine {
             return
         }
         if record.replica != nil {
-            // A replica is replaced by its service, in its slot, whatever its policy says.
+            // A replica is replaced by its service, in its slot, whatever its policy says
+            // (an attempt whose end waited for its worker's word changes nothing else: its
+            // service is told here).
             if record.state == .lost { change(id, .abandoned(reason: "node lost; its service replaces it")) }
+            replicaChanged(id)
             return
         }
         switch RestartDecision.decide(for: record, now: date) {
