@@ -769,6 +769,41 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     else:
         c.note("GET /services/{name} 200 (its replicas run on nodes)", "not exercised: no node is up")
 
+    # -- the catalog: a service's endpoints, and a blocking query on them
+
+    endpoints = "/services/{name}/endpoints"
+
+    def endpoints_check(count: int) -> Callable[[Any], Optional[str]]:
+        def check(r) -> Optional[str]:
+            catalog = r.json()
+            if r.headers.get("X-Orch-Index") != str(catalog["index"]):
+                return f"X-Orch-Index {r.headers.get('X-Orch-Index')!r} is not the body's index {catalog['index']}"
+            ready = [e for e in catalog["endpoints"] if e["ready"]]
+            if catalog["service"] != svc or len(ready) != count:
+                return f"expected {count} ready endpoints of {svc}: {catalog}"
+            if any(not e["address"] or e["draining"] or e["health"] not in ("none", "healthy") for e in ready):
+                return f"a ready endpoint without address, draining or not healthy: {ready}"
+            return None
+        return check
+
+    response, _ = c.call("GET", endpoints, f"/services/{svc}/endpoints", 200,
+                         note="its replicas' endpoints" if up_nodes else "no node up: none ready",
+                         check=endpoints_check(2 if up_nodes else 0))
+    index = body_of(response, dict).get("index", 0)
+    started = time.monotonic()
+    c.call("GET", endpoints, f"/services/{svc}/endpoints?index={index}&wait=1s", 200,
+           note="a blocking query with the current index: answered after the wait, same index",
+           check=lambda r: None if r.json()["index"] == index and time.monotonic() - started >= 0.9
+           else f"index {r.json()['index']} (asked {index}) after {time.monotonic() - started:.2f} s")
+    c.call("GET", endpoints, f"/services/{svc}/endpoints?index={index + 1000000}&wait=30s", 200,
+           note="another index: answered at once", check=lambda r: None if r.json()["index"] == index else f"index {r.json()['index']}")
+    c.call("GET", endpoints, f"/services/{svc}/endpoints?index=-1", 400, code="invalid_query", note="a negative index",
+           request_valid=False)
+    c.call("GET", endpoints, f"/services/{svc}/endpoints?index=1&wait=1h", 400, code="invalid_query", note="a wait over 5m")
+    c.call("GET", endpoints, f"/services/{svc}/endpoints?index=1&wait=soon", 400, code="invalid_query", note="a wait that is no duration",
+           request_valid=False)
+    c.call("GET", endpoints, f"/services/{missing_id}/endpoints", 404, code="service_not_found")
+
     # -- changing a service
 
     def scaled(r) -> Optional[str]:

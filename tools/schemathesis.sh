@@ -136,7 +136,7 @@ templates = [("GET", r"/healthz"), ("GET", r"/metrics"), ("GET", r"/tasks"), ("P
              ("GET", r"/nodes"), ("DELETE", r"/nodes/{nodeID}"), ("GET", r"/tokens"), ("POST", r"/tokens"),
              ("POST", r"/join-token/rotate"), ("GET", r"/services"), ("POST", r"/services"),
              ("GET", r"/services/{name}"), ("PUT", r"/services/{name}"), ("DELETE", r"/services/{name}"),
-             ("POST", r"/services/{name}/rollback")]
+             ("POST", r"/services/{name}/rollback"), ("GET", r"/services/{name}/endpoints")]
 patterns = [(m, t, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", t) + "$")) for m, t in templates]
 counts = collections.defaultdict(collections.Counter)
 total = 0

@@ -33,6 +33,10 @@ public actor Cluster {
     /// The earliest moment the machine asked to be woken at.
     private var wakeAt: Moment?
 
+    /// Blocking queries on a service's endpoints, woken when they change or their wait ends.
+    private var catalogWatchers: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
+    private var nextWatcher: UInt64 = 1
+
     init(configuration: ManagerConfiguration, snapshot: StoreSnapshot, metrics: ManagerMetrics, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
@@ -172,6 +176,8 @@ public actor Cluster {
                 logStreams.finishAll(from: node, reason: reason)
             case .note(let note):
                 record(note)
+            case .catalogChanged(let name, _):
+                for (_, watcher) in catalogWatchers.removeValue(forKey: name) ?? [:] { watcher.resume() }
             }
         }
     }
@@ -248,6 +254,8 @@ public actor Cluster {
     func abandonRequests(reason: String) {
         for (_, waiter) in waiters { waiter.resume(returning: .refused(.unavailable(reason))) }
         waiters = [:]
+        for watcher in catalogWatchers.values.flatMap(\.values) { watcher.resume() }
+        catalogWatchers = [:]
     }
 
     // MARK: - Views
@@ -265,6 +273,26 @@ public actor Cluster {
     func service(_ name: String) -> ServiceRecord? { machine.service(name) }
     func serviceDTO(_ record: ServiceRecord, withTasks: Bool = true) -> ServiceDTO { machine.serviceDTO(record, withTasks: withTasks) }
     func listServices() -> [ServiceDTO] { machine.listServices() }
+
+    /// The endpoints of `service`; given the `index` a caller has, as soon as they differ
+    /// from it, or after `wait` with what there is then (a blocking query).
+    func endpoints(of service: String, index: UInt64?, wait: Duration) async throws(ClusterError) -> ServiceCatalog {
+        let current = try machine.endpoints(of: service)
+        guard let index, current.index == index, wait > .zero else { return current }
+        let id = nextWatcher
+        nextWatcher += 1
+        let expiry = Task { [weak self] in
+            try? await Task.sleep(for: wait)
+            await self?.expireWatcher(id, of: service)
+        }
+        await withCheckedContinuation { catalogWatchers[service, default: [:]][id] = $0 }
+        expiry.cancel()
+        return try machine.endpoints(of: service)
+    }
+
+    private func expireWatcher(_ id: UInt64, of service: String) {
+        catalogWatchers[service]?.removeValue(forKey: id)?.resume()
+    }
 
     func dto(_ record: TaskRecord, events: [TaskHistoryEntry]? = nil) -> TaskDTO {
         TaskDTO(record, nodeName: record.node.flatMap { machine.nodeName($0) }, events: events)

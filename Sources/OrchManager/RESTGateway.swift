@@ -90,6 +90,18 @@ struct RESTGateway: Sendable {
             guard let record = await cluster.service(name) else { throw Self.apiError(.serviceNotFound(name)) }
             return JSONBody(await cluster.serviceDTO(record), headers: await revisionHeader())
         }
+        routes.get("services/:name/endpoints") { request, context in
+            let name = try Self.serviceName(context)
+            let (index, wait) = try Self.blockingQuery(request)
+            do {
+                let catalog = try await cluster.endpoints(of: name, index: index, wait: wait)
+                var headers = HTTPFields()
+                headers[Self.indexField] = String(catalog.index)
+                return JSONBody(catalog, headers: headers)
+            } catch let error as ClusterError {
+                throw Self.apiError(error)
+            }
+        }
         routes.put("services/:name") { request, context in
             let name = try Self.serviceName(context)
             let change = try await request.serviceChange()
@@ -268,6 +280,32 @@ struct RESTGateway: Sendable {
         } catch {
             throw Self.apiError(error)
         }
+    }
+
+    /// `X-Orch-Index`: the index of the endpoints an answer lists, to ask with next.
+    static let indexField = HTTPField.Name("X-Orch-Index")!
+    static let defaultWait: Duration = .seconds(30)
+    static let maximumWait: Duration = .seconds(300)
+
+    /// `?index=N&wait=30s`: answer once something differs from index N, or after the wait
+    /// (default 30 s, at most 5 min). Without an index: at once.
+    static func blockingQuery(_ request: Request) throws -> (index: UInt64?, wait: Duration) {
+        let query = request.uri.queryParameters
+        var index: UInt64?
+        if let text = query.get("index") {
+            guard let value = UInt64(text) else {
+                throw APIError(.badRequest, code: "invalid_query", message: "index must be a whole number (the X-Orch-Index of the last answer), not \(String(text.prefix(40)))")
+            }
+            index = value
+        }
+        var wait = index == nil ? .zero : defaultWait
+        if let text = query.get("wait") {
+            guard let value = DurationText.parse(text), value >= .zero, value <= maximumWait else {
+                throw APIError(.badRequest, code: "invalid_query", message: "wait must be a duration from 0s to 5m, such as 30s, not \(String(text.prefix(40)))")
+            }
+            if index != nil { wait = value }
+        }
+        return (index, wait)
     }
 
     /// `X-Orch-Revision`: the revision of the manager's state the answer reflects.

@@ -237,7 +237,7 @@ public final class Simulation {
             if let error = manager?.machine.listNodes().first(where: { $0.id == node })?.engineError {
                 violate(.engineDownGetsNothing, "task \(task.short) placed on \(node), whose engine does not answer (\(error))")
             }
-        case .logData, .logEnd, .logsLost, .note: break
+        case .logData, .logEnd, .logsLost, .note, .catalogChanged: break
         }
     }
 

@@ -105,6 +105,8 @@ struct TraceRecord {
         case .wake(let moment): "wake \(moment)"
         case .logData, .logEnd, .logsLost: nil
         case .note(let note): describe(note)
+        case .catalogChanged(let name, let catalog?): "catalog \(name) #\(catalog.index): \(catalog.ready.count) ready of \(catalog.endpoints.count)"
+        case .catalogChanged(let name, nil): "catalog \(name) gone"
         }
     }
 

@@ -18,7 +18,8 @@ public struct WorkerConfiguration: Sendable {
     /// On exit, say "draining" (move my tasks) instead of "restarting" (keep them for a while).
     public var drain = false
     public var labels: [String: String] = [:]
-    /// Where published ports bind.
+    /// The worker's advertise address: where published ports bind, and where other workers
+    /// and users reach them.
     public var publishAddress = "127.0.0.1"
     public var joinToken: String?
     /// A connection on which the manager said nothing (it answers a heartbeat in three) for
@@ -28,6 +29,17 @@ public struct WorkerConfiguration: Sendable {
     public init(name: String, stateDirectory: String? = nil) {
         self.name = name
         self.stateDirectory = stateDirectory ?? Self.defaultStateDirectory(name: name)
+    }
+
+    /// The advertise address given (an IP address), else the host of `--http` unless that is
+    /// every address (then 127.0.0.1).
+    public static func advertiseAddress(_ given: String?, httpHost: String) throws -> String {
+        guard let given else { return ["0.0.0.0", "::", ""].contains(httpHost) ? "127.0.0.1" : httpHost }
+        let isIP = given.split(separator: ".").count == 4 && given.split(separator: ".").allSatisfy { UInt8($0) != nil } || given.contains(":")
+        guard isIP, !["0.0.0.0", "::"].contains(given) else {
+            throw WorkerError.badAdvertiseAddress("--advertise-address must be one IP address of this host, such as 127.0.0.1 or 10.0.0.5, not \(String(reflecting: given))")
+        }
+        return given
     }
 
     /// The token the worker's HTTP API asks for.
@@ -77,10 +89,11 @@ public enum WorkerError: Error, Sendable, Hashable, CustomStringConvertible {
     case submitRefused(String)
     /// Its HTTP API would be reachable off this host without TLS.
     case exposed(String)
+    case badAdvertiseAddress(String)
 
     public var description: String {
         switch self {
-        case .badStateDirectory(let text), .exposed(let text): text
+        case .badStateDirectory(let text), .exposed(let text), .badAdvertiseAddress(let text): text
         case .notConnected: "no connection to the manager; try again when the worker is connected"
         case .submitTimedOut: "the manager did not answer the submission in time"
         case .submitRefused(let reason): "the manager refused the task: \(reason)"

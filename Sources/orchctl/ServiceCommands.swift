@@ -15,13 +15,14 @@ struct ServiceCommand: AsyncParsableCommand {
               orchctl service create -f data/service-web.json
               orchctl service ls
               orchctl service ps web
+              orchctl service endpoints web
               orchctl service scale web=5
               orchctl service update web --image orch-busybox:latest
               orchctl service rollback web
               orchctl service rm web
             """,
         subcommands: [
-            ServiceCreateCommand.self, ServiceListCommand.self, ServicePSCommand.self, ServiceScaleCommand.self,
+            ServiceCreateCommand.self, ServiceListCommand.self, ServicePSCommand.self, ServiceEndpointsCommand.self, ServiceScaleCommand.self,
             ServiceUpdateCommand.self, ServiceRollbackCommand.self, ServiceRemoveCommand.self,
         ])
 }
@@ -127,6 +128,57 @@ struct ServicePSCommand: AsyncParsableCommand {
                             task.nodeName ?? "-", task.health.rawValue, age(since: task.createdAt)]
                 })
         }
+    }
+}
+
+struct ServiceEndpointsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "endpoints",
+        abstract: "Shows where a service's tasks are reached, and which are ready for traffic.",
+        discussion: """
+            An endpoint is a task whose container runs with its ports published: ready when it
+            is healthy (or has no health check) and is to keep running on a node that is up;
+            draining while it is told to stop or its node is away. With --watch, the table is
+            printed again each time the endpoints change (a blocking query), until interrupted.
+
+            Examples:
+              orchctl service endpoints web
+              orchctl service endpoints web --watch
+            """)
+
+    @Argument(help: "The service's name.")
+    var name: String
+
+    @Flag(help: "Print the endpoints again each time they change.")
+    var watch = false
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = try options.client
+            let path = "/services/\(try serviceName(name))/endpoints"
+            var index: UInt64?
+            repeat {
+                let answer = try await client.request(.GET, path + (index.map { "?index=\($0)&wait=60s" } ?? ""), timeout: .seconds(75))
+                let catalog = try client.decode(ServiceCatalog.self, from: answer)
+                if catalog.index == index { continue }
+                if options.json { printJSON(answer) } else { Self.print(catalog, numbered: watch) }
+                index = catalog.index
+            } while watch
+        }
+    }
+
+    static func print(_ catalog: ServiceCatalog, numbered: Bool) {
+        if numbered { Swift.print("index \(catalog.index): \(catalog.ready.count) of \(catalog.endpoints.count) ready") }
+        printTable(
+            ["SLOT", "TASK", "VERSION", "NODE", "ADDRESS", "STATE", "HEALTH"],
+            catalog.endpoints.map { endpoint in
+                let ports = endpoint.ports.map { "\(endpoint.address):\($0.hostPort)->\($0.containerPort)" }.joined(separator: ", ")
+                return ["\(catalog.service).\(endpoint.slot)", String(endpoint.task.rawValue.prefix(12)), String(endpoint.version),
+                        endpoint.nodeName ?? endpoint.node.rawValue, ports.isEmpty ? endpoint.address : ports,
+                        endpoint.ready ? "ready" : endpoint.draining ? "draining" : "not ready", endpoint.health.rawValue]
+            })
     }
 }
 

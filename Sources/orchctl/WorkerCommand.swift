@@ -37,6 +37,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where the worker's HTTP API listens (port 0: any free port).", valueName: "host:port"))
     var http: String = "127.0.0.1:5557"
 
+    @Option(help: ArgumentHelp(
+        "Where other workers and users reach this worker: its services' containers publish their ports here (default: the host of --http; 127.0.0.1 when that is 0.0.0.0).",
+        valueName: "ip"))
+    var advertiseAddress: String?
+
     @Option(help: "The worker's name (default: the host name).")
     var name: String = WorkerConfiguration.defaultName
 
@@ -103,6 +108,12 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.managerPort = managerAddress.port
         configuration.httpHost = httpAddress.host
         configuration.httpPort = httpAddress.port
+        do {
+            configuration.publishAddress = try WorkerConfiguration.advertiseAddress(advertiseAddress, httpHost: httpAddress.host)
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
         configuration.cpus = cpus
         configuration.memoryBytes = memory.flatMap(ByteCount.parse)
         configuration.drain = drain

@@ -124,6 +124,59 @@ struct ServiceProcessTests {
         }
     }
 
+    /// GET /services/web/endpoints, decoded; its index from X-Orch-Index.
+    static func endpoints(_ cluster: ClusterProcesses, query: String = "") async throws -> (index: UInt64, endpoints: [[String: Any]]) {
+        let answer = try await http(.GET, "\(cluster.api)/services/web/endpoints\(query)", headers: [:])
+        guard answer.status == 200, let body = try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any],
+              let endpoints = body["endpoints"] as? [[String: Any]], let index = answer.headers.first(name: "X-Orch-Index").flatMap(UInt64.init),
+              (body["index"] as? NSNumber)?.uint64Value == index else {
+            throw TestTimeout(what: "the endpoints with their index, got \(answer.status): \(answer.body.prefix(200))")
+        }
+        return (index, endpoints)
+    }
+
+    /// The catalog lists each replica where it is reached (its published port answers), and a
+    /// blocking query on it is answered as soon as a replica's container is killed, without it.
+    @Test func theCatalogListsWhereReplicasAnswerAndAWatcherLearnsOfAKilledOneAtOnce() async throws {
+        try await ClusterProcesses.with { cluster in
+            try await cluster.startWorker("cat-a")
+            try await cluster.startWorker("cat-b")
+            let created = try await LaunchedProcess.run(
+                orchctl: ["deploy", "-f", try Self.serviceFile()], environment: ["ORCH_API": cluster.api], within: .seconds(90))
+            #expect(created.status == 0, "\(created.stderr)")
+            let (index, endpoints) = try await Self.endpoints(cluster)
+            let ready = endpoints.filter { $0["ready"] as? Bool == true }
+            #expect(ready.count == 3 && Set(ready.compactMap { $0["slot"] as? Int }) == [1, 2, 3], "\(endpoints)")
+            for endpoint in ready {
+                let address = try #require(endpoint["address"] as? String)
+                let port = try #require((endpoint["ports"] as? [[String: Any]])?.first?["hostPort"] as? Int)
+                #expect(address == "127.0.0.1")
+                _ = try await httpWhenUp("http://\(address):\(port)/")
+            }
+            let listed = try await LaunchedProcess.run(orchctl: ["service", "endpoints", "web"], environment: ["ORCH_API": cluster.api])
+            #expect(listed.status == 0 && listed.stdout.components(separatedBy: " ready").count == 4, "\(listed.stdout)\(listed.stderr)")
+
+            // A watcher waits with the index; the kill of slot 2's container answers it.
+            let victim = try #require(ready.first { $0["slot"] as? Int == 2 }?["task"] as? String)
+            let clock = ContinuousClock()
+            async let watched = Self.endpoints(cluster, query: "?index=\(index)&wait=20s")
+            try await Task.sleep(for: .milliseconds(300))
+            let killedAt = clock.now
+            _ = try runDocker(["kill", try #require(try dockerPS(label: "orch.task=\(victim)", runningOnly: true).first)])
+            let (newIndex, after) = try await watched
+            let took = clock.now - killedAt
+            #expect(newIndex != index)
+            #expect(!after.contains { $0["task"] as? String == victim && $0["ready"] as? Bool == true }, "\(after)")
+            #expect(took < .seconds(2), "the killed replica left the ready endpoints \(took) after the kill")
+            print("catalog: a killed replica left the ready endpoints \(took) after the kill")
+            // Its slot is filled again: three ready endpoints, a new task in slot 2.
+            try await waitUntil("slot 2 to be ready again", within: .seconds(30)) {
+                let ready = try await Self.endpoints(cluster).endpoints.filter { $0["ready"] as? Bool == true }
+                return ready.count == 3 && ready.contains { $0["slot"] as? Int == 2 && $0["task"] as? String != victim }
+            }
+        }
+    }
+
     @Test func aKilledWorkersReplicasRunOnTheOtherOne() async throws {
         try await ClusterProcesses.with { cluster in
             try await cluster.startWorker("kill-a")
@@ -171,7 +224,11 @@ struct ServiceProcessTests {
             let running = Self.running(try await Self.replicas(cluster))
             #expect(running.count == 3 && running.allSatisfy { $0["version"] as? Int == 2 }, "\(running.map { $0["version"] ?? "?" })")
             let nodes = [try cluster.nodeID(of: "mgr-a"), try cluster.nodeID(of: "mgr-b")]
-            #expect(try nodes.flatMap { try dockerPS(label: "orch.node=\($0)", runningOnly: true) }.count == 3, "no container left over from version 1")
+            // The last replica of version 1 was told to stop as the deploy ended: its container
+            // goes within its grace period, and none is left over.
+            try await waitUntil("no container left over from version 1", within: .seconds(15)) {
+                try nodes.flatMap { try dockerPS(label: "orch.node=\($0)", runningOnly: true) }.count == 3
+            }
         }
     }
 

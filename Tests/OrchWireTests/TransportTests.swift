@@ -176,6 +176,7 @@ struct TransportTests {
             #expect(stalledAt > 0, "the server's writes stall while the peer does not read")
             #expect(stalledAt < inFlight, "at most the socket buffers and the write watermark are in flight, not \(stalledAt) bytes")
             let growth = residentBytes() - residentBefore
+            print("backpressure: writes stalled at \(stalledAt) of \(total) bytes (limit \(inFlight)), resident memory grew by \(growth) bytes")
             #expect(growth < 100 << 20, "resident memory grew by \(growth) bytes while 240 MiB waited to be written")
             // Reading again: everything arrives.
             var bytes = 0
@@ -186,6 +187,11 @@ struct TransportTests {
             return bytes
         }
         #expect(received > total, "all \(total) bytes of log data arrive, framed")
+        // The server counts a chunk once its write returns, which may be a moment after the
+        // reader has it: waited for, with a deadline.
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while accepted.withLock({ $0 }) < total, clock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(accepted.withLock { $0 } == total)
     }
 }

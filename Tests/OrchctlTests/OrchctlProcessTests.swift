@@ -76,6 +76,17 @@ struct OrchctlValidateTests {
         #expect(!FileManager.default.fileExists(atPath: data + "/w/api.token"), "nothing was started or written")
     }
 
+    @Test func anAdvertiseAddressThatIsNoIPAddressIsRefusedInOneLine() throws {
+        for bad in ["web.example", "0.0.0.0", "300.1.1.1", ""] {
+            let data = temporaryDirectory("advertise")
+            let result = try orchctl(["worker", "--manager", "127.0.0.1:1", "--http", "127.0.0.1:0", "--state-dir", data + "/w", "--advertise-address", bad])
+            #expect(result.status != 0, "\(bad) refused")
+            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("orchctl:") }
+            #expect(lines.count == 1 && lines[0].contains("--advertise-address must be one IP address"), "\(bad): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: data + "/w/api.token"), "nothing was started or written")
+        }
+    }
+
     @Test func aCertificateWithoutItsKeyIsRefusedInOneLine() throws {
         let data = temporaryDirectory("half-tls")
         let result = try orchctl(["manager", "--http", "127.0.0.1:0", "--wire", "127.0.0.1:0", "--data", data, "--http-cert", data + "/x.pem"])

@@ -135,6 +135,7 @@ extension ManagerMachine {
     mutating func refreshSchedulingNode(_ id: NodeID) {
         guard let entry = nodes[id], let index = schedulingIndex[id] else { return }
         let up = entry.state == .up && entry.connection != nil
+        if up != schedulingNodes[index].isUp { nodeReachabilityChanged(id) }
         if (up && !schedulingNodes[index].isUp) || (entry.engineError == nil && schedulingNodes[index].engineError != nil) {
             capacityChanged = true
         }

@@ -155,7 +155,10 @@ extension ManagerMachine {
 
     /// A task of a service changed: the service is looked at again at the end of the input.
     mutating func replicaChanged(_ id: TaskID) {
-        if let service = tasks[id]?.replica?.service { dirtyServices.insert(service) }
+        if let service = tasks[id]?.replica?.service {
+            dirtyServices.insert(service)
+            catalogDirty.insert(service)
+        }
     }
 
     /// Services whose own deadline has come.
@@ -259,6 +262,7 @@ extension ManagerMachine {
         for id in ids.sorted() { forget(id) }
         services[name] = nil
         serviceTasks[name] = nil
+        catalogDirty.insert(name)
         serviceWakes[name] = nil
         journal.append(.deleteService(name))
     }

@@ -56,6 +56,13 @@ public struct ManagerMachine: Sendable {
     /// Tasks forgotten in this input, to drop from `order` at its end.
     var forgotten: Set<TaskID> = []
 
+    // The catalog (`+Catalog`).
+    var catalog: [String: ServiceCatalog] = [:]
+    /// Services whose endpoints may have changed in this input.
+    var catalogDirty: Set<String> = []
+    /// The index of the newest change of any service's endpoints.
+    var catalogIndex: UInt64 = 0
+
     // Commits.
     var journal: [StoreChange] = []
     /// The sequence number of the last batch handed out, and of the last one committed.
@@ -115,10 +122,14 @@ public struct ManagerMachine: Sendable {
             services[record.name] = record
             serviceTasks[record.name] = []
             dirtyServices.insert(record.name)
+            catalogDirty.insert(record.name)
         }
         for record in snapshot.tasks {
             if let service = record.replica?.service { serviceTasks[service, default: []].insert(record.id) }
         }
+        catalogIndex = snapshot.revision
+        refreshCatalog()
+        effects = []
     }
 
     /// Handles one input at `now`; returns what to do, in order.
@@ -145,6 +156,7 @@ public struct ManagerMachine: Sendable {
         reconcileServices()
         placePending()
         flushJournal()
+        refreshCatalog()
         return effects
     }
 
@@ -250,6 +262,8 @@ extension ManagerMachine {
         case logsLost(NodeID, reason: String)
         /// Something worth a log line or a metric.
         case note(Note)
+        /// A service's endpoints changed (nil: the service is gone).
+        case catalogChanged(String, ServiceCatalog?)
     }
 
     /// The answer to a request, given once what it reports is durable.

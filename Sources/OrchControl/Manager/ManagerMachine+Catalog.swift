@@ -1,0 +1,59 @@
+import OrchCore
+
+/// The catalog: for every service, where its tasks can be reached and which of them are
+/// ready (``ServiceEndpoint``). It is derived, never stored: a service is marked whenever one
+/// of its tasks changes or a node holding one comes or goes, and its endpoints are worked
+/// out again at the end of the input; when they differ, its index moves on and the shell is
+/// told (`catalogChanged`), so that blocking queries are answered and workers' load
+/// balancers follow.
+extension ManagerMachine {
+    /// Works the marked services' endpoints out again.
+    mutating func refreshCatalog() {
+        guard !catalogDirty.isEmpty else { return }
+        let names = catalogDirty.sorted()
+        catalogDirty = []
+        for name in names {
+            guard services[name] != nil else {
+                if catalog.removeValue(forKey: name) != nil { emit(.catalogChanged(name, nil)) }
+                continue
+            }
+            let endpoints = (serviceTasks[name] ?? []).compactMap { id -> ServiceEndpoint? in
+                guard let record = tasks[id], let node = record.node, let entry = nodes[node] else { return nil }
+                return ServiceEndpoint.of(
+                    record, nodeName: entry.record.name, nodeAddress: entry.record.addresses.first.map(Self.host(of:)),
+                    nodeUp: entry.state == .up && entry.connection != nil)
+            }.sorted { ($0.slot, $0.version, $0.task) < ($1.slot, $1.version, $1.task) }
+            if let current = catalog[name], current.endpoints == endpoints { continue }
+            // Past every revision handed out and every index before: a watcher's index from
+            // an earlier run of the manager does not match by chance.
+            catalogIndex = max(issued, catalogIndex + 1)
+            let entry = ServiceCatalog(service: name, index: catalogIndex, endpoints: endpoints)
+            catalog[name] = entry
+            emit(.catalogChanged(name, entry))
+        }
+    }
+
+    /// Marks the services of the tasks on `node` (it came up or went away).
+    mutating func nodeReachabilityChanged(_ node: NodeID) {
+        guard let entry = nodes[node] else { return }
+        for id in entry.tasks { if let service = tasks[id]?.replica?.service { catalogDirty.insert(service) } }
+    }
+
+    /// `HOST` of `HOST:PORT` (`[V6]:PORT` too).
+    static func host(of address: String) -> String {
+        if address.hasPrefix("["), let end = address.firstIndex(of: "]") {
+            return String(address[address.index(after: address.startIndex)..<end])
+        }
+        guard let colon = address.lastIndex(of: ":") else { return address }
+        return String(address[..<colon])
+    }
+
+    /// The endpoints of `service`, as of the last input.
+    public func endpoints(of service: String) throws(ClusterError) -> ServiceCatalog {
+        guard services[service] != nil else { throw .serviceNotFound(service) }
+        return catalog[service] ?? ServiceCatalog(service: service, index: catalogIndex, endpoints: [])
+    }
+
+    /// Every service's endpoints (a worker's load balancer starts from these).
+    public var fullCatalog: [ServiceCatalog] { catalog.keys.sorted().compactMap { catalog[$0] } }
+}

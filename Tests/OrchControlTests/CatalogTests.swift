@@ -1,0 +1,116 @@
+import Foundation
+import OrchControl
+import OrchCore
+import Testing
+
+/// The catalog: which tasks of a service are endpoints, which are ready, and when its index
+/// moves (the machine's view, then single endpoints from records).
+@Suite struct CatalogTests {
+    typealias Cluster = ServiceMachineTests.Cluster
+
+    static func changes(_ effects: [ManagerMachine.Effect]) -> [(String, ServiceCatalog?)] {
+        effects.compactMap { if case .catalogChanged(let name, let catalog) = $0 { (name, catalog) } else { nil } }
+    }
+
+    @Test func runningReplicasAreReadyEndpointsAndAnEndedOneLeavesAtANewIndex() throws {
+        var c = Cluster()
+        _ = c.ask { .createService($0, Cluster.web()) }
+        let created = try c.h.machine.endpoints(of: "web")
+        #expect(created.endpoints.isEmpty, "no endpoint before a replica runs")
+        c.run(for: .seconds(3))
+        let catalog = try c.h.machine.endpoints(of: "web")
+        #expect(catalog.endpoints.count == 3 && catalog.ready.count == 3)
+        #expect(catalog.endpoints.map(\.slot) == [1, 2, 3])
+        #expect(catalog.endpoints.allSatisfy { $0.address == "127.0.0.1" && $0.nodeName != nil })
+        #expect(catalog.index > created.index)
+
+        // Nothing about the endpoints changes: no change is announced, the index stays.
+        let quiet = c.feed(.received(c.connections[0], .heartbeat(Heartbeat(sequence: 99, metrics: MachineMetrics()))))
+        #expect(Self.changes(quiet).isEmpty)
+
+        // Slot 2's container exits: it is gone from the endpoints, at a newer index.
+        let slot2 = try #require(c.running.first { $0.replica?.slot == 2 })
+        let connection = c.connections[slot2.node == NodeID(rawValue: "w1") ? 0 : 1]
+        let statusID = c.next()
+        let ended = c.feed(.received(connection, .taskStatus(TaskStatus(
+            statusID: statusID, task: slot2.id, attempt: UInt64(slot2.attempt), state: .failed,
+            container: slot2.containerID, exitCode: 1))))
+        let announced = try #require(Self.changes(ended).last?.1)
+        #expect(!announced.endpoints.contains { $0.task == slot2.id })
+        #expect(announced.index > catalog.index)
+        #expect(try c.h.machine.endpoints(of: "web") == announced)
+    }
+
+    @Test func aDisconnectedNodesEndpointsAreNotReady() throws {
+        var c = Cluster()
+        _ = c.ask { .createService($0, Cluster.web(replicas: 2)) }
+        c.run(for: .seconds(3))
+        #expect(try c.h.machine.endpoints(of: "web").ready.count == 2)
+        let changes = Self.changes(c.feed(.disconnected(c.connections[1])))
+        let catalog = try #require(changes.last?.1)
+        let onW2 = catalog.endpoints.filter { $0.node == NodeID(rawValue: "w2") }
+        #expect(onW2.count == 1 && onW2.allSatisfy { $0.draining && !$0.ready })
+        #expect(catalog.ready.map(\.node) == [NodeID(rawValue: "w1")])
+    }
+
+    @Test func aRemovedServiceLeavesTheCatalog() throws {
+        var c = Cluster()
+        _ = c.ask { .createService($0, Cluster.web(replicas: 1)) }
+        c.run(for: .seconds(3))
+        _ = c.ask { .removeService($0, "web") }
+        var effects = c.outbox
+        c.run(for: .seconds(3))
+        effects += c.outbox
+        #expect(c.service == nil)
+        #expect(throws: ClusterError.serviceNotFound("web")) { try c.h.machine.endpoints(of: "web") }
+        #expect(Self.changes(effects).contains { $0.0 == "web" && $0.1 == nil } || c.h.machine.fullCatalog.isEmpty)
+        #expect(c.h.machine.fullCatalog.isEmpty)
+    }
+
+    @Test func aRestartedManagerStartsItsIndexPastTheStoresRevision() throws {
+        var c = Cluster()
+        _ = c.ask { .createService($0, Cluster.web(replicas: 2)) }
+        c.run(for: .seconds(3))
+        let before = try c.h.machine.endpoints(of: "web")
+        let snapshot = c.h.snapshot
+        let restarted = ManagerMachine(configuration: .init(), snapshot: snapshot, now: .zero, wallOrigin: Date(), seed: 1)
+        let after = try restarted.endpoints(of: "web")
+        // Its nodes are not back yet: the endpoints are listed, none ready.
+        #expect(after.endpoints.map(\.task) == before.endpoints.map(\.task))
+        #expect(after.ready.isEmpty)
+        #expect(after.index >= snapshot.revision && after.index != before.index)
+    }
+
+    // MARK: - One endpoint
+
+    static func record(state: TaskState = .running, desired: DesiredState = .run, health: TaskHealth = .none, hostIP: String = "127.0.0.5") -> TaskRecord {
+        var record = TaskRecord(id: TaskID(rawValue: "t1"), spec: TaskSpec(image: "x"), now: Date())
+        record.replica = ServiceSlot(service: "web", version: 2, slot: 3)
+        record.node = NodeID(rawValue: "n1")
+        record.containerID = ContainerID(rawValue: "c1")
+        record.state = state
+        record.desiredState = desired
+        record.health = health
+        record.hostPorts = [PublishedPort(containerPort: 8080, protocol: .tcp, hostIP: hostIP, hostPort: 32001)]
+        return record
+    }
+
+    @Test func anEndpointIsReadyOnlyRunningHealthyToKeepRunningOnANodeThatIsUp() throws {
+        let ready = try #require(ServiceEndpoint.of(Self.record(), nodeName: "a", nodeAddress: "10.0.0.1", nodeUp: true))
+        #expect(ready.ready && !ready.draining && ready.address == "127.0.0.5" && ready.hostPort() == 32001 && ready.slot == 3 && ready.version == 2)
+        #expect(ServiceEndpoint.of(Self.record(health: .healthy), nodeName: nil, nodeAddress: nil, nodeUp: true)?.ready == true)
+        #expect(ServiceEndpoint.of(Self.record(health: .starting), nodeName: nil, nodeAddress: nil, nodeUp: true)?.ready == false)
+        #expect(ServiceEndpoint.of(Self.record(health: .unhealthy), nodeName: nil, nodeAddress: nil, nodeUp: true)?.ready == false)
+        let stopping = try #require(ServiceEndpoint.of(Self.record(desired: .stop), nodeName: nil, nodeAddress: nil, nodeUp: true))
+        #expect(stopping.draining && !stopping.ready)
+        #expect(ServiceEndpoint.of(Self.record(state: .stopping, desired: .stop), nodeName: nil, nodeAddress: nil, nodeUp: true)?.draining == true)
+        #expect(ServiceEndpoint.of(Self.record(), nodeName: nil, nodeAddress: nil, nodeUp: false)?.ready == false)
+        #expect(ServiceEndpoint.of(Self.record(state: .scheduled), nodeName: nil, nodeAddress: nil, nodeUp: true) == nil, "not published yet")
+        #expect(ServiceEndpoint.of(Self.record(state: .failed), nodeName: nil, nodeAddress: nil, nodeUp: true) == nil)
+        #expect(ServiceEndpoint.of(Self.record(hostIP: "0.0.0.0"), nodeName: nil, nodeAddress: "10.0.0.1", nodeUp: true)?.address == "10.0.0.1",
+                "a port published on every address is reached at the node's address")
+        var single = Self.record()
+        single.replica = nil
+        #expect(ServiceEndpoint.of(single, nodeName: nil, nodeAddress: nil, nodeUp: true) == nil, "a task of no service")
+    }
+}
