@@ -105,6 +105,7 @@ let package = Package(
                 "OrchStore",
                 "OrchHTTP",
                 "OrchSecurity",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

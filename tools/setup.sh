@@ -21,6 +21,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # The fault tests: CPU load (stress-ng), network namespaces and veth links (iproute2).
 command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The DNS tests query the manager with dig.
+command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]}"
   as_root apt-get update -qq

@@ -8,7 +8,7 @@ tools/setup.sh
 
 # The REST API is checked against Protocol/openapi.yaml with openapi-core, in a virtual
 # environment of its own (pinned versions; the system's packages are left alone).
-if [ ! -x .venv-test/bin/python ] || ! .venv-test/bin/python -c 'import openapi_core, requests, yaml, schemathesis' 2>/dev/null; then
+if [ ! -x .venv-test/bin/python ] || ! .venv-test/bin/python -c 'import openapi_core, requests, yaml, schemathesis, dns.message' 2>/dev/null; then
   echo "test.sh: installing the Python packages of tools/requirements-test.txt into .venv-test"
   python3 -m venv .venv-test
   .venv-test/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-test.txt

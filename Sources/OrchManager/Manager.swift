@@ -29,6 +29,7 @@ public final class Manager: Service, Sendable {
     /// The real addresses once listening (port 0 becomes the chosen port).
     public let httpAddress = Mutex<String?>(nil)
     public let wireAddress = Mutex<String?>(nil)
+    public let dnsAddress = Mutex<String?>(nil)
 
     public init(configuration: ManagerConfiguration, logger: Logger = Logger(label: "orch.manager")) async throws {
         self.configuration = configuration
@@ -91,6 +92,16 @@ public final class Manager: Service, Sendable {
         let wire = "\(listener.localAddress.ipAddress ?? configuration.wireHost):\(listener.localAddress.port ?? configuration.wirePort)"
         wireAddress.withLock { $0 = wire }
         logger.info("cluster protocol listening on \(wire)")
+        var dns: DNSResponder?
+        if let host = configuration.dnsHost {
+            do {
+                dns = try await DNSResponder.bind(host: host, port: configuration.dnsPort, cluster: cluster, logger: logger)
+            } catch {
+                throw ManagerError.dns("cannot answer DNS on \(host):\(configuration.dnsPort) (\(error)); choose another with --dns HOST:PORT, or --dns off")
+            }
+            dnsAddress.withLock { $0 = dns?.localAddress }
+            logger.info("DNS for service.orch answering on \(dns?.localAddress ?? "")")
+        }
         let server: HTTPServerBuilder = configuration.httpTLS
             ? try .tls(.http1WithAPIErrors(), tlsConfiguration: try restTLS())
             : .http1WithAPIErrors()
@@ -108,7 +119,7 @@ public final class Manager: Service, Sendable {
         let gateway = WireGateway(
             cluster: cluster, ca: ca, joinSecret: joinSecret, certificateLifetime: configuration.certificateLifetime, logger: logger)
         do {
-            try await serve(app: app, listener: listener, gateway: gateway, serverTLS: serverTLS)
+            try await serve(app: app, listener: listener, gateway: gateway, serverTLS: serverTLS, dns: dns)
         } catch is ShutdownRequested {
             logger.info("stopping; the state is in \(configuration.databasePath)")
         }
@@ -116,8 +127,9 @@ public final class Manager: Service, Sendable {
         await cluster.abandonRequests(reason: "the manager is stopping")
     }
 
-    private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway, serverTLS: ServerTLS) async throws {
+    private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway, serverTLS: ServerTLS, dns: DNSResponder?) async throws {
         try await withThrowingDiscardingTaskGroup { group in
+            if let dns { group.addTask { try await dns.run() } }
             group.addTask { try await self.commitJournal() }
             group.addTask {
                 while true {
@@ -228,10 +240,12 @@ public enum ManagerError: Error, Sendable, CustomStringConvertible {
     case dataDirectory(String)
     /// A listener would be reachable off this host without TLS.
     case exposed(String)
+    /// The DNS port could not be bound.
+    case dns(String)
 
     public var description: String {
         switch self {
-        case .dataDirectory(let text), .exposed(let text): text
+        case .dataDirectory(let text), .exposed(let text), .dns(let text): text
         }
     }
 }

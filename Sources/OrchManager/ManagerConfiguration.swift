@@ -9,6 +9,10 @@ public struct ManagerConfiguration: Sendable {
     /// The cluster protocol's listener, which workers dial.
     public var wireHost = "127.0.0.1"
     public var wirePort = 5556
+    /// Where DNS for `service.orch.` is answered (UDP; port 0: any free port); nil: not at all.
+    /// `orchctl manager` answers on 127.0.0.1:8600 unless told otherwise.
+    public var dnsHost: String?
+    public var dnsPort = 8600
     /// Where the SQLite file lives; default `~/.orch/manager`.
     public var dataDirectory: String
     public var scheduler: SchedulerKind = .epvm

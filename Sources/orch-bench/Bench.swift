@@ -99,7 +99,7 @@ struct ManagerProcess {
         let http = try freePort(), wire = try freePort()
         let data = data ?? temporaryDirectory("manager")
         let process = try LaunchedProcess(orchctl: [
-            "manager", "--http", "127.0.0.1:\(http)", "--wire", "\(wireHost):\(wire)", "--data", data, "--log-level", "warning",
+            "manager", "--http", "127.0.0.1:\(http)", "--wire", "\(wireHost):\(wire)", "--data", data, "--dns", "off", "--log-level", "warning",
         ] + extra)
         let api = "http://127.0.0.1:\(http)"
         try await waitUntil("the manager to answer", within: .seconds(120)) { (try? await get(api + "/healthz").status) == 200 }

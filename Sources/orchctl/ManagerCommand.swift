@@ -34,6 +34,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where workers connect (the cluster protocol).", valueName: "host:port"))
     var wire: String = "127.0.0.1:5556"
 
+    @Option(help: ArgumentHelp("Where DNS for NAME.service.orch is answered over UDP (port 0: any free port; off: not at all).", valueName: "host:port"))
+    var dns: String = "127.0.0.1:8600"
+
     @Option(help: ArgumentHelp("The state directory (default: ~/.orch/manager).", valueName: "dir"))
     var data: String?
 
@@ -66,6 +69,7 @@ struct ManagerCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try HostPort.parse(http, option: "--http")
         _ = try HostPort.parse(wire, option: "--wire")
+        if dns != "off" { _ = try HostPort.parse(dns, option: "--dns") }
         for (option, text) in [("--heartbeat-interval", heartbeatInterval), ("--heartbeat-grace", heartbeatGrace), ("--restart-window", restartWindow)] {
             guard let duration = DurationText.parse(text), duration > .zero else {
                 throw ValidationError("\(option): \"\(text)\" is not a duration such as 500ms, 5s or 1m")
@@ -82,6 +86,11 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.httpPort = httpAddress.port
         configuration.wireHost = wireAddress.host
         configuration.wirePort = wireAddress.port
+        if dns != "off" {
+            let dnsAddress = try HostPort.parse(dns, option: "--dns")
+            configuration.dnsHost = dnsAddress.host
+            configuration.dnsPort = dnsAddress.port
+        }
         configuration.scheduler = scheduler
         configuration.heartbeatInterval = DurationText.parse(heartbeatInterval) ?? .seconds(1)
         configuration.heartbeatGrace = DurationText.parse(heartbeatGrace) ?? .seconds(5)

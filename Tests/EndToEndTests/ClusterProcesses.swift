@@ -10,6 +10,8 @@ import Testing
 final class ClusterProcesses: @unchecked Sendable {
     let httpPort: Int
     let wirePort: Int
+    /// Where its DNS answers (UDP, 127.0.0.1).
+    let dnsPort: Int
     /// Where the cluster port listens (a namespace's host address, for partition tests).
     let wireHost: String
     let data: String
@@ -25,12 +27,13 @@ final class ClusterProcesses: @unchecked Sendable {
     init(grace: String = "2s", restartWindow: String = "2s", managerOptions: [String] = [], wireHost: String = "127.0.0.1") async throws {
         httpPort = try freePort()
         wirePort = try freePort()
+        dnsPort = try freePort()
         self.wireHost = wireHost
         data = temporaryDirectory("manager")
         self.restartWindow = restartWindow
         self.managerOptions = managerOptions
         manager = try Self.launchManager(
-            http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost)
+            http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost, dns: dnsPort)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
     }
 
@@ -51,10 +54,12 @@ final class ClusterProcesses: @unchecked Sendable {
     }
 
     static func launchManager(
-        http: Int, wire: Int, data: String, grace: String, restartWindow: String = "2s", options: [String] = [], wireHost: String = "127.0.0.1"
+        http: Int, wire: Int, data: String, grace: String, restartWindow: String = "2s", options: [String] = [], wireHost: String = "127.0.0.1",
+        dns: Int? = nil
     ) throws -> LaunchedProcess {
         try LaunchedProcess(orchctl: [
             "manager", "--http", "127.0.0.1:\(http)", "--wire", "\(wireHost):\(wire)", "--data", data,
+            "--dns", dns.map { "127.0.0.1:\($0)" } ?? "off",
             "--heartbeat-interval", "200ms", "--heartbeat-grace", grace, "--restart-window", restartWindow,
             // Placement by reservations: E-PVM also weighs each worker's measured load, and two
             // workers on one busy host measure the same machine at different instants, so
@@ -76,7 +81,7 @@ final class ClusterProcesses: @unchecked Sendable {
 
     func startManagerAgain(grace: String = "2s") async throws {
         manager = try Self.launchManager(
-            http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost)
+            http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost, dns: dnsPort)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
     }
 

@@ -16,7 +16,7 @@ struct RESTTLSTests {
         let port = try freePort(), wire = try freePort()
         let data = temporaryDirectory("tls-manager")
         let process = try LaunchedProcess(orchctl: [
-            "manager", "--http", "\(http):\(port)", "--wire", "0.0.0.0:\(wire)", "--data", data,
+            "manager", "--http", "\(http):\(port)", "--wire", "0.0.0.0:\(wire)", "--data", data, "--dns", "off",
         ] + extra)
         return (process, data, port, wire)
     }

@@ -277,7 +277,7 @@ struct ServiceProcessTests {
 }
 
 /// Waits until `condition` holds, checking every 200 ms; a `TestTimeout` after `timeout`.
-private func waitUntil(_ what: String, within timeout: Duration, _ condition: () async throws -> Bool) async throws {
+func waitUntil(_ what: String, within timeout: Duration, _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if (try? await condition()) == true { return }
