@@ -92,16 +92,6 @@ public final class Manager: Service, Sendable {
         let wire = "\(listener.localAddress.ipAddress ?? configuration.wireHost):\(listener.localAddress.port ?? configuration.wirePort)"
         wireAddress.withLock { $0 = wire }
         logger.info("cluster protocol listening on \(wire)")
-        var dns: DNSResponder?
-        if let host = configuration.dnsHost {
-            do {
-                dns = try await DNSResponder.bind(host: host, port: configuration.dnsPort, cluster: cluster, logger: logger)
-            } catch {
-                throw ManagerError.dns("cannot answer DNS on \(host):\(configuration.dnsPort) (\(error)); choose another with --dns HOST:PORT, or --dns off")
-            }
-            dnsAddress.withLock { $0 = dns?.localAddress }
-            logger.info("DNS for service.orch answering on \(dns?.localAddress ?? "")")
-        }
         let server: HTTPServerBuilder = configuration.httpTLS
             ? try .tls(.http1WithAPIErrors(), tlsConfiguration: try restTLS())
             : .http1WithAPIErrors()
@@ -119,7 +109,7 @@ public final class Manager: Service, Sendable {
         let gateway = WireGateway(
             cluster: cluster, ca: ca, joinSecret: joinSecret, certificateLifetime: configuration.certificateLifetime, logger: logger)
         do {
-            try await serve(app: app, listener: listener, gateway: gateway, serverTLS: serverTLS, dns: dns)
+            try await serve(app: app, listener: listener, gateway: gateway, serverTLS: serverTLS)
         } catch is ShutdownRequested {
             logger.info("stopping; the state is in \(configuration.databasePath)")
         }
@@ -127,9 +117,24 @@ public final class Manager: Service, Sendable {
         await cluster.abandonRequests(reason: "the manager is stopping")
     }
 
-    private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway, serverTLS: ServerTLS, dns: DNSResponder?) async throws {
+    private func answerDNS(host: String) async throws {
+        let dns: DNSResponder
+        do {
+            dns = try await DNSResponder.bind(host: host, port: configuration.dnsPort, cluster: cluster, logger: logger)
+        } catch {
+            throw ManagerError.dns("cannot answer DNS on \(host):\(configuration.dnsPort) (\(error)); choose another with --dns HOST:PORT, or --dns off")
+        }
+        dnsAddress.withLock { $0 = dns.localAddress }
+        logger.info("DNS for service.orch answering on \(dns.localAddress)")
+        try await dns.run()
+    }
+
+    private func serve(app: some ApplicationProtocol, listener: WireListener, gateway: WireGateway, serverTLS: ServerTLS) async throws {
         try await withThrowingDiscardingTaskGroup { group in
-            if let dns { group.addTask { try await dns.run() } }
+            // Bound here, where it is also run: a channel bound and never run traps when it goes.
+            if let host = configuration.dnsHost {
+                group.addTask { try await self.answerDNS(host: host) }
+            }
             group.addTask { try await self.commitJournal() }
             group.addTask {
                 while true {

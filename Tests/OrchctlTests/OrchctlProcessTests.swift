@@ -105,6 +105,26 @@ struct OrchctlValidateTests {
         #expect(said.count == 1 && said[0].contains("cannot use --http-cert"), "\(missing.stderr)")
     }
 
+    @Test func aDNSPortInUseStopsTheManagerWithTheFlagThatFixesIt() throws {
+        // A UDP port held here (without SO_REUSEADDR, so that no one else binds it).
+        let held = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(held) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(held, $0, length) == 0 && getsockname(held, $0, &length) == 0 }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let data = temporaryDirectory("dns-in-use")
+        let result = try orchctl(["manager", "--http", "127.0.0.1:0", "--wire", "127.0.0.1:0", "--data", data, "--dns", "127.0.0.1:\(port)"])
+        #expect(result.status != 0)
+        let said = result.stderr.split(separator: "\n").filter { $0.hasPrefix("orchctl:") }
+        #expect(said.count == 1 && said[0].contains("cannot answer DNS on 127.0.0.1:\(port)") && said[0].contains("--dns"), "\(result.stderr)")
+    }
+
     @Test func helpShowsAnExample() throws {
         let result = try orchctl(["validate", "--help"])
         #expect(result.status == 0)
