@@ -225,7 +225,7 @@ let package = Package(
         .testTarget(
             name: "OrchManagerTests",
             dependencies: [
-                "OrchCore", "OrchWire", "OrchStore", "OrchManager", "OrchSecurity", "OrchTestSupport",
+                "OrchCore", "OrchWire", "OrchStore", "OrchManager", "OrchSecurity", "OrchHTTP", "OrchTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

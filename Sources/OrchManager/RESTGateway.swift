@@ -291,16 +291,22 @@ struct RESTGateway: Sendable {
     /// (default 30 s, at most 5 min). Without an index: at once.
     static func blockingQuery(_ request: Request) throws -> (index: UInt64?, wait: Duration) {
         let query = request.uri.queryParameters
+        return try blockingQuery(index: query.get("index"), wait: query.get("wait"))
+    }
+
+    static func blockingQuery(index indexText: String?, wait waitText: String?) throws -> (index: UInt64?, wait: Duration) {
         var index: UInt64?
-        if let text = query.get("index") {
-            guard let value = UInt64(text) else {
+        if let text = indexText {
+            // The schema's index is an int64: past Int64.max is no index the server gave.
+            guard let value = UInt64(text), value <= UInt64(Int64.max) else {
                 throw APIError(.badRequest, code: "invalid_query", message: "index must be a whole number (the X-Orch-Index of the last answer), not \(String(text.prefix(40)))")
             }
             index = value
         }
         var wait = index == nil ? .zero : defaultWait
-        if let text = query.get("wait") {
-            guard let value = DurationText.parse(text), value >= .zero, value <= maximumWait else {
+        if let text = waitText {
+            // A unit is required (`0s`, not `0`), as the API's Duration schema says.
+            guard text.last?.isLetter == true, let value = DurationText.parse(text), value >= .zero, value <= maximumWait else {
                 throw APIError(.badRequest, code: "invalid_query", message: "wait must be a duration from 0s to 5m, such as 30s, not \(String(text.prefix(40)))")
             }
             if index != nil { wait = value }
