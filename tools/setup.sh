@@ -23,6 +23,9 @@ command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The DNS tests query the manager with dig.
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+# HAProxy: each worker runs one as its load balancer (the routing mesh). The package's own
+# service is never used: workers start theirs.
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]}"
   as_root apt-get update -qq

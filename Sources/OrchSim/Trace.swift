@@ -182,6 +182,7 @@ struct TraceRecord {
         case .logCredit(let credit): "log_credit \(credit.streamID)"
         case .logEnd(let end): "log_end \(end.streamID)"
         case .goodbye(let goodbye): "goodbye \(goodbye.reason)"
+        case .serviceTable(let table): "service_table \(table.service) #\(table.index): \(table.endpoints.count) endpoints"
         case .error(let error): "error \(error.code) (\(error.message))"
         }
     }

@@ -65,7 +65,7 @@ extension WireWriter {
         case .joinResult(let m):
             u16(m.version); string(m.nodeID.rawValue); bytes(m.certificate); bytes(m.caCertificate)
         case .welcome(let m):
-            u16(m.version); duration(m.heartbeatInterval)
+            u16(m.version); duration(m.heartbeatInterval); u32(m.serviceTables)
         case .refused(let m):
             u16(m.code.rawValue); bool(m.permanent); string(m.reason)
         case .heartbeat(let m):
@@ -85,10 +85,7 @@ extension WireWriter {
             optional(m.container) { $0.string($1.rawValue) }
             optional(m.exitCode) { $0.i32($1) }
             optional(m.error) { $0.string($1) }
-            list(m.ports) { writer, port in
-                writer.u16(UInt16(port.containerPort)); writer.u8(port.protocol.wireValue)
-                writer.string(port.hostIP); writer.u16(UInt16(port.hostPort))
-            }
+            list(m.ports) { writer, port in writer.publishedPort(port) }
             u8(m.health.wireValue)
         case .taskList(let m):
             list(m.entries) { writer, entry in
@@ -111,9 +108,26 @@ extension WireWriter {
             u64(m.streamID); optional(m.error) { $0.string($1) }
         case .goodbye(let m):
             u8(m.reason.rawValue); string(m.message)
+        case .serviceTable(let m):
+            string(m.service); u64(m.index)
+            list(m.listeners) { writer, listener in
+                writer.u16(listener.publish); writer.u16(listener.containerPort); writer.u8(listener.mode == .tcp ? 0 : 1)
+            }
+            list(m.endpoints) { writer, endpoint in
+                writer.string(endpoint.task.rawValue); writer.string(endpoint.address)
+                writer.list(endpoint.ports) { writer, port in writer.publishedPort(port) }
+                writer.u8(endpoint.state.rawValue)
+            }
+            duration(m.drain)
         case .error(let m):
             u16(m.code.rawValue); string(m.message)
         }
+    }
+
+    /// `published_port`: `u16 container_port`, `protocol`, `string host_ip`, `u16 host_port`.
+    mutating func publishedPort(_ port: PublishedPort) {
+        u16(UInt16(clamping: port.containerPort)); u8(port.protocol.wireValue)
+        string(port.hostIP); u16(UInt16(clamping: port.hostPort))
     }
 
     /// A task spec, field by field (WIRE.md, "task spec").
@@ -166,7 +180,9 @@ extension WireReader {
                 version: try u16("joined.version"), nodeID: NodeID(rawValue: try string("joined.nodeID")),
                 certificate: try bytes("joined.certificate"), caCertificate: try bytes("joined.caCertificate")))
         case .welcome:
-            return .welcome(Welcome(version: try u16("welcome.version"), heartbeatInterval: try duration("welcome.heartbeatInterval")))
+            return .welcome(Welcome(
+                version: try u16("welcome.version"), heartbeatInterval: try duration("welcome.heartbeatInterval"),
+                serviceTables: try u32("welcome.serviceTables")))
         case .refused:
             return .refused(Refused(
                 code: try enum16("refused.code", as: Refused.Code.self), permanent: try bool("refused.permanent"),
@@ -194,12 +210,7 @@ extension WireReader {
             }
             let exitCode = try optional("status.exitCode") { (r: inout WireReader) throws(WireError) in try r.i32("status.exitCode") }
             let error = try optional("status.error") { (r: inout WireReader) throws(WireError) in try r.string("status.error") }
-            let ports = try list("status.ports") { (r: inout WireReader) throws(WireError) in
-                PublishedPort(
-                    containerPort: Int(try r.u16("status.ports[].containerPort")),
-                    protocol: try r.portProtocol("status.ports[].protocol"),
-                    hostIP: try r.string("status.ports[].hostIP"), hostPort: Int(try r.u16("status.ports[].hostPort")))
-            }
+            let ports = try list("status.ports") { (r: inout WireReader) throws(WireError) in try r.publishedPort("status.ports[]") }
             let health = try taskHealth("status.health")
             return .taskStatus(TaskStatus(
                 statusID: statusID, task: task, attempt: attempt, state: state, container: container,
@@ -240,9 +251,31 @@ extension WireReader {
             return .logEnd(LogEnd(streamID: stream, error: error))
         case .goodbye:
             return .goodbye(Goodbye(reason: try `enum`("goodbye.reason", as: Goodbye.Reason.self), message: try string("goodbye.message")))
+        case .serviceTable:
+            let service = try string("table.service"), index = try u64("table.index")
+            let listeners = try list("table.listeners") { (r: inout WireReader) throws(WireError) in
+                let publish = try r.u16("table.listeners[].publish"), containerPort = try r.u16("table.listeners[].containerPort")
+                let mode = try r.u8("table.listeners[].mode")
+                guard mode <= 1 else { throw .invalidValue(field: "table.listeners[].mode", value: UInt64(mode)) }
+                return ServiceTable.Listener(publish: publish, containerPort: containerPort, mode: mode == 0 ? .tcp : .http)
+            }
+            let endpoints = try list("table.endpoints") { (r: inout WireReader) throws(WireError) in
+                ServiceTable.Endpoint(
+                    task: try r.taskID("table.endpoints[].task"), address: try r.string("table.endpoints[].address"),
+                    ports: try r.list("table.endpoints[].ports") { (r: inout WireReader) throws(WireError) in try r.publishedPort("table.endpoints[].ports[]") },
+                    state: try r.`enum`("table.endpoints[].state", as: ServiceTable.State.self))
+            }
+            return .serviceTable(ServiceTable(
+                service: service, index: index, listeners: listeners, endpoints: endpoints, drain: try duration("table.drain")))
         case .error:
             return .error(ErrorMessage(code: try enum16("error.code", as: WireErrorCode.self), message: try string("error.message")))
         }
+    }
+
+    mutating func publishedPort(_ field: String) throws(WireError) -> PublishedPort {
+        PublishedPort(
+            containerPort: Int(try u16("\(field).containerPort")), protocol: try portProtocol("\(field).protocol"),
+            hostIP: try string("\(field).hostIP"), hostPort: Int(try u16("\(field).hostPort")))
     }
 
     mutating func spec(_ field: String) throws(WireError) -> TaskSpec {

@@ -26,6 +26,8 @@ public final class Worker: Service, Sendable {
     /// Its certificate for the cluster port: joined with the join token, renewed at half its life.
     public let membership: ClusterMembership
     let logs: LogRelay
+    /// The routing mesh: HAProxy balancing every published port over the cluster's replicas.
+    public let loadBalancer: LoadBalancer
     private let metrics: MetricsSource
     private let submissions = Mutex<(next: UInt64, waiting: [UInt64: CheckedContinuation<SubmitResult, Never>])>((1, [:]))
     private let logger: Logger
@@ -69,6 +71,10 @@ public final class Worker: Service, Sendable {
             metrics: { metrics.metrics(runningTasks: $0) },
             lastContact: LastContact.read(in: configuration.stateDirectory))
         logs = LogRelay(runtime: runtime, send: { try await client.send($0) })
+        loadBalancer = LoadBalancer(
+            settings: .init(haproxy: configuration.haproxy, directory: "\(configuration.stateDirectory)/haproxy", bindAddress: configuration.publishAddress),
+            logger: logger)
+        if let reason = loadBalancer.unavailable { logger.warning("no routing mesh on this worker: \(reason)") }
     }
 
     public func run() async throws {
@@ -125,13 +131,17 @@ public final class Worker: Service, Sendable {
                 let renewal = Task { await self.membership.keepRenewed(logger: self.logger) }
                 defer { renewal.cancel() }
                 try await self.client.run(WireClientHandlers(
-                    connected: { await self.supervisor.connected($0) },
+                    connected: { welcome in
+                        await self.loadBalancer.welcomed(tables: welcome.serviceTables)
+                        await self.supervisor.connected(welcome)
+                    },
                     disconnected: { await self.supervisor.disconnected() },
                     received: { await self.received($0) }))
             }
             group.addTask {
                 // Graceful shutdown: say goodbye, leave the containers running, end everything.
                 try? await gracefulShutdown()
+                await self.loadBalancer.shutdown()
                 let reason: Goodbye.Reason = self.configuration.drain ? .draining : .restarting
                 try? await self.client.send(.goodbye(Goodbye(reason: reason, message: "worker \(self.configuration.name) is stopping")))
                 self.logger.info("stopping (\(reason == .draining ? "draining" : "restarting")); containers keep running")
@@ -169,6 +179,9 @@ public final class Worker: Service, Sendable {
         case .logEnd(let end):
             await supervisor.received(message)
             await logs.end(end.streamID)
+        case .serviceTable(let table):
+            await supervisor.received(message)   // drains before stops
+            await loadBalancer.apply(table)
         case .submitResult(let result):
             await supervisor.received(message)
             let waiter = submissions.withLock { $0.waiting.removeValue(forKey: result.requestID) }

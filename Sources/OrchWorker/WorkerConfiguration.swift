@@ -22,6 +22,8 @@ public struct WorkerConfiguration: Sendable {
     /// and users reach them.
     public var publishAddress = "127.0.0.1"
     public var joinToken: String?
+    /// The HAProxy binary of the routing mesh (a path, or a name looked up in `PATH`).
+    public var haproxy = "haproxy"
     /// A connection on which the manager said nothing (it answers a heartbeat in three) for
     /// this long, and at least 4 heartbeat intervals, is dropped and dialed again.
     public var managerSilence: Duration = .seconds(5)

@@ -66,7 +66,7 @@ struct ServiceCreateCommand: AsyncParsableCommand {
 struct ServiceListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "Lists the services: version, replicas running/wanted, image, deploy.",
+        abstract: "Lists the services: version, replicas running/wanted, image, ports published on every worker, deploy.",
         discussion: """
             Examples:
               orchctl service ls
@@ -83,9 +83,10 @@ struct ServiceListCommand: AsyncParsableCommand {
             let services = try client.decode([ServiceDTO].self, from: answer)
             if options.json { printJSON(answer); return }
             printTable(
-                ["NAME", "VERSION", "REPLICAS", "IMAGE", "DEPLOY"],
+                ["NAME", "VERSION", "REPLICAS", "IMAGE", "PUBLISHED", "DEPLOY"],
                 services.map { service in
                     [service.name, String(service.version), "\(service.replicas.running)/\(service.replicas.wanted)", service.image,
+                     service.published.isEmpty ? "-" : service.published.map { "*:\($0.publish)->\($0.containerPort)/\($0.mode.rawValue)" }.joined(separator: ","),
                      service.state == "removing" ? "removing" : service.deploy.map { "\($0.state) (\($0.from)->\($0.to))" } ?? "-"]
                 })
         }

@@ -42,6 +42,11 @@ struct WorkerCommand: AsyncParsableCommand {
         valueName: "ip"))
     var advertiseAddress: String?
 
+    @Option(help: ArgumentHelp(
+        "The HAProxy of the routing mesh, which listens on every service's published port here (a path, or a name in PATH).",
+        valueName: "path"))
+    var haproxy: String = "haproxy"
+
     @Option(help: "The worker's name (default: the host name).")
     var name: String = WorkerConfiguration.defaultName
 
@@ -114,6 +119,7 @@ struct WorkerCommand: AsyncParsableCommand {
             printError("\(error)")
             throw ExitCode(1)
         }
+        configuration.haproxy = haproxy
         configuration.cpus = cpus
         configuration.memoryBytes = memory.flatMap(ByteCount.parse)
         configuration.drain = drain

@@ -132,6 +132,13 @@ final class ClusterProcesses: @unchecked Sendable {
     func tearDown() async {
         for worker in workers.values { worker.signal(SIGKILL) }
         manager.signal(SIGKILL)
+        // A worker's HAProxy outlives a killed worker (the next start takes it over).
+        for directory in workerStateDirs.values {
+            if let text = try? String(contentsOfFile: "\(directory)/haproxy/haproxy.pid", encoding: .utf8),
+               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 {
+                kill(pid, SIGKILL)
+            }
+        }
         for name in workerStateDirs.keys {
             guard let node = try? nodeID(of: name) else { continue }
             let ids = (try? dockerPS(label: "orch.node=\(node)")) ?? []

@@ -113,4 +113,94 @@ import Testing
         single.replica = nil
         #expect(ServiceEndpoint.of(single, nodeName: nil, nodeAddress: nil, nodeUp: true) == nil, "a task of no service")
     }
+
+    // MARK: - The routing mesh's tables
+
+    static func tables(_ effects: [ManagerMachine.Effect], on connection: ConnectionID) -> [ServiceTable] {
+        ManagerMachineTests.sent(effects, on: connection).compactMap { if case .serviceTable(let table) = $0 { table } else { nil } }
+    }
+
+    static func published(_ command: String = "v1") -> ServiceSpec {
+        var spec = Cluster.web(command)
+        spec.task.ports = [PortSpec(containerPort: 80, publish: 8080)]
+        return spec
+    }
+
+    /// Every worker gets a service's table whenever its endpoints change; a worker that
+    /// joins gets every table right after its welcome, which counts them.
+    @Test func everyWorkerFollowsAPublishedServicesEndpoints() throws {
+        var c = Cluster()
+        _ = c.ask { .createService($0, Self.published()) }
+        c.run(for: .seconds(3))
+        let catalog = try c.h.machine.endpoints(of: "web")
+        #expect(catalog.ready.count == 3)
+
+        // A third worker joins: its welcome says one table follows, and it follows.
+        _ = c.h.feed(.connected(ConnectionID(rawValue: 3)))
+        _ = c.h.feed(.authenticated(ConnectionID(rawValue: 3), NodeID(rawValue: "w3")))
+        let hello = c.h.feed(.received(ConnectionID(rawValue: 3), .hello(Hello(
+            nodeID: NodeID(rawValue: "w3"), name: "w3", addresses: ["127.0.0.9:0"],
+            capacity: Capacity(millicores: 2000, memoryBytes: 4 << 30, diskBytes: 0)))))
+        let messages = ManagerMachineTests.sent(hello, on: ConnectionID(rawValue: 3))
+        guard case .welcome(let welcome)? = messages.first else {
+            Issue.record("expected the welcome first, got \(messages)")
+            return
+        }
+        #expect(welcome.serviceTables == 1)
+        guard messages.count >= 2, case .serviceTable(let table) = messages[1] else {
+            Issue.record("expected the table right after the welcome, got \(messages)")
+            return
+        }
+        #expect(table.service == "web" && table.listeners == [.init(publish: 8080, containerPort: 80)])
+        #expect(table.endpoints.count == 3 && table.endpoints.allSatisfy { $0.state == .ready })
+        #expect(Set(table.endpoints.map(\.task)) == Set(catalog.ready.map(\.task)))
+
+        // Slot 1's replica fails: both first workers are told, with a newer index.
+        let slot1 = try #require(c.running.first { $0.replica?.slot == 1 })
+        let connection = c.connections[slot1.node == NodeID(rawValue: "w1") ? 0 : 1]
+        let failed = c.feed(.received(connection, .taskStatus(TaskStatus(
+            statusID: c.next(), task: slot1.id, attempt: UInt64(slot1.attempt), state: .failed, container: slot1.containerID, exitCode: 1))))
+        for link in c.connections {
+            let update = try #require(Self.tables(failed, on: link).last, "no table on \(link)")
+            #expect(!update.endpoints.contains { $0.task == slot1.id })
+            #expect(update.index > table.index)
+        }
+    }
+
+    @Test func aRemovedServiceLeavesTheLoadBalancersWithAnEmptyTable() throws {
+        var c = Cluster()
+        _ = c.ask { .createService($0, Self.published()) }
+        c.run(for: .seconds(3))
+        let before = Self.tables(c.history, on: c.connections[0])
+        #expect(before.last?.endpoints.count == 3)
+        _ = c.ask { .removeService($0, "web", by: nil) }
+        c.run(for: .seconds(3))
+        let seen = Self.tables(c.history, on: c.connections[0])
+        #expect(c.h.machine.service("web") == nil)
+        let last = try #require(seen.last)
+        #expect(last.listeners.isEmpty && last.endpoints.isEmpty, "the last table takes it off: \(last)")
+    }
+
+    @Test func aServiceThatPublishesNothingSendsNoTables() {
+        var c = Cluster()
+        _ = c.ask { .createService($0, Cluster.web()) }
+        c.run(for: .seconds(2))
+        #expect(Self.tables(c.history, on: c.connections[0]).isEmpty)
+        #expect(c.running.count == 3)
+    }
+
+    @Test func aTaskOfItsOwnCannotPublish() {
+        var h = ManagerMachineTests.Harness()
+        _ = h.join("w1", connection: 1)
+        h.commitAll()
+        let request = h.request()
+        let effects = h.feed(.submit(request, TaskSpec(image: "orch-busybox:latest", ports: [PortSpec(containerPort: 80, publish: 8080)]), by: nil))
+        let answer = effects.compactMap { if case .answer(request, let answer) = $0 { answer } else { nil } }.first
+        guard case .refused(.invalidTask(let problems))? = answer else {
+            Issue.record("expected invalidTask, got \(String(describing: answer))")
+            return
+        }
+        #expect(problems.map(\.path) == ["ports[0].publish"])
+        #expect(h.machine.taskTable.tasks.isEmpty)
+    }
 }

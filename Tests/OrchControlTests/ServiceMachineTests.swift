@@ -31,16 +31,20 @@ import Testing
 
         /// Effects the workers have not seen yet.
         var outbox: [ManagerMachine.Effect] = []
+        /// Every effect so far.
+        var history: [ManagerMachine.Effect] = []
 
         mutating func feed(_ input: ManagerMachine.Input) -> [ManagerMachine.Effect] {
             let effects = h.feed(input)
             outbox += effects
+            history += effects
             return effects
         }
 
         mutating func commit() -> [ManagerMachine.Effect] {
             let effects = h.commitAll()
             outbox += effects
+            history += effects
             return effects
         }
 

@@ -247,6 +247,40 @@ import Testing
 
     // MARK: - Stops
 
+    /// A task behind a published port is drained before it is stopped: reported stopping at
+    /// once (every load balancer then drains it), its container told to stop only after the
+    /// table's drain. Without the table it is stopped at once.
+    @Test func aStopOfAnEndpointBehindAPublishedPortWaitsForTheDrain() {
+        var worker = Worker()
+        _ = worker.at(0, .connected(welcome))
+        _ = worker.at(0.1, assign("t1", 1))
+        _ = worker.at(0.2, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: [port(80, 0, "127.0.0.1", 32768)]))
+        let table = ServiceTable(
+            service: "web", index: 3, listeners: [.init(publish: 8080, containerPort: 80)],
+            endpoints: [.init(task: task("t1"), address: "127.0.0.1", ports: [port(80, 0, "127.0.0.1", 32768)], state: .ready)],
+            drain: .seconds(2))
+        _ = worker.at(0.5, .received(.serviceTable(table)))
+        let stop = worker.at(1, .received(.stopTask(StopTask(task: task("t1"), attempt: 1))))
+        #expect(stop.withoutWakes.contains(.send(.taskStatus(TaskStatus(
+            statusID: 2, task: task("t1"), attempt: 1, state: .stopping, container: container("c1"), ports: [port(80, 0, "127.0.0.1", 32768)])))))
+        #expect(!stop.contains { if case .stop = $0 { true } else { false } }, "not stopped before the drain")
+        #expect(worker.machine.nextWake.map { $0 <= seconds(3) } == true, "a timer for the drain's end")
+        let early = worker.at(2.9, .timer)
+        #expect(!early.contains { if case .stop = $0 { true } else { false } })
+        let due = worker.at(3, .timer)
+        #expect(due.withoutWakes.contains(.stop(task("t1"), attempt: 1, container: container("c1"), grace: TaskSpec.defaultStopGracePeriod)))
+
+        // Off the mesh (a table without listeners): stopped at once.
+        var other = Worker()
+        _ = other.at(0, .connected(welcome))
+        _ = other.at(0.1, assign("t1", 1))
+        _ = other.at(0.2, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: [port(80, 0, "127.0.0.1", 32768)]))
+        _ = other.at(0.5, .received(.serviceTable(table)))
+        _ = other.at(0.6, .received(.serviceTable(ServiceTable(service: "web", index: 4, listeners: [], endpoints: [], drain: .zero))))
+        let atOnce = other.at(1, .received(.stopTask(StopTask(task: task("t1"), attempt: 1))))
+        #expect(atOnce.withoutWakes.contains(.stop(task("t1"), attempt: 1, container: container("c1"), grace: TaskSpec.defaultStopGracePeriod)))
+    }
+
     @Test func aStopDuringStartStopsTheContainerOnceItRuns() {
         var worker = Worker()
         _ = worker.at(0, .connected(welcome))

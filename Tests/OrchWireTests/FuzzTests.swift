@@ -147,7 +147,7 @@ enum RandomMessages {
             return .joinResult(JoinResult(
                 version: .random(in: 0...9, using: &r), nodeID: NodeID(rawValue: string(&r)),
                 certificate: Array(string(&r).utf8), caCertificate: Array(string(&r).utf8)))
-        case .welcome: return .welcome(Welcome(version: .random(in: 0...9, using: &r), heartbeatInterval: duration(&r)))
+        case .welcome: return .welcome(Welcome(version: .random(in: 0...9, using: &r), heartbeatInterval: duration(&r), serviceTables: u32(&r)))
         case .refused:
             return .refused(Refused(code: Refused.Code.allCases.randomElement(using: &r)!, permanent: .random(using: &r), reason: string(&r)))
         case .heartbeat:
@@ -179,6 +179,14 @@ enum RandomMessages {
         case .logCredit: return .logCredit(LogCredit(streamID: u64(&r), bytes: u32(&r)))
         case .logEnd: return .logEnd(LogEnd(streamID: u64(&r), error: optional(&r, string)))
         case .goodbye: return .goodbye(Goodbye(reason: Goodbye.Reason.allCases.randomElement(using: &r)!, message: string(&r)))
+        case .serviceTable:
+            return .serviceTable(ServiceTable(
+                service: string(&r), index: u64(&r),
+                listeners: (0..<Int.random(in: 0...3, using: &r)).map { _ in .init(publish: .random(in: 0...UInt16.max, using: &r), containerPort: .random(in: 0...UInt16.max, using: &r), mode: Bool.random(using: &r) ? .tcp : .http) },
+                endpoints: (0..<Int.random(in: 0...3, using: &r)).map { _ in
+                    .init(task: task(&r), address: string(&r), ports: [PublishedPort(containerPort: .random(in: 0...65535, using: &r), protocol: .tcp, hostIP: string(&r), hostPort: .random(in: 0...65535, using: &r))], state: ServiceTable.State.allCases.randomElement(using: &r)!)
+                },
+                drain: duration(&r)))
         case .error: return .error(ErrorMessage(code: WireErrorCode.allCases.randomElement(using: &r)!, message: string(&r)))
         }
     }

@@ -26,15 +26,15 @@ func vectorBytes(_ url: URL) throws -> [UInt8] {
 /// What each vector must decode to, written from the vector's own comment.
 let expectedMessages: [String: WireMessage] = [
     "hello": .hello(Hello(
-        oldestVersion: 4, newestVersion: 4, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        oldestVersion: 5, newestVersion: 5, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
         capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"])),
-    "welcome": .welcome(Welcome(version: 4, heartbeatInterval: .seconds(1))),
+    "welcome": .welcome(Welcome(version: 5, heartbeatInterval: .seconds(1), serviceTables: 2)),
     "join_request": .joinRequest(JoinRequest(
-        oldestVersion: 4, newestVersion: 4, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 5, newestVersion: 5, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
     "join_request_renewal": .joinRequest(JoinRequest(
-        oldestVersion: 4, newestVersion: 4, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 5, newestVersion: 5, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
     "join_result": .joinResult(JoinResult(
-        version: 4, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
+        version: 5, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
     "refused_removed": .refused(Refused(code: .nodeRemoved, permanent: true, reason: "n1 was removed")),
     "refused_duplicate": .refused(Refused(code: .duplicateNode, permanent: false, reason: "n1 is connected")),
     "heartbeat_answer": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics())),
@@ -68,6 +68,12 @@ let expectedMessages: [String: WireMessage] = [
     "log_credit": .logCredit(LogCredit(streamID: 1, bytes: 65536)),
     "log_end": .logEnd(LogEnd(streamID: 1, error: nil)),
     "goodbye": .goodbye(Goodbye(reason: .restarting, message: "upgrade")),
+    "service_table": .serviceTable(ServiceTable(
+        service: "web", index: 9, listeners: [.init(publish: 8080, containerPort: 80, mode: .http)],
+        endpoints: [.init(task: TaskID(rawValue: "t1"), address: "127.0.0.2",
+                          ports: [PublishedPort(containerPort: 80, protocol: .tcp, hostIP: "127.0.0.2", hostPort: 32768)], state: .draining)],
+        drain: .seconds(2))),
+    "service_table_removed": .serviceTable(ServiceTable(service: "web", index: 10, listeners: [], endpoints: [], drain: .zero)),
     "error": .error(ErrorMessage(code: .unexpectedMessage, message: "hello first")),
 ]
 
@@ -121,8 +127,9 @@ func errorName(_ error: WireError) -> String {
     }
 
     @Test func versionNegotiationPicksTheHighestCommonVersion() {
-        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 5) == 4)
-        #expect(ProtocolVersion.negotiate(peerOldest: 5, peerNewest: 6) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 6) == 5)
+        #expect(ProtocolVersion.negotiate(peerOldest: 6, peerNewest: 7) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 4, peerNewest: 4) == nil, "version 4 has no service tables")
         #expect(ProtocolVersion.negotiate(peerOldest: 3, peerNewest: 3) == nil, "version 3 has no join exchange (and a token in its hello)")
         #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 1) == nil, "version 1 has no disconnect block in its specs")
         #expect(ProtocolVersion.negotiate(peerOldest: 2, peerNewest: 2) == nil, "version 2 has no engine error in its heartbeats")

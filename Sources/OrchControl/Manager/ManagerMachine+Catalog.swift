@@ -12,6 +12,7 @@ extension ManagerMachine {
         guard !catalogDirty.isEmpty else { return }
         let names = catalogDirty.sorted()
         catalogDirty = []
+        defer { for name in names { refreshMeshTable(name) } }
         for name in names {
             guard services[name] != nil else {
                 if catalog.removeValue(forKey: name) != nil { emit(.catalogChanged(name, nil)) }
@@ -31,6 +32,55 @@ extension ManagerMachine {
             catalog[name] = entry
             emit(.catalogChanged(name, entry))
         }
+    }
+
+    // MARK: - The routing mesh
+
+    /// Sends `service`'s table to every connected worker when its published ports or its
+    /// endpoints changed (WIRE.md, "Service tables"); a service that stopped publishing, or
+    /// is gone, gets one empty table that takes it off the load balancers.
+    mutating func refreshMeshTable(_ name: String) {
+        let table = meshTable(name)
+        if table == nil, meshTables[name] == nil { return }
+        if let table, let sent = meshTables[name], sent.listeners == table.listeners, sent.endpoints == table.endpoints { return }
+        let message: ServiceTable
+        if let table {
+            message = table
+            meshTables[name] = table
+        } else {
+            catalogIndex = max(issued, catalogIndex + 1)
+            message = ServiceTable(service: name, index: catalogIndex, listeners: [], endpoints: [], drain: .zero)
+            meshTables[name] = nil
+        }
+        for connection in meshConnections { emit(.send(connection, .serviceTable(message))) }
+    }
+
+    /// The table of `name`, or nil when it publishes no port (or is gone).
+    func meshTable(_ name: String) -> ServiceTable? {
+        guard let template = services[name]?.template else { return nil }
+        let listeners = template.ports.compactMap { port -> ServiceTable.Listener? in
+            guard let publish = port.publish, port.protocol == .tcp else { return nil }
+            return ServiceTable.Listener(
+                publish: UInt16(clamping: publish), containerPort: UInt16(clamping: port.containerPort), mode: port.publishMode)
+        }
+        guard !listeners.isEmpty else { return nil }
+        let entry = catalog[name]
+        let endpoints = (entry?.endpoints ?? []).map { endpoint in
+            ServiceTable.Endpoint(
+                task: endpoint.task, address: endpoint.address, ports: endpoint.ports,
+                state: endpoint.ready ? .ready : endpoint.draining && endpoint.health != .unhealthy ? .draining : .down)
+        }
+        return ServiceTable(
+            service: name, index: entry?.index ?? catalogIndex, listeners: listeners, endpoints: endpoints,
+            drain: configuration.meshDrain)
+    }
+
+    /// The connections of nodes that are up, in a stable order.
+    var meshConnections: [ConnectionID] { nodes.values.compactMap { $0.state == .up ? $0.connection : nil }.sorted() }
+
+    /// After a `welcome`: every table, so that a worker's load balancer starts complete.
+    mutating func sendMeshTables(to connection: ConnectionID) {
+        for name in meshTables.keys.sorted() { emit(.send(connection, .serviceTable(meshTables[name]!))) }
     }
 
     /// Marks the services of the tasks on `node` (it came up or went away).

@@ -178,7 +178,9 @@ extension ManagerMachine {
         capacityChanged = true
         journal.append(.saveNode(entry.record))
         note(.nodeJoined(hello.nodeID, name: hello.name, addresses: hello.addresses))
-        emit(.send(connection, .welcome(Welcome(version: version, heartbeatInterval: configuration.heartbeatInterval))))
+        emit(.send(connection, .welcome(Welcome(
+            version: version, heartbeatInterval: configuration.heartbeatInterval, serviceTables: UInt32(meshTables.count)))))
+        sendMeshTables(to: connection)
         wake(at: now + livenessCheckPeriod)
     }
 

@@ -149,6 +149,7 @@ extension ManagerMachine {
         services[name] = record
         journal.append(.saveService(record))
         dirtyServices.insert(name)
+        catalogDirty.insert(name)   // its published ports may have changed
     }
 
     // MARK: - The pass

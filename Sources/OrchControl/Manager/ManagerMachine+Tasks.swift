@@ -19,7 +19,14 @@ extension ManagerMachine {
     /// durable, is judged against it and answered after the same commit.
     mutating func accept(_ spec: TaskSpec, by caller: String? = nil, replica: ServiceSlot? = nil) -> Result<(TaskRecord, Bool), ClusterError> {
         if let failure = storeFailure { return .failure(.unavailable(failure)) }
-        let problems = spec.validationProblems()
+        var problems = spec.validationProblems()
+        if replica == nil {
+            for (index, port) in spec.ports.enumerated() where port.publish != nil {
+                problems.append(SpecProblem(
+                    path: "ports[\(index)].publish",
+                    message: "only a service's ports are published on every worker's load balancer: run it as a service (orchctl service create)"))
+            }
+        }
         guard problems.isEmpty else { return .failure(.invalidTask(problems)) }
         let id = spec.id ?? newTaskID()
         if let existing = tasks[id] {

@@ -62,6 +62,8 @@ public struct ManagerMachine: Sendable {
     var catalogDirty: Set<String> = []
     /// The index of the newest change of any service's endpoints.
     var catalogIndex: UInt64 = 0
+    /// The last `service_table` sent for each service that publishes a port (workers hold these).
+    var meshTables: [String: ServiceTable] = [:]
 
     // Commits.
     var journal: [StoreChange] = []
@@ -193,6 +195,9 @@ extension ManagerMachine {
         /// assignment against it (the codec lives outside the core).
         public var maximumFrameBytes: Int
         public var assignmentBytes: @Sendable (TaskID, TaskSpec) -> Int
+        /// How long a replica with a published port is kept from new connections before its
+        /// container is stopped (`service_table.drain`).
+        public var meshDrain: Duration = .seconds(2)
 
         public init(
             scheduler: SchedulerKind = .epvm, heartbeatInterval: Duration = .seconds(1), heartbeatGrace: Duration = .seconds(5),

@@ -56,6 +56,7 @@ extension WorkerMachine {
         case .ack(let ack): outbox.acknowledge(ack.statusID)
         case .assignTask(let assignment): assign(assignment)
         case .stopTask(let stop): stopAsked(stop)
+        case .serviceTable(let table): mesh.apply(table)
         case .heartbeat:
             break   // the manager's answer to ours: it only shows the manager is there
         case .hello, .welcome, .refused, .joinRequest, .joinResult, .taskStatus, .taskList, .submitTask, .submitResult,
@@ -72,6 +73,7 @@ extension WorkerMachine {
         dropConnectionIfSilent()
         if let due = nextHeartbeat, due <= now { sendHeartbeat() }
         stopTasksCutOff()
+        stopDrained()
     }
 
     /// The interval the manager asked for, bounded below so that a zero cannot spin.

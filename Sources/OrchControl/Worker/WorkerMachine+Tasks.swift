@@ -106,7 +106,24 @@ extension WorkerMachine {
             forget(task, removing: nil)
             return
         }
-        if let container = held.container {
+        guard let container = held.container else { return }
+        if let drain = mesh.drain(of: task) {
+            // Reported stopping already: every load balancer drains it now; its connections
+            // finish before the container is told to stop.
+            held.drainUntil = now + drain
+            tasks[task] = held
+            return
+        }
+        emit(.stop(task, attempt: held.attempt, container: container, grace: grace(of: held)))
+    }
+
+    /// Stops the containers whose drain has ended.
+    mutating func stopDrained() {
+        for task in tasks.keys.sorted() {
+            guard var held = tasks[task], let until = held.drainUntil, until <= now else { continue }
+            held.drainUntil = nil
+            tasks[task] = held
+            guard !held.state.isTerminal, let container = held.container else { continue }
             emit(.stop(task, attempt: held.attempt, container: container, grace: grace(of: held)))
         }
     }

@@ -42,7 +42,7 @@ extension WorkerMachine {
     public var isConnected: Bool { connected != nil }
 
     /// The earliest deadline: the next heartbeat, the moment a silent manager's connection
-    /// is dropped, or the nearest disconnect stop; nil when nothing is due ever. Every
+    /// is dropped, the nearest disconnect stop, or the end of a drain; nil when nothing is due ever. Every
     /// `handle` call ends with a `wake(at:)` for it.
     public var nextWake: Moment? {
         var next: Moment?
@@ -50,8 +50,9 @@ extension WorkerMachine {
             next = [nextHeartbeat, silenceDeadline].compactMap { $0 }.min()
         }
         for held in tasks.values {
-            guard let deadline = disconnectDeadline(of: held) else { continue }
-            next = min(next ?? deadline, deadline)
+            for deadline in [disconnectDeadline(of: held), held.drainUntil].compactMap({ $0 }) {
+                next = min(next ?? deadline, deadline)
+            }
         }
         return next
     }

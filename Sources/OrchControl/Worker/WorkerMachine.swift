@@ -50,6 +50,9 @@ public struct WorkerMachine: Sendable {
     public internal(set) var engineError: String?
     var engineLostAt: Moment?
     var engineBackAt: Moment?
+    /// The routing mesh's tables, as far as stops go: which tasks are endpoints behind a
+    /// published port, and how long each is drained before it is stopped.
+    var mesh = MeshDrains()
 
     var now: Moment
     var effects: [Effect] = []
@@ -215,6 +218,9 @@ extension WorkerMachine {
         /// For an adopted container, until its spec is known: what its labels said.
         var adoptedGrace: Duration?
         var adoptedStopAfter: Duration?
+        /// Told to stop while an endpoint behind a published port: its container is stopped
+        /// at this moment, once load balancers have stopped sending it connections.
+        var drainUntil: Moment?
 
         var stopGracePeriod: Duration { spec?.stopGracePeriod ?? adoptedGrace ?? TaskSpec.defaultStopGracePeriod }
         var stopAfter: Duration? { spec.map { $0.disconnect?.stopAfter } ?? adoptedStopAfter }
@@ -224,5 +230,32 @@ extension WorkerMachine {
     struct AttemptKey: Sendable, Hashable {
         var task: TaskID
         var attempt: UInt64
+    }
+}
+
+/// Which tasks are endpoints of a service that publishes a port, from the `service_table`s
+/// the manager sends (WIRE.md, "Service tables"): a stop of one waits for the table's drain.
+struct MeshDrains: Sendable, Hashable {
+    struct Entry: Sendable, Hashable {
+        var index: UInt64
+        var drain: Duration
+        var tasks: Set<TaskID>
+    }
+
+    var services: [String: Entry] = [:]
+
+    /// Takes a table, unless it is older than the one held; one without listeners removes.
+    mutating func apply(_ table: ServiceTable) {
+        if let held = services[table.service], held.index > table.index { return }
+        guard !table.listeners.isEmpty else {
+            services[table.service] = nil
+            return
+        }
+        services[table.service] = Entry(index: table.index, drain: table.drain, tasks: Set(table.endpoints.map(\.task)))
+    }
+
+    /// How long `task` is drained before it is stopped (nil: it is no endpoint behind a port).
+    func drain(of task: TaskID) -> Duration? {
+        services.values.filter { $0.tasks.contains(task) && $0.drain > .zero }.map(\.drain).max()
     }
 }

@@ -36,6 +36,13 @@ public struct ServiceDTO: Codable, Sendable, Hashable {
         public var createdAt: Date
     }
 
+    /// A port of the service on every worker's load balancer.
+    public struct PublishedDTO: Codable, Sendable, Hashable {
+        public var publish: Int
+        public var containerPort: Int
+        public var mode: PublishMode
+    }
+
     public var name: String
     /// active, or removing (its tasks stop, then it is forgotten).
     public var state: String
@@ -43,6 +50,8 @@ public struct ServiceDTO: Codable, Sendable, Hashable {
     public var version: ServiceVersion
     public var latestVersion: ServiceVersion
     public var image: String
+    /// The ports the routing mesh publishes it on (the current version's).
+    public var published: [PublishedDTO]
     public var replicas: Replicas
     /// The service as a file gives it now: name, replicas, task, update.
     public var spec: JSONValue
@@ -60,6 +69,9 @@ public struct ServiceDTO: Codable, Sendable, Hashable {
         version = record.version
         latestVersion = record.latestVersion
         image = record.template.image
+        published = record.template.ports.compactMap { port in
+            port.publish.map { PublishedDTO(publish: $0, containerPort: port.containerPort, mode: port.publishMode) }
+        }
         let running = tasks.filter { $0.state == .running && $0.desiredState == .run && ($0.replica?.slot ?? 0) <= record.replicas }
         replicas = Replicas(
             wanted: record.removing ? 0 : record.replicas, running: running.count,

@@ -18,6 +18,7 @@ public enum WireMessage: Sendable, Hashable {
     case logCredit(LogCredit)
     case logEnd(LogEnd)
     case goodbye(Goodbye)
+    case serviceTable(ServiceTable)
     case error(ErrorMessage)
 
     /// The type byte of each message.
@@ -29,6 +30,7 @@ public enum WireMessage: Sendable, Hashable {
         case ack = 0x30
         case logRequest = 0x40, logChunk = 0x41, logCredit = 0x42, logEnd = 0x43
         case goodbye = 0x50
+        case serviceTable = 0x60
         case error = 0x7F
     }
 
@@ -52,6 +54,7 @@ public enum WireMessage: Sendable, Hashable {
         case .logCredit: .logCredit
         case .logEnd: .logEnd
         case .goodbye: .goodbye
+        case .serviceTable: .serviceTable
         case .error: .error
         }
     }
@@ -61,8 +64,8 @@ public enum WireMessage: Sendable, Hashable {
 
 /// The protocol versions this build speaks.
 public enum ProtocolVersion {
-    public static let oldest: UInt16 = 4
-    public static let newest: UInt16 = 4
+    public static let oldest: UInt16 = 5
+    public static let newest: UInt16 = 5
 
     /// The highest version in both ranges, or nil when they do not meet.
     public static func negotiate(peerOldest: UInt16, peerNewest: UInt16) -> UInt16? {
@@ -154,10 +157,14 @@ public struct JoinResult: Sendable, Hashable {
 public struct Welcome: Sendable, Hashable {
     public var version: UInt16
     public var heartbeatInterval: Duration
+    /// How many `service_table`s follow at once: every service that publishes a port, so
+    /// that the worker's load balancer knows when it has them all (version 5).
+    public var serviceTables: UInt32
 
-    public init(version: UInt16, heartbeatInterval: Duration) {
+    public init(version: UInt16, heartbeatInterval: Duration, serviceTables: UInt32 = 0) {
         self.version = version
         self.heartbeatInterval = heartbeatInterval
+        self.serviceTables = serviceTables
     }
 }
 
@@ -424,4 +431,65 @@ public enum WireErrorCode: UInt16, Sendable, Hashable, CaseIterable {
     /// A valid message that is not allowed now (e.g. a heartbeat before the handshake).
     case unexpectedMessage = 4
     case internalError = 5
+}
+
+// MARK: - The routing mesh
+
+/// A service as every worker's load balancer sees it: the ports it is published on across
+/// the cluster and where its replicas are. The manager sends one to every worker whenever
+/// either changes, and all of them after each `welcome`. A table without listeners or
+/// endpoints takes the service off the worker's load balancer.
+public struct ServiceTable: Sendable, Hashable {
+    public var service: String
+    /// The catalog's index of these endpoints: a table older than the one held is ignored.
+    public var index: UInt64
+    public var listeners: [Listener]
+    public var endpoints: [Endpoint]
+    /// How long a replica told to stop is kept from new connections before it is stopped.
+    public var drain: Duration
+
+    /// A port every worker listens on (on its advertise address), balanced over the
+    /// endpoints' host ports for `containerPort`.
+    public struct Listener: Sendable, Hashable {
+        public var publish: UInt16
+        public var containerPort: UInt16
+        public var mode: PublishMode
+        public init(publish: UInt16, containerPort: UInt16, mode: PublishMode = .tcp) {
+            self.publish = publish
+            self.containerPort = containerPort
+            self.mode = mode
+        }
+    }
+
+    public struct Endpoint: Sendable, Hashable {
+        public var task: TaskID
+        public var address: String
+        public var ports: [PublishedPort]
+        public var state: State
+        public init(task: TaskID, address: String, ports: [PublishedPort], state: State) {
+            self.task = task
+            self.address = address
+            self.ports = ports
+            self.state = state
+        }
+
+        /// The host port published for `containerPort`, if any.
+        public func hostPort(for containerPort: UInt16) -> Int? {
+            ports.first { $0.containerPort == Int(containerPort) && $0.protocol == .tcp }?.hostPort
+        }
+    }
+
+    /// Where traffic goes: `ready` takes new connections; `draining` keeps the ones it has
+    /// (told to stop); `down` takes none (unhealthy, or its node is not up).
+    public enum State: UInt8, Sendable, Hashable, CaseIterable {
+        case ready = 0, draining = 1, down = 2
+    }
+
+    public init(service: String, index: UInt64, listeners: [Listener], endpoints: [Endpoint], drain: Duration) {
+        self.service = service
+        self.index = index
+        self.listeners = listeners
+        self.endpoints = endpoints
+        self.drain = drain
+    }
 }

@@ -55,6 +55,10 @@ extension TaskSpec: Codable {
                     "protocol": .string(port.protocol.rawValue),
                 ]
                 if let host = port.hostPort { fields["hostPort"] = .number(Double(host)) }
+                if let publish = port.publish {
+                    fields["publish"] = .number(Double(publish))
+                    fields["publishMode"] = .string(port.publishMode.rawValue)
+                }
                 return .object(fields)
             }),
             "resources": .object([
@@ -148,12 +152,21 @@ extension FieldReader {
             case .number, .string:
                 if let port = portShorthand(element, at: elementPath) { ports.append(port) }
             default:
-                let keys = Keys(known: ["containerPort", "protocol", "hostPort"])
+                let keys = Keys(known: ["containerPort", "protocol", "hostPort", "publish", "publishMode"])
                 guard let fields = fields(element, at: elementPath, keys) else { continue }
                 var port = PortSpec(containerPort: 0)
                 if fields["containerPort"] == nil { report(fields.path("containerPort"), "is required") }
                 port.containerPort = integer(fields["containerPort"], at: fields.path("containerPort")) ?? 0
                 port.hostPort = integer(fields["hostPort"], at: fields.path("hostPort"))
+                port.publish = integer(fields["publish"], at: fields.path("publish"))
+                if let text = string(fields["publishMode"], at: fields.path("publishMode")) {
+                    if let mode = PublishMode(rawValue: text) {
+                        port.publishMode = mode
+                    } else {
+                        report(fields.path("publishMode"), "must be tcp or http, found \"\(text)\"")
+                    }
+                    if fields["publish"] == nil { report(fields.path("publishMode"), "needs publish (the port to publish)") }
+                }
                 if let text = string(fields["protocol"], at: fields.path("protocol")) {
                     port.protocol = portProtocol(text, at: fields.path("protocol")) ?? .tcp
                 }

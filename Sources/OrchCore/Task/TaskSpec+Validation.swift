@@ -65,6 +65,7 @@ extension TaskSpec {
     private func validatePorts(_ report: (String, String) -> Void) {
         var containerPorts: Set<String> = []
         var hostPorts: Set<String> = []
+        var published: Set<Int> = []
         for (index, port) in ports.enumerated() {
             let path = join("ports", index)
             if !(1...65535).contains(port.containerPort) {
@@ -77,6 +78,15 @@ extension TaskSpec {
                     report(join(path, "hostPort"), "must be between 1 and 65535, found \(host)")
                 } else if !hostPorts.insert("\(host)/\(port.protocol.rawValue)").inserted {
                     report(join(path, "hostPort"), "\(host)/\(port.protocol.rawValue) is asked for twice")
+                }
+            }
+            if let publish = port.publish {
+                if !(1...65535).contains(publish) {
+                    report(join(path, "publish"), "must be between 1 and 65535, found \(publish)")
+                } else if port.protocol != .tcp {
+                    report(join(path, "publish"), "only TCP ports are published on the load balancer")
+                } else if !published.insert(publish).inserted {
+                    report(join(path, "publish"), "\(publish) is published twice")
                 }
             }
         }

@@ -69,12 +69,29 @@ public struct PortSpec: Sendable, Hashable {
     public var `protocol`: PortProtocol
     /// A fixed host port, or nil to let Docker choose a free one.
     public var hostPort: Int?
+    /// For a service's template: the port every worker's load balancer listens on for it
+    /// (the routing mesh), balanced over the replicas' host ports. TCP only.
+    public var publish: Int?
+    /// How the published port is balanced: connections (`tcp`) or HTTP requests (`http`).
+    public var publishMode: PublishMode
 
-    public init(containerPort: Int, protocol: PortProtocol = .tcp, hostPort: Int? = nil) {
+    public init(containerPort: Int, protocol: PortProtocol = .tcp, hostPort: Int? = nil, publish: Int? = nil, publishMode: PublishMode = .tcp) {
         self.containerPort = containerPort
         self.protocol = `protocol`
         self.hostPort = hostPort
+        self.publish = publish
+        self.publishMode = publishMode
     }
+}
+
+/// How a service's published port is balanced by every worker's load balancer.
+public enum PublishMode: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Each connection goes to one replica and stays there.
+    case tcp
+    /// Each HTTP request goes to a replica of its own (keep-alive connections are spread
+    /// too), and a request that found its replica gone (refused, or closed without an
+    /// answer) is tried on another one; POST requests are not tried again.
+    case http
 }
 
 /// The transport of a published port.
