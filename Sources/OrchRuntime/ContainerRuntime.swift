@@ -26,6 +26,9 @@ public protocol ContainerRuntime: Sendable {
     /// Container events (create, start, die, ...) for containers carrying every one of
     /// `labels`, from now on; the stream is how exits are seen without polling.
     func events(labels: [String: String]) async throws -> RuntimeStream<ContainerEvent>
+    /// The host's address on the engine's default bridge network, which containers reach
+    /// (nil when there is none).
+    func bridgeGateway() async throws -> String?
 }
 
 /// Whether an image was already there or had to be pulled.
@@ -58,6 +61,8 @@ public struct ContainerConfig: Sendable, Hashable {
     public var resources: Resources
     public var stopGracePeriod: Duration
     public var labels: [String: String]
+    /// The DNS servers of the container (empty: the engine's default).
+    public var dns: [String] = []
 
     public init(
         name: String? = nil, image: String, command: [String]? = nil, environment: [String: String] = [:],
@@ -176,4 +181,8 @@ public struct RuntimeStream<Element: Sendable>: AsyncSequence, Sendable {
         init(next: @escaping () async throws -> Element?) { nextElement = next }
         public mutating func next() async throws -> Element? { try await nextElement() }
     }
+}
+
+extension ContainerRuntime {
+    public func bridgeGateway() async throws -> String? { nil }
 }

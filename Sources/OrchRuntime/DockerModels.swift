@@ -18,6 +18,7 @@ struct CreateContainerRequest: Encodable {
         var NanoCpus: Int
         var PortBindings: [String: [PortBinding]]
         var RestartPolicy = ["Name": "no"]
+        var Dns: [String]?
     }
 
     struct PortBinding: Codable {
@@ -118,4 +119,15 @@ struct EventMessage: Decodable {
 struct PullProgressMessage: Decodable {
     var status: String?
     var error: String?
+}
+
+/// `GET /networks/{id}`: only what the bridge's gateway needs.
+struct NetworkInspect: Decodable {
+    struct IPAM: Decodable {
+        struct Config: Decodable {
+            var Gateway: String?
+        }
+        var Config: [Config]?
+    }
+    var IPAM: IPAM?
 }

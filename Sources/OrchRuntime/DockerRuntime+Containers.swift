@@ -25,7 +25,7 @@ extension DockerRuntime {
             StopTimeout: Int(config.stopGracePeriod.components.seconds),
             HostConfig: .init(
                 Memory: config.resources.memoryBytes, NanoCpus: config.resources.millicores * 1_000_000,
-                PortBindings: bindings))
+                PortBindings: bindings, Dns: config.dns.isEmpty ? nil : config.dns))
         let query = config.name.map { [("name", $0)] } ?? []
         let operation = "create a container from \(config.image)"
         let answer = try await request(
@@ -56,6 +56,13 @@ extension DockerRuntime {
         _ = try await request(
             .DELETE, "/containers/\(id)", query: [("force", "true"), ("v", "true")],
             operation: "remove container \(id.short)", notFound: .containerNotFound(id.rawValue))
+    }
+
+    public func bridgeGateway() async throws -> String? {
+        let operation = "inspect the bridge network"
+        let body = try await request(.GET, "/networks/bridge", operation: operation)
+        let network = try Self.decode(NetworkInspect.self, from: body, operation: operation)
+        return network.IPAM?.Config?.compactMap(\.Gateway).first { !$0.contains(":") }
     }
 
     public func inspect(_ id: ContainerID) async throws -> ContainerInfo {

@@ -66,6 +66,14 @@ public actor LoadBalancer {
     /// The tables the plan holds, by service.
     public var tables: [String: ServiceTable] { plan.tables }
 
+    /// The ports `service` is published on, if it publishes any.
+    public func publishedPorts(of service: String) -> [UInt16]? {
+        plan.tables[service].map { $0.listeners.map(\.publish) }
+    }
+
+    /// Published ports listen on `address` too (the containers' gateway).
+    public func listenForContainers(on address: String?) { enqueue(plan.listenForContainers(on: address)) }
+
     // MARK: - From the manager
 
     /// A new connection was welcomed: `count` tables follow, and replace all held.

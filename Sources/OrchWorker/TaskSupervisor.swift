@@ -18,6 +18,8 @@ public actor TaskSupervisor {
     public let node: NodeID
     private let runtime: any ContainerRuntime
     private let publishAddress: String
+    /// The DNS servers its containers get (the worker's own, for `NAME.service.orch`).
+    private var containerDNS: [String] = []
     private let prober: HealthProber
     private let logger: Logger
     private var machine: WorkerMachine
@@ -298,6 +300,9 @@ public actor TaskSupervisor {
         }
     }
 
+    /// Containers started from now on resolve names with these servers.
+    public func useDNS(_ servers: [String]) { containerDNS = servers }
+
     private func job(_ work: @escaping @Sendable () async -> Void) {
         jobs.continuation.yield(work)
     }
@@ -313,7 +318,8 @@ public actor TaskSupervisor {
     private func start(_ task: TaskID, attempt: UInt64, spec: TaskSpec) async {
         var created: ContainerID?
         do {
-            let config = ContainerConfig(task: task, attempt: Int(attempt), node: node, spec: spec, publishAddress: publishAddress)
+            var config = ContainerConfig(task: task, attempt: Int(attempt), node: node, spec: spec, publishAddress: publishAddress)
+            config.dns = containerDNS
             let container = try await createPullingIfMissing(config)
             created = container
             try await runtime.start(container)

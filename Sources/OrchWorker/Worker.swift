@@ -118,6 +118,7 @@ public final class Worker: Service, Sendable {
             group.addTask { await self.keepLastContact() }
             group.addTask { await self.watchEvents(ready: ready.continuation) }
             for await _ in ready.stream { break }
+            if let dns = await containerDNS() { group.addTask { try? await dns.run() } }
             group.addTask {
                 // A log stream lives on one connection: when it drops, its readers stop.
                 for await state in self.client.states {
@@ -147,6 +148,32 @@ public final class Worker: Service, Sendable {
                 self.logger.info("stopping (\(reason == .draining ? "draining" : "restarting")); containers keep running")
                 throw ShutdownRequested()
             }
+        }
+    }
+
+    /// The name service of this host's containers (``ContainerDNS``) on the bridge's gateway,
+    /// with the load balancer listening there too; nil when there is no load balancer, no
+    /// bridge, or another worker of this host serves it already.
+    private func containerDNS() async -> ContainerDNS? {
+        guard loadBalancer.unavailable == nil else { return nil }
+        let gateway: String
+        do {
+            guard let found = try await runtime.bridgeGateway() else { return nil }
+            gateway = found
+        } catch {
+            logger.warning("no NAME.service.orch for containers: the bridge network: \(error)")
+            return nil
+        }
+        do {
+            let balancer = loadBalancer
+            let dns = try await ContainerDNS.bind(address: gateway, logger: logger) { await balancer.publishedPorts(of: $0) }
+            await loadBalancer.listenForContainers(on: gateway)
+            await supervisor.useDNS([gateway])
+            logger.info("containers resolve NAME.service.orch at \(gateway):53 (the load balancer listens there too)\(dns.upstream.map { "; other names go to \($0)" } ?? "")")
+            return dns
+        } catch {
+            logger.info("containers keep the engine's DNS: \(gateway):53 is taken (by another worker of this host?): \(error)")
+            return nil
         }
     }
 

@@ -234,4 +234,31 @@ struct MeshProcessTests {
             #expect(Self.canBind("127.0.0.1", port), "nothing listens on the published port")
         }
     }
+
+    /// A task in a container asks for `web.service.orch:PORT` by name (busybox's wget): the
+    /// worker's DNS for containers gives its load balancer, which reaches a replica of web.
+    @Test func aTaskReachesAnotherServiceByNameFromInsideItsContainer() async throws {
+        try await Self.withMesh { cluster in
+            let port = try Self.freeMeshPort()
+            try await Self.deploy(cluster, try Self.serviceFile(publish: port, mode: "http"))
+            let hostnames = try await Self.replicaHostnames(cluster)
+            let worker = try #require(cluster.workers["mesh-a"])
+            #expect(worker.output.contains("containers resolve NAME.service.orch at"), "\(worker.output.suffix(600))")
+            let client: [String: Any] = [
+                "image": "orch-busybox:latest", "name": "client",
+                "command": ["sh", "-c", "for i in 1 2 3 4 5 6; do wget -qO- http://web.service.orch:\(port)/id; done"],
+                "restartPolicy": ["mode": "never"], "constraints": ["node": "mesh-a"],
+            ]
+            let body = String(decoding: try JSONSerialization.data(withJSONObject: client), as: UTF8.self)
+            let id = try await cluster.submit(body)
+            let ended = try await cluster.waitForTasks("the client to end", within: .seconds(30)) { tasks in
+                tasks.contains { $0["id"] as? String == id && ["completed", "failed"].contains($0.state) }
+            }
+            let task = try #require(ended.first { $0["id"] as? String == id })
+            let logs = try await http(.GET, "\(cluster.api)/tasks/\(id)/logs")
+            #expect(task.state == "completed", "the client: \(task) \(logs.body)")
+            let answered = Set(logs.body.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) })
+            #expect(!answered.isEmpty && answered.isSubset(of: hostnames), "answers \(answered), replicas \(hostnames)")
+        }
+    }
 }

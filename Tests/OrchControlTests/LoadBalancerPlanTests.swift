@@ -138,4 +138,16 @@ import Testing
         }
         #expect(config.contains("mode http") && config.contains("retry-on conn-failure empty-response") && config.contains("disable-l7-retry if METH_POST"))
     }
+
+    @Test func thePortsListenForContainersTooOnceTheGatewayIsKnown() throws {
+        var plan = LoadBalancerPlan(settings: Self.settings)
+        _ = plan.apply(Self.table(1, [Self.endpoint("t1", 32768)]))
+        let actions = plan.listenForContainers(on: "172.17.0.1")
+        guard case .start(let config)? = actions.first else {
+            Issue.record("a new address is a new start, got \(actions)")
+            return
+        }
+        #expect(config.contains("bind 127.0.0.2:8080") && config.contains("bind 172.17.0.1:8080"))
+        #expect(plan.listenForContainers(on: "172.17.0.1").isEmpty)
+    }
 }

@@ -27,6 +27,24 @@ import Testing
             .appendingPathComponent("data/service-web.json")
         let spec = try ServiceSpec.decode(try Data(contentsOf: url))
         #expect(spec.name == "web" && spec.replicas == 3 && spec.task.healthCheck != nil)
+        #expect(spec.task.ports == [PortSpec(containerPort: 8080, publish: 8000, publishMode: .http)])
+    }
+
+    @Test func aPublishedPortIsReadWrittenBackAndItsProblemsReported() throws {
+        let spec = try Self.decode(#"{"name": "web", "task": {"image": "i", "ports": [{"containerPort": 80, "publish": 8000}]}}"#)
+        #expect(spec.task.ports == [PortSpec(containerPort: 80, publish: 8000, publishMode: .tcp)], "tcp unless told")
+        #expect(try ServiceSpec(json: spec.json) == spec)
+        let cases: [(String, String, String)] = [
+            (#"[{"containerPort": 80, "publish": 70000}]"#, "task.ports[0].publish", "between 1 and 65535"),
+            (#"[{"containerPort": 53, "protocol": "udp", "publish": 53}]"#, "task.ports[0].publish", "only TCP"),
+            (#"[{"containerPort": 80, "publish": 8000}, {"containerPort": 81, "publish": 8000}]"#, "task.ports[1].publish", "published twice"),
+            (#"[{"containerPort": 80, "publish": 8000, "publishMode": "udp"}]"#, "task.ports[0].publishMode", "tcp or http"),
+            (#"[{"containerPort": 80, "publishMode": "http"}]"#, "task.ports[0].publishMode", "needs publish"),
+        ]
+        for (ports, path, words) in cases {
+            let problems = Self.problems(#"{"name": "web", "task": {"image": "i", "ports": "# + ports + "}}")
+            #expect(problems.contains { $0.hasPrefix("\(path): ") && $0.contains(words) }, "\(ports): \(problems)")
+        }
     }
 
     @Test func everyUpdateFieldIsRead() throws {

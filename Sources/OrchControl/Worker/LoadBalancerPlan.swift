@@ -15,6 +15,9 @@ public struct LoadBalancerPlan: Sendable {
     public struct Settings: Sendable, Hashable {
         /// Where every published port listens (the worker's advertise address).
         public var bindAddress: String
+        /// Another address every published port listens on: the container bridge's gateway,
+        /// where this host's containers reach services by name (`NAME.service.orch`).
+        public var containerAddress: String?
         /// The runtime API's unix socket.
         public var socketPath: String
         public var connectTimeout: Duration
@@ -52,7 +55,16 @@ public struct LoadBalancerPlan: Sendable {
         case stop
     }
 
-    public let settings: Settings
+    public private(set) var settings: Settings
+
+    /// Published ports listen on `address` too from the next start (nil: no more).
+    public mutating func listenForContainers(on address: String?) -> [Action] {
+        guard settings.containerAddress != address else { return [] }
+        settings.containerAddress = address
+        guard running != nil else { return reconcile() }
+        running = nil
+        return reconcile()
+    }
     /// The newest table of each service that publishes a port.
     public private(set) var tables: [String: ServiceTable] = [:]
     /// What the running HAProxy holds, by section and server; nil while none runs.
@@ -222,7 +234,11 @@ public struct LoadBalancerPlan: Sendable {
         let initial = Self.initialServers(desired)
         for section in desired.keys.sorted() {
             let shape = desired[section]!.shape
-            lines += ["listen \(section)", "  bind \(Self.bindHost(settings.bindAddress)):\(shape.bind)", "  balance leastconn"]
+            lines += ["listen \(section)", "  bind \(Self.bindHost(settings.bindAddress)):\(shape.bind)"]
+            if let inside = settings.containerAddress, inside != settings.bindAddress {
+                lines.append("  bind \(Self.bindHost(inside)):\(shape.bind)")
+            }
+            lines.append("  balance leastconn")
             if shape.mode == .http {
                 // Each request on its own; one that found its server gone is tried on another.
                 lines += ["  mode http", "  retry-on conn-failure empty-response response-timeout", "  http-request disable-l7-retry if METH_POST"]

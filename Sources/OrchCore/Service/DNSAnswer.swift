@@ -110,6 +110,14 @@ public enum DNSAnswer {
         return header(.noError, answers: fitted, additional: extra, questions: 1, truncated: fitted < answers.count) + echoed + body
     }
 
+    /// Whether the query asks about a name in `service.orch.` (a forwarder answers the rest
+    /// from elsewhere).
+    public static func isInZone(_ query: [UInt8]) -> Bool {
+        guard query.count >= 12, let (question, _) = parseQuestion(query, at: 12) else { return false }
+        let lower = question.labels.map { $0.lowercased() }
+        return lower.count >= zone.count && Array(lower.suffix(zone.count)) == zone
+    }
+
     /// The service a query asks about (`NAME.service.orch`), if it asks about one: what
     /// the lookup will be asked for, to be fetched before ``respond(to:lookup:)``.
     public static func queriedService(_ query: [UInt8]) -> String? {
