@@ -250,6 +250,7 @@ extension Simulation {
             }
             upNodes.insert(node.id)
         }
+        problems += meshProblems(machine, up: upNodes)
         let table = machine.taskTable
         let reservations = Dictionary(uniqueKeysWithValues: machine.reservations.map { ($0.node, $0) })
         /// An up node with room for the spec (CPU, memory, its fixed host ports), if any.
@@ -327,6 +328,28 @@ extension Simulation {
             .sorted { ($0.replica!.slot, $0.replica!.version, $0.createdAt, $0.id) < ($1.replica!.slot, $1.replica!.version, $1.createdAt, $1.id) }
         return "tasks: " + tasks.map { "\($0.replica!.slot).v\($0.replica!.version) \($0.id.short) \($0.state.rawValue)\($0.desiredState == .stop ? " !stop" : "")" }
             .joined(separator: ", ")
+    }
+
+    /// Part of `converged`: the manager's last table of each service that publishes a port
+    /// lists the catalog's endpoints, and every up worker's load balancer holds exactly those
+    /// tables (none of a service removed or no longer publishing).
+    func meshProblems(_ machine: ManagerMachine, up: Set<NodeID>) -> [(Invariant, String)] {
+        var problems: [(Invariant, String)] = []
+        let sent = machine.sentMeshTables
+        for name in sent.keys.sorted() {
+            let catalog = (try? machine.endpoints(of: name))?.endpoints.map(\.task) ?? []
+            if Set(sent[name]!.endpoints.map(\.task)) != Set(catalog) {
+                problems.append((.converged, "the manager's table of \(name) lists \(sent[name]!.endpoints.count) endpoints, its catalog \(catalog.count)"))
+            }
+        }
+        for node in nodes where up.contains(node.id) {
+            guard let held = node.process?.mesh.tables else { continue }
+            if held != sent {
+                let differing = Set(held.keys).union(sent.keys).filter { held[$0] != sent[$0] }.sorted()
+                problems.append((.converged, "\(node.name)'s load balancer holds other tables than the manager sent: \(differing.joined(separator: ", "))"))
+            }
+        }
+        return problems
     }
 
     /// `service-replicas-kept`, at the end: see the list above.

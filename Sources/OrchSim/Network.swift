@@ -85,6 +85,7 @@ extension Simulation {
         guard let connection = connections[id], connection.managerOpen, connection.managerIncarnation == managerIncarnation else { return }
         if sabotage.dropAcks, case .ack = message { return }
         if sabotage.dropStops, case .stopTask = message { return }
+        if sabotage.dropServiceTables, case .serviceTable(let table) = message, table.index % 2 == 1 { return }
         enqueue(.frame(message), on: id, .toWorker)
     }
 

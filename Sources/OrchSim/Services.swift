@@ -49,7 +49,10 @@ enum ServiceWorkload {
         var ports: [PortSpec] = []
         var healthCheck: HealthCheck?
         if random.chance(0.3) {
-            ports.append(PortSpec(containerPort: 8080))
+            // Half of them on the routing mesh (`converged` checks every worker's tables).
+            ports.append(random.chance(0.5)
+                ? PortSpec(containerPort: 8080, publish: 8000 + random.int(0...9), publishMode: random.chance(0.5) ? .tcp : .http)
+                : PortSpec(containerPort: 8080))
             healthCheck = HealthCheck(path: "/healthz", port: 8080, interval: .milliseconds(500), timeout: .milliseconds(200), failureThreshold: 2)
         }
         let policy: RestartPolicy

@@ -257,6 +257,11 @@ public final class Simulation {
 
     func feedWorker(_ index: Int, _ input: WorkerMachine.Input) -> TraceRecord? {
         guard nodes[index].process != nil else { return nil }
+        switch input {
+        case .connected(let welcome): _ = nodes[index].process!.mesh.welcomed(tables: welcome.serviceTables)
+        case .received(.serviceTable(let table)): _ = nodes[index].process!.mesh.received(table)
+        default: break
+        }
         let effects = nodes[index].process!.machine.handle(input, now: now)
         for effect in effects { applyWorker(index, effect) }
         return TraceRecord(step: step + 1, time: now, subject: .worker(index, input), effects: .worker(effects))
@@ -474,6 +479,9 @@ struct WorkerProcess {
     /// Dials failed in a row, for the backoff; reset by a welcome.
     var failedDials = 0
     var dialScheduled = false
+    /// Its load balancer's plan, fed the welcomes and tables as the real worker feeds it
+    /// (`converged` compares what it holds with the manager's tables).
+    var mesh = LoadBalancerPlan(settings: .init(bindAddress: "127.0.0.1", socketPath: "/sim/admin.sock"))
 }
 
 struct SimNode {
@@ -582,4 +590,6 @@ struct Sabotage {
     var duplicateReplicas = false
     /// The engine cannot start a service's containers (an image no node can pull).
     var replicaStartsFail = false
+    /// The network loses every other service table (the mesh's tables go stale).
+    var dropServiceTables = false
 }

@@ -78,8 +78,8 @@ struct ContainerDNS: Sendable {
         return nil
     }
 
-    /// Asks `server` (IPv4, port 53) and gives its answer, or nil after 2 s.
-    static func forward(_ query: [UInt8], to server: String) async -> [UInt8]? {
+    /// Asks `server` (IPv4) and gives its answer, or nil after 2 s.
+    static func forward(_ query: [UInt8], to server: String, port: UInt16 = 53) async -> [UInt8]? {
         await Task.detached {
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
             guard fd >= 0 else { return nil }
@@ -88,7 +88,7 @@ struct ContainerDNS: Sendable {
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             var target = sockaddr_in()
             target.sin_family = sa_family_t(AF_INET)
-            target.sin_port = in_port_t(UInt16(53).bigEndian)
+            target.sin_port = in_port_t(port.bigEndian)
             guard inet_pton(AF_INET, server, &target.sin_addr) == 1 else { return nil }
             let sent = query.withUnsafeBytes { bytes in
                 withUnsafePointer(to: &target) {

@@ -40,8 +40,6 @@ public actor LoadBalancer {
     /// Actions waiting to be carried out, in order, by one loop at a time.
     private var queue: [LoadBalancerPlan.Action] = []
     private var working = false
-    /// Tables expected after a welcome, and those in so far.
-    private var syncing: (remaining: Int, tables: [ServiceTable])?
     private var restartBackoff = ReconnectBackoff(initial: .milliseconds(50), maximum: .seconds(2))
     private var startedAt: ContinuousClock.Instant?
     private var warnedMissing: Set<String> = []
@@ -78,34 +76,22 @@ public actor LoadBalancer {
 
     /// A new connection was welcomed: `count` tables follow, and replace all held.
     public func welcomed(tables count: UInt32) {
-        if count == 0 {
-            syncing = nil
-            synced([])
-        } else {
-            syncing = (Int(count), [])
-        }
+        enqueue(plan.welcomed(tables: count))
+        retireLeftBehind()
     }
 
     public func apply(_ table: ServiceTable) {
         if !table.listeners.isEmpty, let reason = unavailable, warnedMissing.insert(table.service).inserted {
             logger.error("service \(table.service) publishes port \(table.listeners.map { String($0.publish) }.joined(separator: ", ")) but this worker cannot balance it: \(reason)")
         }
-        if var sync = syncing {
-            sync.tables.append(table)
-            sync.remaining -= 1
-            syncing = sync.remaining > 0 ? sync : nil
-            if sync.remaining == 0 { synced(sync.tables) }
-            return
-        }
-        enqueue(plan.apply(table))
+        enqueue(plan.received(table))
+        retireLeftBehind()
     }
 
-    /// Every table after a welcome is in. An HAProxy left by an earlier process of this
-    /// worker, with nothing to balance now, is told to finish (one with something to balance
-    /// is taken over by the next start).
-    private func synced(_ tables: [ServiceTable]) {
-        enqueue(plan.replaceAll(tables))
-        if plan.running == nil, process == nil, let pid = Self.leftBehind(pidPath) {
+    /// An HAProxy left by an earlier process of this worker, with nothing to balance now, is
+    /// told to finish (one with something to balance is taken over by the next start).
+    private func retireLeftBehind() {
+        if !plan.isSyncing, plan.running == nil, process == nil, plan.tables.isEmpty, let pid = Self.leftBehind(pidPath) {
             logger.info("stopping the load balancer left by an earlier run (pid \(pid)): nothing is published")
             kill(pid, SIGUSR1)
             try? FileManager.default.removeItem(atPath: pidPath)

@@ -116,14 +116,16 @@ import Testing
         _ = plan.apply(Self.table(1, [Self.endpoint("t1", 32768)]))
         _ = plan.apply(Self.table(1, [Self.endpoint("a1", 32800)], publish: [9090], service: "api"))
         // The manager's tables after a reconnect no longer list api: it was removed meanwhile.
-        let actions = plan.replaceAll([Self.table(7, [Self.endpoint("t1", 32768)])])
-        #expect(plan.tables.keys.sorted() == ["web"])
+        #expect(plan.welcomed(tables: 1).isEmpty && plan.isSyncing, "nothing changes until the announced tables are in")
+        #expect(plan.tables.keys.sorted() == ["api", "web"])
+        let actions = plan.received(Self.table(7, [Self.endpoint("t1", 32768)]))
+        #expect(plan.tables.keys.sorted() == ["web"] && !plan.isSyncing)
         guard case .start(let config)? = actions.first else {
             Issue.record("expected a start without api, got \(actions)")
             return
         }
         #expect(!config.contains("api_9090"))
-        #expect(plan.replaceAll([]) == [.stop])
+        #expect(plan.welcomed(tables: 0) == [.stop])
     }
 
     @Test func anHTTPPortBalancesRequestsAndRetriesThemAndAModeChangeStartsItAgain() throws {

@@ -279,6 +279,18 @@ import Testing
         _ = other.at(0.6, .received(.serviceTable(ServiceTable(service: "web", index: 4, listeners: [], endpoints: [], drain: .zero))))
         let atOnce = other.at(1, .received(.stopTask(StopTask(task: task("t1"), attempt: 1))))
         #expect(atOnce.withoutWakes.contains(.stop(task("t1"), attempt: 1, container: container("c1"), grace: TaskSpec.defaultStopGracePeriod)))
+
+        // A new connection brings every table again: one not among them (the service was
+        // removed meanwhile) drains nothing any more.
+        var again = Worker()
+        _ = again.at(0, .connected(welcome))
+        _ = again.at(0.1, assign("t1", 1))
+        _ = again.at(0.2, .containerStarted(task("t1"), attempt: 1, container: container("c1"), ports: [port(80, 0, "127.0.0.1", 32768)]))
+        _ = again.at(0.5, .received(.serviceTable(table)))
+        _ = again.at(0.6, .disconnected)
+        _ = again.at(0.7, .connected(welcome))
+        let afterWelcome = again.at(1, .received(.stopTask(StopTask(task: task("t1"), attempt: 1))))
+        #expect(afterWelcome.withoutWakes.contains(.stop(task("t1"), attempt: 1, container: container("c1"), grace: TaskSpec.defaultStopGracePeriod)))
     }
 
     @Test func aStopDuringStartStopsTheContainerOnceItRuns() {

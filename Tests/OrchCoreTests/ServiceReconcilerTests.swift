@@ -225,6 +225,27 @@ import Testing
         #expect(!world.live.contains { $0.version == 2 && $0.createdAt > world.deploy!.startedAt + .seconds(30) }, "no new task of the failed version")
     }
 
+    /// The pass that the healthy deadline wakes, at the deadline itself, fails the deploy: it
+    /// was judged as not late yet, and no later wake was asked for (a rollback stayed
+    /// rolling back for good; simulator seed 182 with services).
+    @Test func aTaskStillUnhealthyAtItsDeadlineFailsTheDeployThen() {
+        let deadline = Duration.seconds(14)
+        let created = Moment.zero + .seconds(17)
+        let task = ReplicaView(task: TaskID(rawValue: "t2"), slot: 1, version: 2, node: NodeID(rawValue: "n1"), phase: .live, createdAt: created)
+        let deploy = Deploy(from: 2, to: 6, state: .rollingBack, startedAt: .zero + .seconds(9), rollback: true)
+        let input = { (now: Moment) in
+            ServiceReconciler.Input(
+                replicas: 1, version: 6, update: UpdatePolicy(order: .stopFirst, healthyDeadline: deadline, minHealthyTime: .seconds(2)),
+                deploy: deploy, tasks: [task], now: now)
+        }
+        let before = ServiceReconciler.plan(input(created + deadline - .milliseconds(1)))
+        #expect(before.deploy?.state == .rollingBack)
+        #expect(before.wake == created + deadline, "woken at the deadline")
+        let at = ServiceReconciler.plan(input(created + deadline))
+        #expect(at.deploy?.state == .failed, "\(at)")
+        #expect(at.deploy?.reason?.contains("not healthy within 14s") == true)
+    }
+
     @Test func aPlanNeverAsksToBeWokenAtADeadlineAlreadyPast() {
         // A replica not healthy within its deadline while no deploy runs: nothing to wait for.
         let task = ReplicaView(task: TaskID(rawValue: "t1"), slot: 1, version: 1, node: NodeID(rawValue: "n1"), phase: .live, createdAt: .zero)

@@ -25,10 +25,7 @@ extension ManagerMachine {
                     nodeUp: entry.state == .up && entry.connection != nil)
             }.sorted { ($0.slot, $0.version, $0.task) < ($1.slot, $1.version, $1.task) }
             if let current = catalog[name], current.endpoints == endpoints { continue }
-            // Past every revision handed out and every index before: a watcher's index from
-            // an earlier run of the manager does not match by chance.
-            catalogIndex = max(issued, catalogIndex + 1)
-            let entry = ServiceCatalog(service: name, index: catalogIndex, endpoints: endpoints)
+            let entry = ServiceCatalog(service: name, index: nextCatalogIndex(), endpoints: endpoints)
             catalog[name] = entry
             emit(.catalogChanged(name, entry))
         }
@@ -48,8 +45,7 @@ extension ManagerMachine {
             message = table
             meshTables[name] = table
         } else {
-            catalogIndex = max(issued, catalogIndex + 1)
-            message = ServiceTable(service: name, index: catalogIndex, listeners: [], endpoints: [], drain: .zero)
+            message = ServiceTable(service: name, index: nextCatalogIndex(), listeners: [], endpoints: [], drain: .zero)
             meshTables[name] = nil
         }
         for connection in meshConnections { emit(.send(connection, .serviceTable(message))) }
@@ -75,12 +71,23 @@ extension ManagerMachine {
             drain: configuration.meshDrain)
     }
 
+    /// The last table sent for each service that publishes a port: what every connected
+    /// worker's load balancer holds once the messages on their way arrive.
+    public var sentMeshTables: [String: ServiceTable] { meshTables }
+
     /// The connections of nodes that are up, in a stable order.
     var meshConnections: [ConnectionID] { nodes.values.compactMap { $0.state == .up ? $0.connection : nil }.sorted() }
 
     /// After a `welcome`: every table, so that a worker's load balancer starts complete.
     mutating func sendMeshTables(to connection: ConnectionID) {
         for name in meshTables.keys.sorted() { emit(.send(connection, .serviceTable(meshTables[name]!))) }
+    }
+
+    /// Past every revision handed out and every index before: a watcher's index from an
+    /// earlier run of the manager does not match by chance.
+    mutating func nextCatalogIndex() -> UInt64 {
+        catalogIndex = max(issued, catalogIndex + 1)
+        return catalogIndex
     }
 
     /// Marks the services of the tasks on `node` (it came up or went away).

@@ -61,8 +61,7 @@ public struct LoadBalancerPlan: Sendable {
     public mutating func listenForContainers(on address: String?) -> [Action] {
         guard settings.containerAddress != address else { return [] }
         settings.containerAddress = address
-        guard running != nil else { return reconcile() }
-        running = nil
+        running = nil   // a running HAProxy starts again with the new binds
         return reconcile()
     }
     /// The newest table of each service that publishes a port.
@@ -86,9 +85,39 @@ public struct LoadBalancerPlan: Sendable {
         return reconcile()
     }
 
+    /// A new connection was welcomed: `count` tables follow, and replace all held once they
+    /// are in (with none, at once).
+    public mutating func welcomed(tables count: UInt32) -> [Action] {
+        guard count > 0 else {
+            syncing = nil
+            return replaceAll([])
+        }
+        syncing = (Int(count), [])
+        return []
+    }
+
+    /// A table from the manager: part of the set after a welcome, or a change on its own.
+    public mutating func received(_ table: ServiceTable) -> [Action] {
+        guard var sync = syncing else { return apply(table) }
+        sync.tables.append(table)
+        sync.remaining -= 1
+        guard sync.remaining == 0 else {
+            syncing = sync
+            return []
+        }
+        syncing = nil
+        return replaceAll(sync.tables)
+    }
+
+    /// Tables expected after a welcome, and those in so far.
+    private var syncing: (remaining: Int, tables: [ServiceTable])?
+
+    /// Whether tables announced by a welcome are still on their way.
+    public var isSyncing: Bool { syncing != nil }
+
     /// After a connection to the manager: the tables it sends replace all of these; the ones
     /// it does not send are gone (the service was removed meanwhile).
-    public mutating func replaceAll(_ fresh: [ServiceTable]) -> [Action] {
+    mutating func replaceAll(_ fresh: [ServiceTable]) -> [Action] {
         tables = [:]
         for table in fresh where !table.listeners.isEmpty { tables[table.service] = table }
         return reconcile()

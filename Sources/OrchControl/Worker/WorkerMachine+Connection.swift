@@ -36,6 +36,8 @@ extension WorkerMachine {
     private mutating func welcomed(_ welcome: Welcome) {
         connected = welcome
         lastHeard = now
+        // Every table follows the welcome at once: a service removed meanwhile is not among them.
+        mesh = MeshDrains()
         emit(.send(.taskList(taskList)))
         for status in outbox.resend { emit(.send(.taskStatus(status))) }
         heartbeatSequence = 0

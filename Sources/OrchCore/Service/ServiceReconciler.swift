@@ -195,7 +195,8 @@ public enum ServiceReconciler {
             if task.phase == .ended(failed: true), task.healthySince == nil || (task.endedAt ?? input.now) - task.healthySince! < input.update.minHealthyTime {
                 return "task \(task.task) (slot \(task.slot)) failed before it was healthy" + (task.error.map { " (\($0))" } ?? "")
             }
-            if task.isLive, task.healthySince == nil, input.now - task.createdAt > input.update.healthyDeadline {
+            // At the deadline itself, not after it: the pass the deadline wakes must be the one that fails it.
+            if task.isLive, task.healthySince == nil, input.now - task.createdAt >= input.update.healthyDeadline {
                 return "task \(task.task) (slot \(task.slot)) was not healthy within \(DurationText.format(input.update.healthyDeadline))"
             }
         }
