@@ -102,9 +102,7 @@ public actor LoadBalancer {
     public func shutdown() {
         stopped = true
         queue = []
-        if let process, process.isRunning { kill(process.processIdentifier, SIGUSR1) }
-        process = nil
-        try? FileManager.default.removeItem(atPath: pidPath)
+        stopProcess()
     }
 
     // MARK: - Carrying actions out
@@ -142,7 +140,7 @@ public actor LoadBalancer {
             try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         } catch {
             logger.error("cannot write the load balancer's configuration in \(settings.directory): \(error)")
-            return
+            return await startFailed()
         }
         let previous = process.flatMap { $0.isRunning ? $0.processIdentifier : nil } ?? Self.leftBehind(pidPath)
         let child = Process()
@@ -165,7 +163,7 @@ public actor LoadBalancer {
             try child.run()
         } catch {
             logger.error("cannot start HAProxy (\(path)): \(error)")
-            return
+            return await startFailed()
         }
         process = child
         startedAt = .now
@@ -184,6 +182,20 @@ public actor LoadBalancer {
 
     private var logPath: String { "\(settings.directory)/haproxy.log" }
 
+    /// A start that did not happen is tried again, after the restart backoff.
+    private func startFailed() async {
+        var random = SystemRandomNumberGenerator()
+        try? await Task.sleep(for: restartBackoff.nextDelay(using: &random))
+        guard !stopped, process == nil else { return }
+        queue += plan.exited()
+    }
+
+    /// The last line HAProxy wrote (why it exited, mostly).
+    private var lastLogLine: String? {
+        guard let text = try? String(contentsOfFile: logPath, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n").last.map { String($0.suffix(200)) }
+    }
+
     private func stopProcess() {
         if let process, process.isRunning { kill(process.processIdentifier, SIGUSR1) }
         process = nil
@@ -199,7 +211,7 @@ public actor LoadBalancer {
         if !young { restartBackoff.reset() }
         var random = SystemRandomNumberGenerator()
         let delay = young ? restartBackoff.nextDelay(using: &random) : .zero
-        logger.warning("HAProxy exited (status \(status)); starting it again from the service tables\(delay > .zero ? " in \(DurationText.format(delay))" : "")")
+        logger.warning("HAProxy exited (status \(status)\(lastLogLine.map { ": \($0)" } ?? "")); starting it again from the service tables\(delay > .zero ? " in \(DurationText.format(delay))" : "")")
         if delay > .zero { try? await Task.sleep(for: delay) }
         guard !stopped, process == nil else { return }
         enqueue(plan.exited())
