@@ -175,7 +175,7 @@ let package = Package(
         .executableTarget(
             name: "orch-bench",
             dependencies: [
-                "OrchCore", "OrchWire", "OrchRuntime", "OrchStore", "OrchSecurity", "OrchTestSupport",
+                "OrchCore", "OrchWire", "OrchRuntime", "OrchStore", "OrchSecurity", "OrchTestSupport", "OrchControl", "OrchWorker",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

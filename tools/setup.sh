@@ -26,6 +26,8 @@ command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 # HAProxy: each worker runs one as its load balancer (the routing mesh). The package's own
 # service is never used: workers start theirs.
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+# wrk: the load of the mesh benchmark (tools/bench/run.sh mesh; its smoke run in CI).
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]}"
   as_root apt-get update -qq

@@ -32,7 +32,7 @@ if [ "$#" -eq 0 ] && ! grep -qE 'Suite "[^"]*\(Docker\)[^"]*" passed' "$log"; th
   echo "test.sh: the tests against the real Docker engine did not run" >&2
   exit 1
 fi
-# The cluster protocol's decoder under a coverage-guided fuzzer for a minute (tools/fuzz/).
+# The cluster protocol's decoder and the DNS codec under a coverage-guided fuzzer, a minute each (tools/fuzz/).
 if [ "$#" -eq 0 ]; then
   tools/fuzz/run.sh 60
 fi

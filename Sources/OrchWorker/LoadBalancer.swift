@@ -241,7 +241,7 @@ public actor LoadBalancer {
     // MARK: - Helpers
 
     /// One runtime API command on its own connection: the answer, up to its end.
-    static func command(_ line: String, socket path: String) throws -> String {
+    public static func command(_ line: String, socket path: String) throws -> String {
         let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LoadBalancerError.socket("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

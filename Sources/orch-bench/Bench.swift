@@ -22,10 +22,11 @@ struct Bench: AsyncParsableCommand {
               orch-bench rest --tasks 10000
               orch-bench recovery --tasks 100000
               orch-bench rolling --replicas 10 --runs 3
+              orch-bench mesh
             """,
         subcommands: [
             DockerBench.self, SchedulingBench.self, HeartbeatBench.self, FailoverBench.self, RESTBench.self, RecoveryBench.self,
-            RollingBench.self,
+            RollingBench.self, MeshBench.self,
             SimWorkersCommand.self, BareListenerCommand.self,
         ])
 }

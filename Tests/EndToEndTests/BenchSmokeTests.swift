@@ -42,4 +42,9 @@ struct BenchSmokeTests {
         let out = try await smoke("rolling", header: "replicas")
         #expect(out.contains("ours/Swarm"))
     }
+
+    @Test func mesh() async throws {
+        let out = try await smoke("mesh", header: "target")
+        #expect(out.contains("mesh, http mode") && out.contains("every load balancer"), "both tables: \(out)")
+    }
 }

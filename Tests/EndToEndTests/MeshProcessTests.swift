@@ -49,24 +49,7 @@ struct MeshProcessTests {
     }
 
     /// A port free on both advertise addresses.
-    static func freeMeshPort() throws -> Int {
-        for _ in 0..<20 {
-            let port = try freePort()
-            if advertise.values.allSatisfy({ canBind($0, port) }) { return port }
-        }
-        throw TestTimeout(what: "a port free on 127.0.0.1 and 127.0.0.2")
-    }
-
-    static func canBind(_ host: String, _ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr(host)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
-    }
+    static func freeMeshPort() throws -> Int { try freePort(onEvery: advertise.values.sorted()) }
 
     /// `GET /id` through `host:port`: the replica's host name, or nil when it failed.
     static func replicaID(_ host: String, _ port: Int) async -> String? {
@@ -231,7 +214,7 @@ struct MeshProcessTests {
             try await Self.deploy(cluster, try Self.serviceFile(publish: port, mode: "tcp", replicas: 1))
             try await worker.waitForOutput("service web publishes port \(port) but this worker cannot balance it", within: .seconds(10))
             #expect(worker.output.contains("apt-get install haproxy"))
-            #expect(Self.canBind("127.0.0.1", port), "nothing listens on the published port")
+            #expect(canBind("127.0.0.1", port), "nothing listens on the published port")
         }
     }
 

@@ -133,4 +133,16 @@ import Testing
             _ = DNSAnswer.respond(to: packet, lookup: Self.catalog(_:))
         }
     }
+
+    /// Found by tools/fuzz (DNSAnswerFuzz): a port beyond 16 bits trapped when the SRV record
+    /// was written. Such an endpoint gets no SRV record; its address still answers A.
+    @Test func anEndpointWithAPortOutOfRangeGetsNoSRVRecordInsteadOfATrap() throws {
+        let lookup: DNSAnswer.Lookup = { name in
+            name == "web" ? [Self.endpoint("a", "127.0.0.2", port: 70_000), Self.endpoint("b", "127.0.0.3", port: 32002)] : nil
+        }
+        let srv = try #require(DNSAnswer.respond(to: Self.webSRV, lookup: lookup))
+        #expect(Self.header(srv).counts == [1, 1, 0, 1], "only b's SRV record and its target")
+        let a = try #require(DNSAnswer.respond(to: Self.webA, lookup: lookup))
+        #expect(Self.header(a).counts == [1, 2, 0, 0])
+    }
 }

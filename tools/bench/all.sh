@@ -13,5 +13,6 @@ out="tools/bench/results-$(date +%Y%m%d-%H%M).txt"
   tools/bench/run.sh rest --tasks 10000,100000
   tools/bench/run.sh recovery --tasks 10000,100000
   tools/bench/run.sh rolling --replicas 10 --runs 3
+  tools/bench/run.sh mesh --replicas 3 --runs 3 --kills 20
 } 2>&1 | tee "$out"
 echo "results in $out"

@@ -79,9 +79,9 @@ public enum DNSAnswer {
             if wantsSRV {
                 var targets = Set<[UInt8]>()
                 for (endpoint, address) in ready {
-                    guard let port = endpoint.hostPort() else { continue }
+                    guard let port = endpoint.hostPort().flatMap(UInt16.init(exactly:)) else { continue }
                     let target = name(labels: [hex(address), "addr"] + zone)
-                    answers.append(record(name: pointer, type: .srv, data: be16(1) + be16(1) + be16(UInt16(port)) + target))
+                    answers.append(record(name: pointer, type: .srv, data: be16(1) + be16(1) + be16(port) + target))
                     if targets.insert(address).inserted { additional.append(record(name: target, type: .a, data: address)) }
                 }
             }
@@ -129,7 +129,7 @@ public enum DNSAnswer {
 
     /// The question at `offset` and where it ends; nil when it cannot be read. Names in a
     /// query are not compressed: a pointer is refused.
-    static func parseQuestion(_ bytes: [UInt8], at offset: Int) -> (Question, end: Int)? {
+    public static func parseQuestion(_ bytes: [UInt8], at offset: Int) -> (Question, end: Int)? {
         var labels: [String] = []
         var position = offset
         var total = 0
@@ -164,7 +164,7 @@ public enum DNSAnswer {
     static func be16(_ value: UInt16) -> [UInt8] { [UInt8(value >> 8), UInt8(value & 0xFF)] }
 
     /// `10.0.0.5` as its four bytes; nil for anything else.
-    static func ipv4(_ text: String) -> [UInt8]? {
+    public static func ipv4(_ text: String) -> [UInt8]? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 else { return nil }
         let bytes = parts.compactMap { UInt8($0) }

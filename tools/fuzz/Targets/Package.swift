@@ -1,16 +1,17 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
-// The libFuzzer target of the cluster protocol's decoder (tools/fuzz/README.md).
-// Sources/OrchCore and Sources/OrchWire are symlinks to the project's own targets, so the
-// fuzzer runs the real codec; built on its own so that only this build is instrumented.
+// The libFuzzer targets (tools/fuzz/README.md): the cluster protocol's decoder and the DNS
+// responder's codec. Sources/OrchCore and Sources/OrchWire are symlinks to the project's own
+// targets, so the fuzzers run the real code; built on their own so that only this build is
+// instrumented.
 
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
 let package = Package(
-    name: "WireDecoderFuzz",
+    name: "OrchFuzz",
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -30,5 +31,6 @@ let package = Package(
             dependencies: ["OrchWire", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(name: "DNSAnswerFuzz", dependencies: ["OrchCore"], swiftSettings: swiftSettings),
     ]
 )
