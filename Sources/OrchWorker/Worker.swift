@@ -55,9 +55,17 @@ public final class Worker: Service, Sendable {
             millicores: configuration.cpus.map { UInt32(($0 * 1000).rounded()) } ?? UInt32((first?.cpuCount ?? 1) * 1000),
             memoryBytes: configuration.memoryBytes.map { UInt64($0) } ?? first?.memory.totalBytes ?? 0,
             diskBytes: first?.disk.totalBytes ?? 0)
+        let loadBalancer = LoadBalancer(
+            settings: .init(haproxy: configuration.haproxy, directory: "\(configuration.stateDirectory)/haproxy", bindAddress: configuration.publishAddress),
+            logger: logger)
+        self.loadBalancer = loadBalancer
+        if let reason = loadBalancer.unavailable { logger.warning("no routing mesh on this worker: \(reason)") }
+        // The manager learns from this label where published ports listen (and warns about the rest).
+        var labels = configuration.labels.filter { !$0.key.hasPrefix(NodeLabel.reservedPrefix) }
+        if loadBalancer.unavailable == nil { labels[NodeLabel.mesh] = "haproxy" }
         let hello = Hello(
             nodeID: node, name: configuration.name, addresses: ["\(configuration.httpHost):\(configuration.httpPort)"],
-            capacity: capacity, labels: configuration.labels)
+            capacity: capacity, labels: labels)
         membership = try ClusterMembership(
             node: node, directory: configuration.stateDirectory, host: configuration.managerHost, port: configuration.managerPort)
         let client = WireClient(
@@ -71,10 +79,6 @@ public final class Worker: Service, Sendable {
             metrics: { metrics.metrics(runningTasks: $0) },
             lastContact: LastContact.read(in: configuration.stateDirectory))
         logs = LogRelay(runtime: runtime, send: { try await client.send($0) })
-        loadBalancer = LoadBalancer(
-            settings: .init(haproxy: configuration.haproxy, directory: "\(configuration.stateDirectory)/haproxy", bindAddress: configuration.publishAddress),
-            logger: logger)
-        if let reason = loadBalancer.unavailable { logger.warning("no routing mesh on this worker: \(reason)") }
     }
 
     public func run() async throws {

@@ -438,12 +438,14 @@ struct DeployWatch {
         var shownEvents = 0
         var slots: [Int: String] = [:]
         var last: ServiceDTO?
+        var shownWarnings: Set<String> = []
         func say(_ text: String) {
             FileHandle.standardError.write(Data("[\(elapsedText(ContinuousClock.now - started))] \(text)\n".utf8))
         }
         while ContinuousClock.now < deadline {
             let service = try client.decode(ServiceDTO.self, from: try await client.request(.GET, "/services/\(name)"))
             last = service
+            for warning in service.warnings where shownWarnings.insert(warning).inserted { say("warning: \(warning)") }
             if let events = service.deploy?.events, deploy {
                 for event in events.dropFirst(shownEvents) { say(event.message) }
                 shownEvents = events.count

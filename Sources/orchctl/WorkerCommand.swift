@@ -85,6 +85,9 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--manager-silence: \"\(managerSilence)\" is not a duration such as 5s or 1500ms")
         }
         for label in labels where !label.contains("=") { throw ValidationError("--label: \"\(label)\" is not key=value") }
+        for label in labels where label.hasPrefix(NodeLabel.reservedPrefix) {
+            throw ValidationError("--label: \"\(label)\": labels starting with \(NodeLabel.reservedPrefix) are set by the worker itself (e.g. \(NodeLabel.mesh))")
+        }
         if let joinToken {
             do { _ = try JoinToken(parsing: joinToken) } catch { throw ValidationError("--join-token: \(error)") }
         }

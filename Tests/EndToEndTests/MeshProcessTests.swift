@@ -74,9 +74,12 @@ struct MeshProcessTests {
         })
     }
 
-    static func deploy(_ cluster: ClusterProcesses, _ file: String) async throws {
+    /// `orchctl deploy -f FILE`: its progress (stderr).
+    @discardableResult
+    static func deploy(_ cluster: ClusterProcesses, _ file: String) async throws -> String {
         let deployed = try await LaunchedProcess.run(orchctl: ["deploy", "-f", file], environment: ["ORCH_API": cluster.api], within: .seconds(120))
         #expect(deployed.status == 0, "\(deployed.stderr)")
+        return deployed.stderr
     }
 
     @Test func everyWorkersPublishedPortReachesEveryReplicaAndAKilledOneFailsNoRequest() async throws {
@@ -211,7 +214,11 @@ struct MeshProcessTests {
             let worker = try #require(cluster.workers["mesh-none"])
             #expect(worker.output.contains("no routing mesh on this worker") && worker.output.contains("--haproxy"), "\(worker.output.suffix(400))")
             let port = try Self.freeMeshPort()
-            try await Self.deploy(cluster, try Self.serviceFile(publish: port, mode: "tcp", replicas: 1))
+            let progress = try await Self.deploy(cluster, try Self.serviceFile(publish: port, mode: "tcp", replicas: 1))
+            // The user who deploys is told too, and the service says so for as long as it lasts.
+            #expect(progress.contains("warning: published port \(port) listens on no worker") && progress.contains("--haproxy PATH"), "\(progress)")
+            let service = try await http(.GET, "\(cluster.api)/services/web")
+            #expect(service.body.contains("no load balancer") || service.body.contains("runs a load balancer"), "\(service.body.prefix(600))")
             try await worker.waitForOutput("service web publishes port \(port) but this worker cannot balance it", within: .seconds(10))
             #expect(worker.output.contains("apt-get install haproxy"))
             #expect(canBind("127.0.0.1", port), "nothing listens on the published port")

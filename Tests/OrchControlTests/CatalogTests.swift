@@ -181,6 +181,31 @@ import Testing
         #expect(last.listeners.isEmpty && last.endpoints.isEmpty, "the last table takes it off: \(last)")
     }
 
+    /// A worker without HAProxy says so in its hello (no `orch.mesh` label): the service
+    /// names where its published ports do not listen, and stops saying it once they all do.
+    @Test func aServicePublishingAPortWarnsOfUpWorkersWithoutALoadBalancer() throws {
+        let mesh = [NodeLabel.mesh: "haproxy"]
+        var c = Cluster(labels: { $0 == 1 ? mesh : [:] })
+        _ = c.ask { .createService($0, Self.published()) }
+        c.run(for: .seconds(2))
+        let record = try #require(c.h.machine.service("web"))
+        let warnings = c.h.machine.serviceDTO(record, withTasks: false).warnings
+        #expect(warnings.count == 1 && warnings[0].contains("port 8080 listens not on w2") && warnings[0].contains("--haproxy PATH"), "\(warnings)")
+
+        var none = Cluster()
+        _ = none.ask { .createService($0, Self.published()) }
+        let unmeshed = none.h.machine.serviceDTO(try #require(none.h.machine.service("web")), withTasks: false).warnings
+        #expect(unmeshed.first?.contains("listens on no worker (none of the 2 up runs a load balancer)") == true, "\(unmeshed)")
+
+        var all = Cluster(labels: { _ in mesh })
+        _ = all.ask { .createService($0, Self.published()) }
+        #expect(all.h.machine.serviceDTO(try #require(all.h.machine.service("web")), withTasks: false).warnings.isEmpty)
+        // A service that publishes nothing needs no load balancer.
+        var plain = Cluster()
+        _ = plain.ask { .createService($0, Cluster.web()) }
+        #expect(plain.h.machine.serviceDTO(try #require(plain.h.machine.service("web")), withTasks: false).warnings.isEmpty)
+    }
+
     @Test func aServiceThatPublishesNothingSendsNoTables() {
         var c = Cluster()
         _ = c.ask { .createService($0, Cluster.web()) }

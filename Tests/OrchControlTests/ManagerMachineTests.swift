@@ -45,13 +45,13 @@ import Testing
         }
 
         /// Connects a worker and says hello for it; returns its connection.
-        mutating func join(_ name: String, connection: UInt64, millicores: UInt32 = 2000) -> ConnectionID {
+        mutating func join(_ name: String, connection: UInt64, millicores: UInt32 = 2000, labels: [String: String] = [:]) -> ConnectionID {
             let id = ConnectionID(rawValue: connection)
             feed(.connected(id))
             feed(.authenticated(id, NodeID(rawValue: name)))
             feed(.received(id, .hello(Hello(
                 nodeID: NodeID(rawValue: name), name: name, addresses: ["127.0.0.1:0"],
-                capacity: Capacity(millicores: millicores, memoryBytes: 4 << 30, diskBytes: 0)))))
+                capacity: Capacity(millicores: millicores, memoryBytes: 4 << 30, diskBytes: 0), labels: labels))))
             return id
         }
 

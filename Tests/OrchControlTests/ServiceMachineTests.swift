@@ -19,9 +19,9 @@ import Testing
         /// Every (slot, version) pair that had two live tasks at once, if any ever did.
         var twins: [String] = []
 
-        init(nodes: Int = 2, snapshot: StoreSnapshot = StoreSnapshot(tasks: [], nodes: [])) {
+        init(nodes: Int = 2, snapshot: StoreSnapshot = StoreSnapshot(tasks: [], nodes: []), labels: (Int) -> [String: String] = { _ in [:] }) {
             h = Harness(snapshot: snapshot)
-            for index in 1...nodes { connections.append(h.join("w\(index)", connection: UInt64(index))) }
+            for index in 1...nodes { connections.append(h.join("w\(index)", connection: UInt64(index), labels: labels(index))) }
             h.commitAll()
         }
 

@@ -87,6 +87,15 @@ struct OrchctlValidateTests {
         }
     }
 
+    @Test func aLabelInTheWorkersOwnNamespaceIsRefusedWithItsReason() throws {
+        let data = temporaryDirectory("label")
+        let result = try orchctl(["worker", "--manager", "127.0.0.1:1", "--http", "127.0.0.1:0", "--state-dir", data + "/w", "--label", "orch.mesh=haproxy"])
+        #expect(result.status != 0)
+        let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+        #expect(lines.count == 1 && lines[0].contains("set by the worker itself"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: data + "/w/api.token"), "nothing was started or written")
+    }
+
     @Test func aCertificateWithoutItsKeyIsRefusedInOneLine() throws {
         let data = temporaryDirectory("half-tls")
         let result = try orchctl(["manager", "--http", "127.0.0.1:0", "--wire", "127.0.0.1:0", "--data", data, "--http-cert", data + "/x.pem"])

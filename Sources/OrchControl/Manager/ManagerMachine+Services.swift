@@ -302,7 +302,23 @@ extension ManagerMachine {
 
     public func serviceDTO(_ record: ServiceRecord, withTasks: Bool) -> ServiceDTO {
         let ids = serviceTasks[record.name] ?? []
-        return ServiceDTO(record, tasks: ids.compactMap { tasks[$0] }, nodeNames: nodes.mapValues(\.record.name), withTasks: withTasks)
+        var dto = ServiceDTO(record, tasks: ids.compactMap { tasks[$0] }, nodeNames: nodes.mapValues(\.record.name), withTasks: withTasks)
+        dto.warnings = meshWarnings(published: dto.published.map(\.publish))
+        return dto
+    }
+
+    /// Up workers without the routing mesh's load balancer (their hello lacked
+    /// `NodeLabel.mesh`): the published ports do not listen there.
+    func meshWarnings(published: [Int]) -> [String] {
+        guard !published.isEmpty else { return [] }
+        let up = nodes.values.filter { $0.state == .up }
+        let without = up.filter { $0.record.labels[NodeLabel.mesh] == nil }.map(\.record.name).sorted()
+        guard !without.isEmpty else { return [] }
+        let ports = published.map(String.init).joined(separator: ", ")
+        let whereText = without.count == up.count ? "on no worker (none of the \(up.count) up runs a load balancer)"
+                                                  : "not on \(without.joined(separator: ", ")) (no load balancer there)"
+        return ["published port \(ports) listens \(whereText): HAProxy was not found by the worker; install it "
+                + "(tools/setup.sh, or apt-get install haproxy) or start the worker with --haproxy PATH"]
     }
 
     public func listServices() -> [ServiceDTO] {

@@ -52,6 +52,9 @@ public struct ServiceDTO: Codable, Sendable, Hashable {
     public var image: String
     /// The ports the routing mesh publishes it on (the current version's).
     public var published: [PublishedDTO]
+    /// What keeps the service from being reached as its file asks, in words: e.g. workers
+    /// where its published ports do not listen because they run no load balancer.
+    public var warnings: [String] = []
     public var replicas: Replicas
     /// The service as a file gives it now: name, replicas, task, update.
     public var spec: JSONValue

@@ -23,6 +23,14 @@ public struct NodeRecord: Sendable, Hashable, Codable {
     }
 }
 
+/// Labels a worker sets on itself (its `--label`s may not start with `orch.`).
+public enum NodeLabel {
+    public static let reservedPrefix = "orch."
+    /// `haproxy`: the node runs the routing mesh's load balancer, so that a service's
+    /// published ports listen on it. Absent: HAProxy was not found there.
+    public static let mesh = "orch.mesh"
+}
+
 /// What a node offers, in millicores and bytes.
 public struct NodeCapacity: Sendable, Hashable, Codable {
     public var millicores: Int
