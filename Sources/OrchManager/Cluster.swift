@@ -43,12 +43,15 @@ public actor Cluster {
         self.metrics = metrics
         (journalReady, journalSignal) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         let maximumFrameBytes = configuration.maximumFrameBytes
+        var machineConfiguration = ManagerMachine.Configuration(
+            scheduler: configuration.scheduler, heartbeatInterval: configuration.heartbeatInterval,
+            heartbeatGrace: configuration.heartbeatGrace, restartWindow: configuration.restartWindow,
+            maximumFrameBytes: maximumFrameBytes,
+            assignmentBytes: { id, spec in Frame.encode(.assignTask(AssignTask(task: id, attempt: 1, spec: spec))).readableBytes - 4 })
+        machineConfiguration.retention = configuration.retention
+        machineConfiguration.retainedEndedTasks = configuration.retainedEndedTasks
         machine = ManagerMachine(
-            configuration: ManagerMachine.Configuration(
-                scheduler: configuration.scheduler, heartbeatInterval: configuration.heartbeatInterval,
-                heartbeatGrace: configuration.heartbeatGrace, restartWindow: configuration.restartWindow,
-                maximumFrameBytes: maximumFrameBytes,
-                assignmentBytes: { id, spec in Frame.encode(.assignTask(AssignTask(task: id, attempt: 1, spec: spec))).readableBytes - 4 }),
+            configuration: machineConfiguration,
             snapshot: snapshot, now: .zero, wallOrigin: Date(), seed: UInt64.random(in: .min ... .max))
         wakeAt = machine.nextWake()
     }
@@ -85,6 +88,10 @@ public actor Cluster {
 
     func stop(_ id: TaskID, by caller: String? = nil) async throws(ClusterError) -> (record: TaskRecord, revision: UInt64) {
         try await ask({ .stop($0, id, by: caller) }) { if case .stopped(let record, let revision) = $0 { (record, revision) } else { nil } }
+    }
+
+    func purge(_ id: TaskID, by caller: String? = nil) async throws(ClusterError) -> UInt64 {
+        try await ask({ .purge($0, id, by: caller) }) { if case .purged(_, let revision) = $0 { revision } else { nil } }
     }
 
     func removeNode(_ id: NodeID) async throws(ClusterError) -> UInt64 {

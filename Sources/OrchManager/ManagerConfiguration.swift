@@ -21,6 +21,10 @@ public struct ManagerConfiguration: Sendable {
     public var heartbeatGrace: Duration = .seconds(5)
     /// How long the tasks of a node that said goodbye "restarting" are kept for it.
     public var restartWindow: Duration = .seconds(30)
+    /// Ended tasks (not a service's) are removed this long after they ended, with their history.
+    public var retention: Duration = .seconds(24 * 3600)
+    /// At most this many ended tasks are kept; the oldest are removed first.
+    public var retainedEndedTasks = 100_000
     /// `synchronous = FULL`: survive power loss, not only a killed process.
     public var fsync = false
     public var maximumFrameBytes = 1 << 20

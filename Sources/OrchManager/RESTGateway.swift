@@ -52,11 +52,17 @@ struct RESTGateway: Sendable {
             let history = try await store.history(of: id)
             return JSONBody(await cluster.dto(record, events: history), headers: await revisionHeader())
         }
-        routes.delete("tasks/:taskID") { _, context in
+        routes.delete("tasks/:taskID") { request, context in
             let id = try await resolveTask(context)
             do {
+                // `?purge=true`: an ended task removed with its history (204); else a stop.
+                if try Self.flag(request, "purge") {
+                    let revision = try await cluster.purge(id, by: APICaller.name)
+                    return Response(status: .noContent, headers: Self.revisionHeader(revision))
+                }
                 let (record, revision) = try await cluster.stop(id, by: APICaller.name)
-                return JSONBody(await cluster.dto(record), status: .accepted, headers: Self.revisionHeader(revision))
+                return try JSONBody(await cluster.dto(record), status: .accepted, headers: Self.revisionHeader(revision))
+                    .response(from: request, context: context)
             } catch let error as ClusterError {
                 throw Self.apiError(error)
             }
@@ -325,12 +331,25 @@ struct RESTGateway: Sendable {
 
     private func revisionHeader() async -> HTTPFields { Self.revisionHeader(await cluster.revision) }
 
+    /// A boolean query parameter: absent or `false` is false, `true` is true; anything else
+    /// is refused (400 `invalid_query`).
+    static func flag(_ request: Request, _ name: String) throws -> Bool {
+        guard let text = request.uri.queryParameters.get(name) else { return false }
+        switch text {
+        case "true": return true
+        case "false": return false
+        default: throw APIError(.badRequest, code: "invalid_query", message: "\(name) must be true or false, not \(text)")
+        }
+    }
+
     static func apiError(_ error: ClusterError) -> APIError {
         switch error {
         case .taskNotFound: APIError(.notFound, code: "task_not_found", message: error.description)
         case .nodeNotFound: APIError(.notFound, code: "node_not_found", message: error.description)
         case .ambiguousTaskID, .ambiguousNodeID: APIError(.conflict, code: "ambiguous_id", message: error.description)
         case .taskConflict: APIError(.conflict, code: "task_conflict", message: error.description)
+        case .nameTaken: APIError(.conflict, code: "name_taken", message: error.description)
+        case .taskNotEnded: APIError(.conflict, code: "task_not_ended", message: error.description)
         case .nodeIsUp: APIError(.conflict, code: "node_is_up", message: error.description)
         case .nodeRemoved: APIError(.notFound, code: "node_not_found", message: error.description)
         case .nodeConnected: APIError(.conflict, code: "node_is_up", message: error.description)

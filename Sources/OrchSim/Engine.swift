@@ -276,10 +276,6 @@ extension Simulation {
     }
 }
 
-extension TaskID {
-    /// The first 8 characters, for traces.
-    var short: String { String(rawValue.prefix(8)) }
-}
 
 extension Simulation {
     /// Puts a running container on a node's engine that no worker asked for: the tests

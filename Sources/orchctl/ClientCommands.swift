@@ -86,15 +86,17 @@ struct StatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Shows every task in a table, or one task with its history.",
         discussion: """
-            A unique prefix of an id is enough.
+            A task is named by its id, its name (the live task of that name, else the newest
+            ended one) or a unique prefix of its id, such as the short id the table shows.
 
             Examples:
               orchctl status
+              orchctl status web
               orchctl status 3f2a
               orchctl status --json
             """)
 
-    @Argument(help: ArgumentHelp("A task id or a unique prefix of one.", valueName: "id"))
+    @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
     var id: String?
 
     @OptionGroup var options: ClientOptions
@@ -103,7 +105,7 @@ struct StatusCommand: AsyncParsableCommand {
         try await runClient {
             let client = try options.client
             if let id {
-                let answer = try await client.request(.GET, "/tasks/\(id)")
+                let answer = try await client.request(.GET, try taskPath(id))
                 let task = try client.decode(TaskDTO.self, from: answer)
                 if options.json { printJSON(answer); return }
                 printTask(task)
@@ -114,7 +116,7 @@ struct StatusCommand: AsyncParsableCommand {
                 printTable(
                     ["ID", "NAME", "STATE", "NODE", "CONTAINER", "AGE", "RESTARTS"],
                     tasks.map { task in
-                        [String(task.id.rawValue.prefix(12)), task.name ?? "-", task.state.rawValue, task.nodeName ?? "-",
+                        [task.id.short, task.name ?? "-", task.state.rawValue, task.nodeName ?? "-",
                          task.container?.short ?? "-", age(since: task.createdAt), String(task.restarts)]
                     })
             }
@@ -150,10 +152,11 @@ struct StopCommand: AsyncParsableCommand {
         abstract: "Stops a task: it ends Completed and is not restarted.",
         discussion: """
             Examples:
+              orchctl stop web
               orchctl stop 3f2a
             """)
 
-    @Argument(help: ArgumentHelp("A task id or a unique prefix of one.", valueName: "id"))
+    @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
     var id: String
 
     @OptionGroup var options: ClientOptions
@@ -161,7 +164,7 @@ struct StopCommand: AsyncParsableCommand {
     func run() async throws {
         try await runClient {
             let client = try options.client
-            let answer = try await client.request(.DELETE, "/tasks/\(id)")
+            let answer = try await client.request(.DELETE, try taskPath(id))
             let task = try client.decode(TaskDTO.self, from: answer)
             if options.json { printJSON(answer); return }
             print("\(task.id.rawValue) \(task.state.rawValue)")
@@ -222,7 +225,7 @@ struct LogsCommand: AsyncParsableCommand {
               orchctl logs 3f2a --tail 20 --follow
             """)
 
-    @Argument(help: ArgumentHelp("A task id or a unique prefix of one.", valueName: "id"))
+    @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
     var id: String
 
     @Flag(name: .shortAndLong, help: "Keep printing new output.")
@@ -242,7 +245,55 @@ struct LogsCommand: AsyncParsableCommand {
             var query: [String] = []
             if follow { query.append("follow=true") }
             if let tail { query.append("tail=\(tail)") }
-            try await (try options.client).stream("/tasks/\(id)/logs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")), to: .standardOutput)
+            try await (try options.client).stream(try taskPath(id, "/logs") + (query.isEmpty ? "" : "?" + query.joined(separator: "&")), to: .standardOutput)
+        }
+    }
+}
+
+/// The path of a task's route, the id or name percent-encoded; an empty one is refused
+/// before anything is sent.
+func taskPath(_ reference: String, _ suffix: String = "") throws -> String {
+    guard !reference.isEmpty else { throw CommandFailure(description: "a task id or name must not be empty") }
+    var unreserved = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)..<Unicode.Scalar(128)))
+    unreserved.insert(charactersIn: "-._~")
+    return "/tasks/" + (reference.addingPercentEncoding(withAllowedCharacters: unreserved) ?? reference) + suffix
+}
+
+struct RemoveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Removes ended tasks with their history (a task that has not ended is refused: stop it first).",
+        discussion: """
+            Ended tasks are also removed by the manager after its --retention (24h by default)
+            and beyond its --retain-ended count.
+
+            Examples:
+              orchctl rm web
+              orchctl rm 3f2a 9c01
+            """)
+
+    @Argument(help: ArgumentHelp("Tasks by id, name, or a unique prefix of the id.", valueName: "task"))
+    var tasks: [String]
+
+    @OptionGroup var options: ClientOptions
+
+    func validate() throws {
+        if tasks.isEmpty { throw ValidationError("name at least one task to remove") }
+    }
+
+    func run() async throws {
+        try await runClient {
+            let client = try options.client
+            var failures: [String] = []
+            for task in tasks {
+                let answer = try await client.request(.DELETE, try taskPath(task) + "?purge=true")
+                if answer.status == 204 {
+                    print("removed \(task)")
+                } else {
+                    failures.append("\(task): \(APIClient.failure(answer).description)")
+                }
+            }
+            if !failures.isEmpty { throw CommandFailure(description: failures.joined(separator: "\n  ")) }
         }
     }
 }

@@ -52,6 +52,12 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long the tasks of a restarting worker are kept for it.", valueName: "duration"))
     var restartWindow: String = "30s"
 
+    @Option(help: ArgumentHelp("How long an ended task is kept, with its history, before it is removed (not a service's).", valueName: "duration"))
+    var retention: String = "24h"
+
+    @Option(name: .customLong("retain-ended"), help: ArgumentHelp("At most this many ended tasks are kept; the oldest are removed first.", valueName: "count"))
+    var retainEnded: Int = 100_000
+
     @Option(help: ArgumentHelp("The REST API's TLS certificate (PEM; with --http-key). Default off loopback: one from the cluster's CA.", valueName: "path"))
     var httpCert: String?
 
@@ -70,11 +76,12 @@ struct ManagerCommand: AsyncParsableCommand {
         _ = try HostPort.parse(http, option: "--http")
         _ = try HostPort.parse(wire, option: "--wire")
         if dns != "off" { _ = try HostPort.parse(dns, option: "--dns") }
-        for (option, text) in [("--heartbeat-interval", heartbeatInterval), ("--heartbeat-grace", heartbeatGrace), ("--restart-window", restartWindow)] {
+        for (option, text) in [("--heartbeat-interval", heartbeatInterval), ("--heartbeat-grace", heartbeatGrace), ("--restart-window", restartWindow), ("--retention", retention)] {
             guard let duration = DurationText.parse(text), duration > .zero else {
                 throw ValidationError("\(option): \"\(text)\" is not a duration such as 500ms, 5s or 1m")
             }
         }
+        guard retainEnded >= 0 else { throw ValidationError("--retain-ended must be 0 or more") }
     }
 
     func run() async throws {
@@ -95,6 +102,8 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.heartbeatInterval = DurationText.parse(heartbeatInterval) ?? .seconds(1)
         configuration.heartbeatGrace = DurationText.parse(heartbeatGrace) ?? .seconds(5)
         configuration.restartWindow = DurationText.parse(restartWindow) ?? .seconds(30)
+        configuration.retention = DurationText.parse(retention) ?? .seconds(24 * 3600)
+        configuration.retainedEndedTasks = retainEnded
         configuration.fsync = fsync
         configuration.httpCertificatePath = httpCert
         configuration.httpKeyPath = httpKey

@@ -15,7 +15,7 @@ struct Orchctl: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            ManagerCommand.self, WorkerCommand.self, DevCommand.self, RunCommand.self, StatusCommand.self, StopCommand.self,
+            ManagerCommand.self, WorkerCommand.self, DevCommand.self, RunCommand.self, StatusCommand.self, StopCommand.self, RemoveCommand.self,
             ServiceCommand.self, DeployCommand.self, NodesCommand.self, LogsCommand.self, TokenCommand.self, ValidateCommand.self,
         ])
 }

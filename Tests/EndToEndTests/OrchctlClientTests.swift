@@ -19,7 +19,7 @@ struct OrchctlClientTests {
             #expect(table.status == 0)
             let lines = table.stdout.split(separator: "\n")
             #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["ID", "NAME", "STATE", "NODE", "CONTAINER", "AGE", "RESTARTS"])
-            #expect(lines.contains { $0.hasPrefix(String(id.prefix(12))) && $0.contains("web") && $0.contains("running") && $0.contains("cli") })
+            #expect(lines.contains { $0.hasPrefix(String(id.filter { $0 != "-" }.prefix(12))) && $0.contains("web") && $0.contains("running") && $0.contains("cli") })
 
             let json = try await LaunchedProcess.run(orchctl: ["status", "--json"], environment: env)
             let tasks = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]])

@@ -5,6 +5,10 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
     case taskNotFound(String)
     case ambiguousTaskID(String, matches: [TaskID])
     case taskConflict(TaskID)
+    /// A task that has not ended holds the name: another spec may not take it.
+    case nameTaken(String, TaskID, TaskState)
+    /// Only an ended task can be purged.
+    case taskNotEnded(TaskID, TaskState)
     case invalidTask([SpecProblem])
     case nodeNotFound(String)
     case nodeIsUp(String)
@@ -32,6 +36,10 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .ambiguousTaskID(let prefix, let matches):
             "the id prefix \(prefix) matches \(matches.count) tasks: \(matches.prefix(5).map(\.rawValue).joined(separator: ", "))"
         case .taskConflict(let id): "a task with id \(id) exists already with another spec"
+        case .nameTaken(let name, let id, let state):
+            "a task named \(name) is \(state.rawValue) (\(id)) with another spec: stop it first (orchctl stop \(name)), "
+                + "give this one another name, or run several as a service (orchctl service create)"
+        case .taskNotEnded(let id, let state): "task \(id) is \(state.rawValue): stop it first (orchctl stop \(id)); only an ended task is removed"
         case .invalidTask(let problems): "the task is not valid: \(problems.map(\.description).joined(separator: "; "))"
         case .nodeNotFound(let id): "no node with id \(id)"
         case .nodeIsUp(let name): "node \(name) is up; only a node that is down can be removed"

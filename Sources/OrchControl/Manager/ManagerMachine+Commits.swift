@@ -69,6 +69,7 @@ extension ManagerMachine {
         releaseDueConfirmations()
         releaseDueBackoffs()
         releaseDueServiceWakes()
+        collectEndedTasks()
         emit(.wake(at: nextWake()))
     }
 
@@ -84,6 +85,7 @@ extension ManagerMachine {
         for due in backoff.values where due < next { next = due }
         for waiting in confirming.values where waiting.deadline < next { next = waiting.deadline }
         for due in serviceWakes.values where due < next { next = due }
+        next = min(next, nextCollection)
         for entry in nodes.values {
             if let lostAt = entry.tasksLostAt, lostAt < next { next = lostAt }
             for due in entry.lingering.values where due < next { next = due }

@@ -283,10 +283,14 @@ extension ManagerMachine {
     }
 
     /// Drops an ended task from memory and the store.
-    private mutating func forget(_ id: TaskID) {
+    mutating func forget(_ id: TaskID) {
         guard let record = tasks.removeValue(forKey: id) else { return }
         stateCounts[record.state, default: 0] -= 1
         if let service = record.replica?.service { serviceTasks[service]?.remove(id) }
+        if record.replica == nil, let name = record.spec.name {
+            taskNames[name]?.remove(id)
+            if taskNames[name]?.isEmpty == true { taskNames[name] = nil }
+        }
         forgotten.insert(id)
         journal.append(.deleteTask(id))
     }

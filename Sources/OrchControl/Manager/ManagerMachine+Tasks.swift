@@ -28,6 +28,13 @@ extension ManagerMachine {
             }
         }
         guard problems.isEmpty else { return .failure(.invalidTask(problems)) }
+        if replica == nil, let name = spec.name, let holder = liveTask(named: name), spec.id != holder.id {
+            // The same file again is the same task; another spec under a live name is refused.
+            var normalized = spec
+            normalized.id = holder.id
+            guard spec.id == nil, holder.spec == normalized else { return .failure(.nameTaken(name, holder.id, holder.state)) }
+            return .success((holder, false))
+        }
         let id = spec.id ?? newTaskID()
         if let existing = tasks[id] {
             var normalized = spec
@@ -45,6 +52,7 @@ extension ManagerMachine {
         record.revision = issued + 1
         record.replica = replica
         if let replica { serviceTasks[replica.service, default: []].insert(id) }
+        if replica == nil, let name = spec.name { taskNames[name, default: []].insert(id) }
         tasks[id] = record
         order.append(id)
         stateCounts[.pending, default: 0] += 1
@@ -323,6 +331,47 @@ extension ManagerMachine {
             if tasks[id] == nil { return id }
         }
     }
+
+    /// The task of that name that has not ended, if any (never a service's).
+    func liveTask(named name: String) -> TaskRecord? {
+        for id in taskNames[name] ?? [] { if let record = tasks[id], !record.state.isTerminal { return record } }
+        return nil
+    }
+
+    /// Removes an ended task with its history, answered once the removal is durable.
+    mutating func purge(_ id: TaskID, request: RequestID) {
+        if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
+        guard let record = tasks[id] else { return emit(.answer(request, .refused(.taskNotFound(id.rawValue)))) }
+        // Ended for good: not waiting for a restart (its backoff, or its worker's confirmation).
+        guard record.state.isTerminal, backoff[id] == nil, confirming[id] == nil else {
+            return emit(.answer(request, .refused(.taskNotEnded(id, record.state))))
+        }
+        forget(id)
+        order.removeAll { $0 == id }
+        forgotten.remove(id)
+        afterCommit(.answer(request, .purged(id, revision: issued + 1)))
+    }
+
+    /// Ended tasks (not a service's, which their service keeps a few of per slot) past the
+    /// retention, then the oldest beyond the count kept; looked at once a minute (or at
+    /// half the retention, when that is shorter, but not more than once a second).
+    mutating func collectEndedTasks() {
+        guard now >= nextCollection else { return }
+        nextCollection = now + min(.seconds(60), max(configuration.retention / 2, .seconds(1)))
+        let cutoff = date.addingTimeInterval(-Double(configuration.retention.components.seconds))
+        var ended: [(Date, TaskID)] = []
+        for (id, record) in tasks where record.replica == nil && record.state.isTerminal && backoff[id] == nil && confirming[id] == nil {
+            ended.append((record.finishedAt ?? record.updatedAt, id))
+        }
+        ended.sort { ($0.0, $0.1) < ($1.0, $1.1) }
+        let beyondCount = max(0, ended.count - configuration.retainedEndedTasks)
+        for (index, (finished, id)) in ended.enumerated() where index < beyondCount || finished < cutoff { forget(id) }
+        if !forgotten.isEmpty {
+            order.removeAll { forgotten.contains($0) }
+            forgotten = []
+        }
+    }
+
 }
 
 extension String {

@@ -8,10 +8,19 @@ extension ManagerMachine {
     /// away from the cluster's actor, so that a large page does not hold up its heartbeats.
     public var taskTable: TaskTable { TaskTable(tasks: tasks, order: order, nodeNames: nodes.mapValues(\.record.name)) }
 
+    /// The task `text` names: its id; else its name (the live task of that name, or the
+    /// newest ended one); else a unique prefix of its id, with or without the dashes (a
+    /// short id: `TaskID.short`).
     public func resolveTask(_ text: String) throws(ClusterError) -> TaskID {
         let exact = TaskID(rawValue: text)
         if tasks[exact] != nil { return exact }
-        let matches = tasks.keys.filter { $0.rawValue.hasPrefix(text) }.sorted()
+        if let named = taskNames[text] {
+            if let live = liveTask(named: text) { return live.id }
+            let newest = named.compactMap { tasks[$0] }.max { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+            if let newest { return newest.id }
+        }
+        let plain = text.filter { $0 != "-" }
+        let matches = tasks.keys.filter { $0.rawValue.hasPrefix(text) || (!plain.isEmpty && $0.rawValue.filter { $0 != "-" }.hasPrefix(plain)) }.sorted()
         if matches.count == 1 { return matches[0] }
         if matches.isEmpty { throw .taskNotFound(text) }
         throw .ambiguousTaskID(text, matches: matches)

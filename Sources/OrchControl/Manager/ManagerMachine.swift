@@ -49,6 +49,11 @@ public struct ManagerMachine: Sendable {
     var services: [String: ServiceRecord] = [:]
     /// Every task kept of each service.
     var serviceTasks: [String: Set<TaskID>] = [:]
+    /// Every task kept by its name (tasks of services aside, whose names are their service's):
+    /// at most one of each name has not ended.
+    var taskNames: [String: Set<TaskID>] = [:]
+    /// When ended tasks are next looked at for collection (the retention).
+    var nextCollection = Moment.zero
     /// Services to plan at the end of the input.
     var dirtyServices: Set<String> = []
     /// When each service asked to be planned again.
@@ -128,6 +133,7 @@ public struct ManagerMachine: Sendable {
         }
         for record in snapshot.tasks {
             if let service = record.replica?.service { serviceTasks[service, default: []].insert(record.id) }
+            if record.replica == nil, let name = record.spec.name { taskNames[name, default: []].insert(record.id) }
         }
         catalogIndex = snapshot.revision
         refreshCatalog()
@@ -141,6 +147,7 @@ public struct ManagerMachine: Sendable {
         switch input {
         case .submit(let request, let spec, let by): submit(spec, request: request, by: by)
         case .stop(let request, let id, let by): stop(id, request: request, by: by)
+        case .purge(let request, let id, _): purge(id, request: request)
         case .removeNode(let request, let id): removeNode(id, request: request)
         case .createService(let request, let spec, let by): createService(spec, request: request, by: by)
         case .updateService(let request, let name, let change, let by): updateService(name, change, request: request, by: by)
@@ -198,6 +205,10 @@ extension ManagerMachine {
         /// How long a replica with a published port is kept from new connections before its
         /// container is stopped (`service_table.drain`).
         public var meshDrain: Duration = .seconds(2)
+        /// How long an ended task (not a service's) is kept after it ended, with its history.
+        public var retention: Duration = .seconds(24 * 3600)
+        /// At most this many ended tasks (not a service's) are kept; the oldest go first.
+        public var retainedEndedTasks = 100_000
 
         public init(
             scheduler: SchedulerKind = .epvm, heartbeatInterval: Duration = .seconds(1), heartbeatGrace: Duration = .seconds(5),
@@ -222,6 +233,8 @@ extension ManagerMachine {
         case submit(RequestID, TaskSpec, by: String? = nil)
         /// `DELETE /tasks/{id}`, by the token named `by`.
         case stop(RequestID, TaskID, by: String? = nil)
+        /// `DELETE /tasks/{id}?purge=true`: an ended task removed with its history.
+        case purge(RequestID, TaskID, by: String? = nil)
         /// `DELETE /nodes/{id}`.
         case removeNode(RequestID, NodeID)
         /// `POST /services`: a new service (the same spec again is the same service).
@@ -275,6 +288,7 @@ extension ManagerMachine {
     public enum Answer: Sendable, Hashable {
         case submitted(TaskRecord, created: Bool, revision: UInt64)
         case stopped(TaskRecord, revision: UInt64)
+        case purged(TaskID, revision: UInt64)
         case nodeRemoved(revision: UInt64)
         case service(ServiceRecord, created: Bool, revision: UInt64)
         case admitted

@@ -9,6 +9,9 @@ public struct TaskID: RawRepresentable, Hashable, Comparable, Sendable, Codable,
     public static func random() -> TaskID { TaskID(rawValue: UUID().uuidString.lowercased()) }
     public var description: String { rawValue }
     public static func < (lhs: TaskID, rhs: TaskID) -> Bool { lhs.rawValue < rhs.rawValue }
+    /// The first 12 characters without dashes (`2937c96ebf9b` for a UUID), as tables show
+    /// it; every route that takes an id takes it.
+    public var short: String { String(rawValue.filter { $0 != "-" }.prefix(12)) }
     /// Why `text` cannot be a task id, or nil when it can.
     public static func problem(with text: String) -> String? { Identifier.problem(with: text) }
 }
