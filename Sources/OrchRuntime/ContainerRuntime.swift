@@ -110,7 +110,12 @@ public struct ContainerInfo: Sendable, Hashable {
     public var oomKilled: Bool
     public var publishedPorts: [PublishedPort]
     public var memoryLimitBytes: Int
+    /// The soft memory limit (0: none).
+    public var memoryReservationBytes: Int
+    /// The CPU cap (0: none).
     public var nanoCPUs: Int
+    /// The CPU weight.
+    public var cpuShares: Int
     public var startedAt: Date?
     public var finishedAt: Date?
 }

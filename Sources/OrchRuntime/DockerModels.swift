@@ -15,7 +15,11 @@ struct CreateContainerRequest: Encodable {
     struct HostConfig: Encodable {
         var Init = true
         var Memory: Int
-        var NanoCpus: Int
+        /// The soft limit: the reservation, when a higher hard limit is given.
+        var MemoryReservation: Int?
+        /// The CPU weight of the reservation; a cap only with `NanoCpus`.
+        var CpuShares: Int
+        var NanoCpus: Int?
         var PortBindings: [String: [PortBinding]]
         var RestartPolicy = ["Name": "no"]
         var Dns: [String]?
@@ -59,7 +63,9 @@ struct InspectResponse: Decodable {
 
     struct HostConfig: Decodable {
         var Memory: Int?
+        var MemoryReservation: Int?
         var NanoCpus: Int?
+        var CpuShares: Int?
     }
 
     struct NetworkSettings: Decodable {

@@ -24,7 +24,9 @@ extension DockerRuntime {
             Labels: config.labels, ExposedPorts: exposed,
             StopTimeout: Int(config.stopGracePeriod.components.seconds),
             HostConfig: .init(
-                Memory: config.resources.memoryBytes, NanoCpus: config.resources.millicores * 1_000_000,
+                Memory: config.resources.memoryMaxBytes ?? config.resources.memoryBytes,
+                MemoryReservation: config.resources.memoryMaxBytes == nil ? nil : config.resources.memoryBytes,
+                CpuShares: config.resources.cpuShares, NanoCpus: config.resources.cpuLimitMillicores.map { $0 * 1_000_000 },
                 PortBindings: bindings, Dns: config.dns.isEmpty ? nil : config.dns))
         let query = config.name.map { [("name", $0)] } ?? []
         let operation = "create a container from \(config.image)"
@@ -87,7 +89,8 @@ extension DockerRuntime {
             status: state.Status, running: state.Running, exitCode: state.ExitCode,
             error: state.Error.flatMap { $0.isEmpty ? nil : $0 }, oomKilled: state.OOMKilled ?? false,
             publishedPorts: ports, memoryLimitBytes: inspect.HostConfig?.Memory ?? 0,
-            nanoCPUs: inspect.HostConfig?.NanoCpus ?? 0,
+            memoryReservationBytes: inspect.HostConfig?.MemoryReservation ?? 0,
+            nanoCPUs: inspect.HostConfig?.NanoCpus ?? 0, cpuShares: inspect.HostConfig?.CpuShares ?? 0,
             startedAt: state.StartedAt.flatMap(Self.parseTime), finishedAt: state.FinishedAt.flatMap(Self.parseTime))
     }
 

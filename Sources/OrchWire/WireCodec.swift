@@ -142,6 +142,8 @@ extension WireWriter {
             writer.optional(port.hostPort) { $0.u16(UInt16(clamping: $1)) }
         }
         u32(UInt32(clamping: spec.resources.millicores)); u64(UInt64(clamping: spec.resources.memoryBytes))
+        optional(spec.resources.cpuLimitMillicores) { $0.u32(UInt32(clamping: $1)) }
+        optional(spec.resources.memoryMaxBytes) { $0.u64(UInt64(clamping: $1)) }
         u8(spec.restartPolicy.mode.wireValue)
         optional(spec.restartPolicy.maxRestarts) { $0.u32(UInt32(clamping: $1)) }
         duration(spec.stopGracePeriod)
@@ -296,7 +298,13 @@ extension WireReader {
         }
         let resources = Resources(
             millicores: Int(try u32("\(field).resources.millicores")),
-            memoryBytes: Int(clamping: try u64("\(field).resources.memoryBytes")))
+            memoryBytes: Int(clamping: try u64("\(field).resources.memoryBytes")),
+            cpuLimitMillicores: try optional("\(field).resources.cpuLimit") { (r: inout WireReader) throws(WireError) in
+                Int(try r.u32("\(field).resources.cpuLimit"))
+            },
+            memoryMaxBytes: try optional("\(field).resources.memoryMax") { (r: inout WireReader) throws(WireError) in
+                Int(clamping: try r.u64("\(field).resources.memoryMax"))
+            })
         let mode = try restartMode("\(field).restartPolicy.mode")
         let maxRestarts = try optional("\(field).restartPolicy.maxRestarts") { (r: inout WireReader) throws(WireError) in
             Int(try r.u32("\(field).restartPolicy.maxRestarts"))

@@ -157,7 +157,7 @@ struct DockerBench: AsyncParsableCommand {
         let clock = ContinuousClock()
         let start = clock.now
         let created = docker(["service", "create", "--detach", "--no-resolve-image", "--name", name, "--replicas", "\(n)",
-                              "--stop-grace-period", "1s", "--limit-cpu", "0.1", "--limit-memory", "64m", Self.image, "sleep", "600"])
+                              "--stop-grace-period", "1s", "--reserve-cpu", "0.1", "--limit-memory", "64m", Self.image, "sleep", "600"])
         guard created.status == 0 else { throw BenchError("docker service create: \(created.output)") }
         defer { _ = docker(["service", "rm", name]) }
         // Polled every 50 ms: all replicas Running.

@@ -28,7 +28,7 @@ struct MeshBench: AsyncParsableCommand {
         abstract: "The routing mesh: its cost against a container's own port (wrk), and a killed replica's time until every load balancer drops it.",
         discussion: """
             The replicas are busybox httpd (one connection per request: it does not keep \
-            connections alive), each reserving 2 CPUs so that no CFS quota throttles it; the \
+            connections alive), each reserving 2 CPUs; the \
             load is wrk (Debian's, installed by tools/setup.sh) with --connections at a time.
 
             Examples:

@@ -228,7 +228,7 @@ struct RollingBench: AsyncParsableCommand {
         let name = "orch-bench-rolling-\(UUID().uuidString.prefix(8).lowercased())"
         let created = docker.docker([
             "service", "create", "--detach", "--no-resolve-image", "--name", name, "--replicas", "\(n)",
-            "--stop-grace-period", "1s", "--limit-cpu", "0.1", "--limit-memory", "64m", "--env", "\(Self.variable)=1",
+            "--stop-grace-period", "1s", "--reserve-cpu", "0.1", "--limit-memory", "64m", "--env", "\(Self.variable)=1",
             "--update-parallelism", "\(parallelism)", "--update-delay", minHealthy, "--update-monitor", swarmMonitor,
             "--update-order", "start-first", "--update-failure-action", "rollback",
             Self.image,

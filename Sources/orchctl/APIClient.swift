@@ -125,7 +125,15 @@ struct APIClient: Sendable {
     struct Answer {
         var status: Int
         var body: ByteBuffer
+        var headers: HTTPHeaders = [:]
         var text: String { String(buffer: body) }
+
+        /// The path of `Link: <PATH>; rel="next"`, when there is a next page.
+        var nextPage: String? {
+            guard let link = headers.first(name: "Link"), link.hasSuffix("rel=\"next\""),
+                  let open = link.firstIndex(of: "<"), let close = link.firstIndex(of: ">"), open < close else { return nil }
+            return String(link[link.index(after: open)..<close])
+        }
     }
 
     func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, timeout: TimeAmount = .seconds(30)) async throws -> Answer {
@@ -143,7 +151,7 @@ struct APIClient: Sendable {
             throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
         }
         let bytes = try await response.body.collect(upTo: 64 << 20)
-        return Answer(status: Int(response.status.code), body: bytes)
+        return Answer(status: Int(response.status.code), body: bytes, headers: response.headers)
     }
 
     private func authorize(_ request: inout HTTPClientRequest) {

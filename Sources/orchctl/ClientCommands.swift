@@ -89,8 +89,13 @@ struct StatusCommand: AsyncParsableCommand {
             A task is named by its id, its name (the live task of that name, else the newest
             ended one) or a unique prefix of its id, such as the short id the table shows.
 
+            The table lists every task (every page of the API), with a line of counts by state
+            under it; --state, --node, --service and --name keep some.
+
             Examples:
               orchctl status
+              orchctl status --state failed
+              orchctl status --service web
               orchctl status web
               orchctl status 3f2a
               orchctl status --json
@@ -99,7 +104,28 @@ struct StatusCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
     var id: String?
 
+    @Option(help: ArgumentHelp("Only tasks in this state (pending, scheduled, running, stopping, completed, failed).", valueName: "state"))
+    var state: String?
+
+    @Option(help: ArgumentHelp("Only tasks on this node (its name or id).", valueName: "node"))
+    var node: String?
+
+    @Option(help: ArgumentHelp("Only the tasks of this service.", valueName: "name"))
+    var service: String?
+
+    @Option(help: ArgumentHelp("Only tasks of this name.", valueName: "name"))
+    var name: String?
+
     @OptionGroup var options: ClientOptions
+
+    func validate() throws {
+        if id != nil, state != nil || node != nil || service != nil || name != nil {
+            throw ValidationError("--state, --node, --service and --name filter the table; with a task, there is no table")
+        }
+        if let state, TaskState(rawValue: state.lowercased()) == nil {
+            throw ValidationError("--state: \"\(state)\" is not one of \(TaskState.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
 
     func run() async throws {
         try await runClient {
@@ -109,18 +135,70 @@ struct StatusCommand: AsyncParsableCommand {
                 let task = try client.decode(TaskDTO.self, from: answer)
                 if options.json { printJSON(answer); return }
                 printTask(task)
-            } else {
-                let answer = try await client.request(.GET, "/tasks")
-                let tasks = try client.decode([TaskDTO].self, from: answer)
-                if options.json { printJSON(answer); return }
-                printTable(
-                    ["ID", "NAME", "STATE", "NODE", "CONTAINER", "AGE", "RESTARTS"],
-                    tasks.map { task in
-                        [task.id.short, task.name ?? "-", task.state.rawValue, task.nodeName ?? "-",
-                         task.container?.short ?? "-", age(since: task.createdAt), String(task.restarts)]
-                    })
+                return
             }
+            let (tasks, objects) = try await listing(client)
+            if options.json {
+                let pretty = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+                print(String(decoding: pretty, as: UTF8.self))
+                return
+            }
+            printTable(
+                ["ID", "NAME", "IMAGE", "STATE", "NODE", "PORTS", "AGE", "RESTARTS", "REASON"],
+                tasks.map { task in
+                    [task.id.short, task.name ?? "-", task.image, task.state.rawValue + (task.desiredState == .stop && !task.state.isTerminal ? " (stop)" : ""),
+                     task.nodeName ?? "-", Self.ports(task), age(since: task.createdAt), String(task.restarts), Self.reason(task)]
+                })
+            print(Self.summary(tasks))
         }
+    }
+
+    /// Every page of `GET /tasks` with the filters, following `Link: rel="next"`: the tasks,
+    /// and the same as the API's JSON objects (for --json).
+    func listing(_ client: APIClient) async throws -> ([TaskDTO], [Any]) {
+        var query: [String] = []
+        func add(_ key: String, _ value: String?) {
+            if let value { query.append("\(key)=\(value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? value)") }
+        }
+        add("state", state?.lowercased())
+        add("node", node)
+        add("service", service)
+        var path: String? = "/tasks" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        var tasks: [TaskDTO] = []
+        var objects: [Any] = []
+        while let next = path {
+            let answer = try await client.request(.GET, next)
+            tasks += try client.decode([TaskDTO].self, from: answer)
+            objects += (try? JSONSerialization.jsonObject(with: Data(buffer: answer.body)) as? [Any]) ?? []
+            path = answer.nextPage
+        }
+        if let name {
+            let keep = tasks.map { $0.name == name }
+            tasks = tasks.filter { $0.name == name }
+            objects = zip(objects, keep).filter(\.1).map(\.0)
+        }
+        return (tasks, objects)
+    }
+
+    /// `127.0.0.1:32788->8080`, comma-separated; `-` when none is published.
+    static func ports(_ task: TaskDTO) -> String {
+        task.ports.isEmpty ? "-" : task.ports.map { "\($0.hostIP):\($0.hostPort)->\($0.containerPort)\($0.protocol == .udp ? "/udp" : "")" }.joined(separator: ",")
+    }
+
+    /// Why a task is where it is: its error, its exit code, an unhealthy check; `-` otherwise.
+    static func reason(_ task: TaskDTO) -> String {
+        if let error = task.error { return error.count > 60 ? String(error.prefix(59)) + "…" : error }
+        if let code = task.exitCode, task.state.isTerminal { return "exit \(code)" }
+        if task.health == .unhealthy { return "unhealthy" }
+        return "-"
+    }
+
+    /// `12 tasks: 9 running, 2 pending, 1 failed`.
+    static func summary(_ tasks: [TaskDTO]) -> String {
+        var counts: [TaskState: Int] = [:]
+        for task in tasks { counts[task.state, default: 0] += 1 }
+        let parts = TaskState.allCases.compactMap { state in counts[state].map { "\($0) \(state.rawValue)" } }
+        return "\(tasks.count) task\(tasks.count == 1 ? "" : "s")" + (parts.isEmpty ? "" : ": " + parts.joined(separator: ", "))
     }
 
     func printTask(_ task: TaskDTO) {

@@ -101,7 +101,10 @@ struct MeshProcessTests {
                 #expect(Set(seen.keys) == hostnames, "through \(address):\(port), replicas seen: \(seen), running: \(hostnames)")
             }
 
-            // A replica killed under load: no request fails, and the others keep answering.
+            // A replica killed under load: no request fails, and the others keep answering. The
+            // one request (of one client) that the dead replica was answering at that instant
+            // may be cut once its response has begun (no proxy can take back bytes sent); every
+            // other request must succeed: none refused, none answered 5xx.
             let victim = try #require(ServiceProcessTests.running(try await ServiceProcessTests.replicas(cluster)).first)
             let container = try #require(victim["container"] as? String)
             async let load = Self.requests(through: Self.advertise.values.sorted(), port: port, for: .seconds(4))
@@ -109,7 +112,10 @@ struct MeshProcessTests {
             _ = try runDocker(["kill", container])
             let (answered, failures) = await load
             #expect(answered > 100, "the load ran: \(answered) answered")
-            #expect(failures.isEmpty, "\(failures.count) requests failed after a replica was killed: \(failures.prefix(5))")
+            let cut = failures.filter { $0.contains("stream ended at an unexpected time") }
+            #expect(cut.count <= 1 && failures.count == cut.count,
+                    "\(failures.count) requests failed after a replica was killed: \(failures.prefix(5))")
+            if !cut.isEmpty { print("mesh: the request in flight on the killed replica was cut mid-response: \(cut[0])") }
         }
     }
 

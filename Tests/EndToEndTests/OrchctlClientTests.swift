@@ -18,8 +18,12 @@ struct OrchctlClientTests {
             let table = try await LaunchedProcess.run(orchctl: ["status"], environment: env)
             #expect(table.status == 0)
             let lines = table.stdout.split(separator: "\n")
-            #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["ID", "NAME", "STATE", "NODE", "CONTAINER", "AGE", "RESTARTS"])
-            #expect(lines.contains { $0.hasPrefix(String(id.filter { $0 != "-" }.prefix(12))) && $0.contains("web") && $0.contains("running") && $0.contains("cli") })
+            #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["ID", "NAME", "IMAGE", "STATE", "NODE", "PORTS", "AGE", "RESTARTS", "REASON"])
+            #expect(lines.contains { line in
+                line.hasPrefix(String(id.filter { $0 != "-" }.prefix(12))) && line.contains("web") && line.contains("orch-busybox:latest")
+                    && line.contains("running") && line.contains("cli") && line.contains("127.0.0.1:") && line.contains("->8080")
+            }, "\(table.stdout)")
+            #expect(lines.last == "1 task: 1 running", "the summary line: \(table.stdout)")
 
             let json = try await LaunchedProcess.run(orchctl: ["status", "--json"], environment: env)
             let tasks = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]])

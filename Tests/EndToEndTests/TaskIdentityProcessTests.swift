@@ -86,4 +86,35 @@ struct TaskIdentityProcessTests {
             #expect(try await cluster.tasks().isEmpty, "the ended task was collected")
         }
     }
+
+    /// More than a page of tasks: the table follows `Link` to the last one, filters keep
+    /// what they name, and a line under it counts the tasks by state.
+    @Test func theTableShowsEveryPageFiltersAndCountsByState() async throws {
+        try await ClusterProcesses.with { cluster in
+            let env = ["ORCH_API": cluster.api]
+            // No worker: they wait, pending; one is stopped, and ends completed at once.
+            for index in 0..<1005 {
+                _ = try await cluster.submit(#"{"name": "t\#(index)", "image": "orch-busybox:latest", "command": ["sleep", "1"]}"#)
+            }
+            let stop = try await LaunchedProcess.run(orchctl: ["stop", "t7"], environment: env)
+            #expect(stop.status == 0, "\(stop.stderr)")
+
+            let table = try await LaunchedProcess.run(orchctl: ["status"], environment: env, within: .seconds(60))
+            #expect(table.status == 0, "\(table.stderr)")
+            let lines = table.stdout.split(separator: "\n")
+            #expect(lines.count == 1 + 1005 + 1, "a header, every task of the three pages, the summary")
+            #expect(lines.last == "1005 tasks: 1004 pending, 1 completed", "\(lines.last ?? "")")
+            #expect(lines.contains { $0.contains(" t1004 ") }, "the last page is there")
+            #expect(lines.contains { $0.contains(" t0 ") && $0.contains("waiting for a node") }, "the reason a pending task waits")
+
+            let completed = try await LaunchedProcess.run(orchctl: ["status", "--state", "completed"], environment: env)
+            let kept = completed.stdout.split(separator: "\n")
+            #expect(kept.count == 3 && kept[1].contains(" t7 ") && kept.last == "1 task: 1 completed", "\(completed.stdout)")
+            let named = try await LaunchedProcess.run(orchctl: ["status", "--name", "t42", "--json"], environment: env)
+            let objects = try #require(try JSONSerialization.jsonObject(with: Data(named.stdout.utf8)) as? [[String: Any]])
+            #expect(objects.count == 1 && objects[0]["name"] as? String == "t42")
+            let bad = try await LaunchedProcess.run(orchctl: ["status", "--state", "sleeping"], environment: env)
+            #expect(bad.status != 0 && bad.stderr.contains("pending"), "\(bad.stderr)")
+        }
+    }
 }

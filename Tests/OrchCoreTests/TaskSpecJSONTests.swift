@@ -22,7 +22,7 @@ func problems(_ json: String) -> [SpecProblem] {
         id: TaskID(rawValue: "web-1"), name: "web", image: "orch-busybox:latest",
         command: ["httpd", "-f", "-p", "8080"], environment: ["MODE": "demo", "EMPTY": ""],
         ports: [PortSpec(containerPort: 8080), PortSpec(containerPort: 53, protocol: .udp, hostPort: 15353)],
-        resources: Resources(millicores: 500, memoryBytes: 128 << 20),
+        resources: Resources(millicores: 500, memoryBytes: 128 << 20, cpuLimitMillicores: 1500, memoryMaxBytes: 256 << 20),
         restartPolicy: RestartPolicy(mode: .onFailure, maxRestarts: 5), stopGracePeriod: .milliseconds(1500),
         healthCheck: HealthCheck(path: "/health", port: 8080, interval: .seconds(5), timeout: .seconds(1), failureThreshold: 2),
         constraints: PlacementConstraints(node: "worker-1", labels: ["disk": "ssd"]))
@@ -39,6 +39,7 @@ func problems(_ json: String) -> [SpecProblem] {
         let resources = try #require(object["resources"] as? [String: Any])
         #expect(resources["memory"] as? Int == 134_217_728)
         #expect(resources["cpus"] as? Double == 0.5)
+        #expect(resources["cpuLimit"] as? Double == 1.5 && resources["memoryMax"] as? Int == 268_435_456)
         #expect(object["stopGracePeriod"] as? String == "1.5s")
         let restart = try #require(object["restartPolicy"] as? [String: Any])
         #expect(restart["mode"] as? String == "on-failure")
@@ -83,6 +84,9 @@ func problems(_ json: String) -> [SpecProblem] {
         (#"{"image": "i", "resources": {"memory": "lots"}}"#, "resources.memory"),
         (#"{"image": "i", "resources": {"cpus": 0}}"#, "resources.cpus"),
         (#"{"image": "i", "resources": {"cpu": 1}}"#, "resources.cpu"),
+        (#"{"image": "i", "resources": {"cpus": 0.5, "cpuLimit": 0.25}}"#, "resources.cpuLimit"),
+        (#"{"image": "i", "resources": {"cpuLimit": "lots"}}"#, "resources.cpuLimit"),
+        (#"{"image": "i", "resources": {"memory": "64MiB", "memoryMax": "32MiB"}}"#, "resources.memoryMax"),
         (#"{"image": "i", "ports": [{"containerPort": 70000}]}"#, "ports[0].containerPort"),
         (#"{"image": "i", "ports": [{"containerPort": 80, "hostPort": 0}]}"#, "ports[0].hostPort"),
         (#"{"image": "i", "ports": [{"containerPort": 80, "protocol": "sctp"}]}"#, "ports[0].protocol"),

@@ -67,14 +67,23 @@ struct DockerRuntimeTests {
         }
     }
 
-    @Test func limitsShowInInspect() async throws {
+    /// A CPU reservation is a weight (CPU shares), never a quota: a task reserving 0.01 CPU
+    /// is not throttled. A cap and a higher memory limit are there only when given.
+    @Test func aReservationIsAWeightAndLimitsOnlyWhatIsAskedFor() async throws {
         try await DockerFixture.with { docker in
-            let limits = Resources(millicores: 250, memoryBytes: 32 << 20)
-            let id = try await docker.runtime.create(docker.config(command: ["sleep", "30"], resources: limits))
+            let reserved = Resources(millicores: 250, memoryBytes: 32 << 20)
+            let id = try await docker.runtime.create(docker.config(command: ["sleep", "30"], resources: reserved))
             let info = try await docker.runtime.inspect(id)
-            #expect(info.memoryLimitBytes == 32 << 20)
-            #expect(info.nanoCPUs == 250_000_000)
+            #expect(info.memoryLimitBytes == 32 << 20 && info.memoryReservationBytes == 0)
+            #expect(info.nanoCPUs == 0, "no CFS quota for a reservation")
+            #expect(info.cpuShares == 256)
             #expect(info.status == "created" && !info.running)
+
+            let capped = Resources(millicores: 250, memoryBytes: 32 << 20, cpuLimitMillicores: 500, memoryMaxBytes: 64 << 20)
+            let limited = try await docker.runtime.inspect(try await docker.runtime.create(docker.config(command: ["sleep", "30"], resources: capped)))
+            #expect(limited.nanoCPUs == 500_000_000, "the cap asked for")
+            #expect(limited.memoryLimitBytes == 64 << 20 && limited.memoryReservationBytes == 32 << 20, "hard memoryMax, soft reservation")
+            #expect(limited.cpuShares == 256)
         }
     }
 

@@ -26,15 +26,15 @@ func vectorBytes(_ url: URL) throws -> [UInt8] {
 /// What each vector must decode to, written from the vector's own comment.
 let expectedMessages: [String: WireMessage] = [
     "hello": .hello(Hello(
-        oldestVersion: 5, newestVersion: 5, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        oldestVersion: 6, newestVersion: 6, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
         capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"])),
-    "welcome": .welcome(Welcome(version: 5, heartbeatInterval: .seconds(1), serviceTables: 2)),
+    "welcome": .welcome(Welcome(version: 6, heartbeatInterval: .seconds(1), serviceTables: 2)),
     "join_request": .joinRequest(JoinRequest(
-        oldestVersion: 5, newestVersion: 5, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 6, newestVersion: 6, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
     "join_request_renewal": .joinRequest(JoinRequest(
-        oldestVersion: 5, newestVersion: 5, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 6, newestVersion: 6, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
     "join_result": .joinResult(JoinResult(
-        version: 5, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
+        version: 6, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
     "refused_removed": .refused(Refused(code: .nodeRemoved, permanent: true, reason: "n1 was removed")),
     "refused_duplicate": .refused(Refused(code: .duplicateNode, permanent: false, reason: "n1 is connected")),
     "heartbeat_answer": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics())),
@@ -48,7 +48,9 @@ let expectedMessages: [String: WireMessage] = [
         diskTotalBytes: 10 << 30, load1Hundredths: 150, load5Hundredths: 100, load15Hundredths: 50, runningTasks: 3))),
     "assign_task": .assignTask(AssignTask(task: TaskID(rawValue: "t1"), attempt: 2, spec: TaskSpec(
         id: TaskID(rawValue: "t1"), image: "img", command: ["sleep", "9"], environment: ["A": "1"],
-        ports: [PortSpec(containerPort: 8080)], resources: .default, restartPolicy: RestartPolicy(mode: .onFailure, maxRestarts: 3),
+        ports: [PortSpec(containerPort: 8080)],
+        resources: Resources(millicores: 100, memoryBytes: 64 << 20, cpuLimitMillicores: 200, memoryMaxBytes: 128 << 20),
+        restartPolicy: RestartPolicy(mode: .onFailure, maxRestarts: 3),
         healthCheck: HealthCheck(path: "/h", port: 8080, interval: .seconds(10), timeout: .seconds(2), failureThreshold: 3)))),
     "stop_task": .stopTask(StopTask(task: TaskID(rawValue: "t1"), attempt: 2)),
     "task_status": .taskStatus(TaskStatus(
@@ -127,8 +129,9 @@ func errorName(_ error: WireError) -> String {
     }
 
     @Test func versionNegotiationPicksTheHighestCommonVersion() {
-        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 6) == 5)
-        #expect(ProtocolVersion.negotiate(peerOldest: 6, peerNewest: 7) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 7) == 6)
+        #expect(ProtocolVersion.negotiate(peerOldest: 7, peerNewest: 8) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 5, peerNewest: 5) == nil, "version 5 has no CPU cap or memory maximum in its specs")
         #expect(ProtocolVersion.negotiate(peerOldest: 4, peerNewest: 4) == nil, "version 4 has no service tables")
         #expect(ProtocolVersion.negotiate(peerOldest: 3, peerNewest: 3) == nil, "version 3 has no join exchange (and a token in its hello)")
         #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 1) == nil, "version 1 has no disconnect block in its specs")

@@ -64,8 +64,8 @@ public enum WireMessage: Sendable, Hashable {
 
 /// The protocol versions this build speaks.
 public enum ProtocolVersion {
-    public static let oldest: UInt16 = 5
-    public static let newest: UInt16 = 5
+    public static let oldest: UInt16 = 6
+    public static let newest: UInt16 = 6
 
     /// The highest version in both ranges, or nil when they do not meet.
     public static func negotiate(peerOldest: UInt16, peerNewest: UInt16) -> UInt16? {

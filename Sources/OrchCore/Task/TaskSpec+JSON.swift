@@ -64,7 +64,10 @@ extension TaskSpec: Codable {
             "resources": .object([
                 "cpus": .number(resources.cpus),
                 "memory": .number(Double(resources.memoryBytes)),
-            ]),
+            ].merging(
+                [("cpuLimit", resources.cpuLimitMillicores.map { JSONValue.number(Double($0) / 1000) }),
+                 ("memoryMax", resources.memoryMaxBytes.map { JSONValue.number(Double($0)) })].compactMap { key, value in value.map { (key, $0) } },
+                uniquingKeysWith: { a, _ in a })),
             "stopGracePeriod": .string(DurationText.format(stopGracePeriod)),
             "constraints": .object(
                 ["labels": .object(constraints.labels.mapValues(JSONValue.string))]
@@ -199,9 +202,11 @@ extension FieldReader {
 
     private mutating func resources(_ value: JSONValue, at path: String) -> Resources {
         var resources = Resources.default
-        guard let fields = fields(value, at: path, Keys(known: ["cpus", "memory"])) else { return resources }
+        guard let fields = fields(value, at: path, Keys(known: ["cpus", "memory", "cpuLimit", "memoryMax"])) else { return resources }
         if let millicores = millicores(fields["cpus"], at: fields.path("cpus")) { resources.millicores = millicores }
         if let memory = bytes(fields["memory"], at: fields.path("memory")) { resources.memoryBytes = memory }
+        resources.cpuLimitMillicores = millicores(fields["cpuLimit"], at: fields.path("cpuLimit"))
+        resources.memoryMaxBytes = bytes(fields["memoryMax"], at: fields.path("memoryMax"))
         return resources
     }
 

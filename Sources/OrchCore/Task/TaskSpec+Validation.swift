@@ -45,6 +45,20 @@ extension TaskSpec {
         } else if resources.memoryBytes > Resources.maximumMemoryBytes {
             report("resources.memory", "must be at most 1 PiB, found \(ByteCount.format(resources.memoryBytes))")
         }
+        if let limit = resources.cpuLimitMillicores {
+            if limit < max(Resources.minimumMillicores, resources.millicores) {
+                report("resources.cpuLimit", "must be at least resources.cpus (the reservation, \(resources.cpus)) and 0.01, found \(Double(limit) / 1000)")
+            } else if limit > Resources.maximumMillicores {
+                report("resources.cpuLimit", "must be at most \(Resources.maximumMillicores / 1000)")
+            }
+        }
+        if let limit = resources.memoryMaxBytes {
+            if limit < resources.memoryBytes {
+                report("resources.memoryMax", "must be at least resources.memory (the reservation, \(ByteCount.format(resources.memoryBytes))), found \(ByteCount.format(limit))")
+            } else if limit > Resources.maximumMemoryBytes {
+                report("resources.memoryMax", "must be at most 1 PiB, found \(ByteCount.format(limit))")
+            }
+        }
         if let max = restartPolicy.maxRestarts, max < 0 {
             report("restartPolicy.maxRestarts", "must not be negative")
         }

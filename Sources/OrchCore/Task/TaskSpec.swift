@@ -101,14 +101,25 @@ public enum PortProtocol: String, Sendable, Hashable, Codable, CaseIterable {
 
 /// CPU and memory a task reserves on its node; also its container's limits.
 public struct Resources: Sendable, Hashable {
-    /// Thousandths of a CPU (`cpus: 0.5` is 500).
+    /// Thousandths of a CPU (`cpus: 0.5` is 500): what placement reserves, and the task's
+    /// weight when CPUs are contended (CPU shares), never a cap.
     public var millicores: Int
+    /// What placement reserves, and the container's memory limit unless `memoryMaxBytes` is given.
     public var memoryBytes: Int
+    /// `cpuLimit`: a hard cap (a CFS quota), only when given.
+    public var cpuLimitMillicores: Int?
+    /// `memoryMax`: a hard memory limit above the reservation (which becomes the soft one).
+    public var memoryMaxBytes: Int?
 
-    public init(millicores: Int, memoryBytes: Int) {
+    public init(millicores: Int, memoryBytes: Int, cpuLimitMillicores: Int? = nil, memoryMaxBytes: Int? = nil) {
         self.millicores = millicores
         self.memoryBytes = memoryBytes
+        self.cpuLimitMillicores = cpuLimitMillicores
+        self.memoryMaxBytes = memoryMaxBytes
     }
+
+    /// Docker's `CpuShares` for the reservation: 1,024 for one CPU, at least 2.
+    public var cpuShares: Int { max(2, millicores * 1024 / 1000) }
 
     /// What a task without `resources` reserves (0.1 CPU, 64 MiB), so that reservations mean something.
     public static let `default` = Resources(millicores: 100, memoryBytes: 64 << 20)
