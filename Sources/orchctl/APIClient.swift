@@ -28,15 +28,21 @@ struct ClientOptions: ParsableArguments {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
+    /// `--api` as a URL: `HOST:PORT` alone means `http://HOST:PORT`.
+    var apiURL: String {
+        let text = api.contains("://") ? api : "http://" + api
+        return text.hasSuffix("/") ? String(text.dropLast()) : text
+    }
+
     func validate() throws {
-        guard let url = URL(string: api), url.scheme == "http" || url.scheme == "https", url.host != nil else {
-            throw ValidationError("--api: \"\(api)\" is not a URL such as http://127.0.0.1:5555")
+        guard let url = URL(string: apiURL), url.scheme == "http" || url.scheme == "https", url.host != nil, !url.host!.isEmpty else {
+            throw ValidationError("--api: \"\(api)\" is not a URL such as http://127.0.0.1:5555 (or 127.0.0.1:5555)")
         }
     }
 
     var client: APIClient {
         get throws {
-            APIClient(base: api.hasSuffix("/") ? String(api.dropLast()) : api, token: try resolvedToken(), trust: try resolvedTrust())
+            APIClient(base: apiURL, token: try resolvedToken(), trust: try resolvedTrust())
         }
     }
 
@@ -45,7 +51,7 @@ struct ClientOptions: ParsableArguments {
     /// certificate may name other addresses than the one dialed (only that CA is trusted);
     /// else the system's roots.
     func resolvedTrust() throws -> APIClient.Trust {
-        guard let url = URL(string: api), url.scheme == "https", let host = url.host else { return .system }
+        guard let url = URL(string: apiURL), url.scheme == "https", let host = url.host else { return .system }
         if let path = caFile ?? ProcessInfo.processInfo.environment["ORCH_CA_FILE"], !path.isEmpty {
             guard let pem = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw CommandFailure(description: "cannot read the CA file \(path)")
@@ -70,7 +76,7 @@ struct ClientOptions: ParsableArguments {
             }
             return text.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        guard let url = URL(string: api), let host = url.host else { return nil }
+        guard let url = URL(string: apiURL), let host = url.host else { return nil }
         return LocalTokens.read(host: host, port: url.port ?? (url.scheme == "https" ? 443 : 80))
     }
 }
@@ -105,6 +111,9 @@ struct APIClient: Sendable {
                 if let client = clients[trust] { return client }
                 var configuration = HTTPClient.Configuration()
                 configuration.timeout = .init(connect: .seconds(3))
+                // A manager that is not there is said at once (connection refused), not after
+                // the connect timeout's retries.
+                configuration.connectionPool.retryConnectionEstablishment = false
                 if case .ca(let pem, let checkHostName) = trust {
                     var tls = TLSConfiguration.makeClientConfiguration()
                     do {
@@ -270,4 +279,11 @@ func runClient(_ body: () async throws -> Void) async throws {
         printError(error.localizedDescription)
         throw ExitCode(1)
     }
+}
+
+/// A duration option as people type it: `90s`, `5m`, or bare seconds (`5`), as task files take them.
+func commandLineDuration(_ text: String) -> Duration? {
+    if let duration = DurationText.parse(text) { return duration }
+    guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else { return nil }
+    return .milliseconds(Int64((seconds * 1000).rounded()))
 }

@@ -21,16 +21,23 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("The task file, or - for standard input.", valueName: "file"))
     var file: String
 
-    @Flag(help: "Wait until the task runs, showing progress.")
+    @Flag(help: "Wait until the task runs (and passes its health check) for --settle, showing progress; exit 1 with the reason when it does not.")
     var wait = false
 
-    @Option(help: ArgumentHelp("How long --wait waits, e.g. 60s or 5m.", valueName: "duration"))
-    var timeout: String = "2m"
+    @Option(help: ArgumentHelp("How long --wait waits, e.g. 60s, 5m or 90 (seconds); default 2m.", valueName: "duration"))
+    var timeout: String?
+
+    @Option(help: ArgumentHelp("How long the task must keep running (and healthy, with a health check) before --wait says it runs.", valueName: "duration"))
+    var settle: String = "2s"
 
     @OptionGroup var options: ClientOptions
 
     func validate() throws {
-        guard DurationText.parse(timeout) != nil else { throw ValidationError("--timeout: \"\(timeout)\" is not a duration such as 60s") }
+        if let timeout {
+            guard wait else { throw ValidationError("--timeout is how long --wait waits: add --wait") }
+            guard commandLineDuration(timeout) != nil else { throw ValidationError("--timeout: \"\(timeout)\" is not a duration such as 60s, 5m or 90 (seconds)") }
+        }
+        guard commandLineDuration(settle) != nil else { throw ValidationError("--settle: \"\(settle)\" is not a duration such as 2s") }
     }
 
     func run() async throws {
@@ -45,37 +52,59 @@ struct RunCommand: AsyncParsableCommand {
                 print(task.id.rawValue)
             }
             guard wait else { return }
-            try await waitUntilRunning(task.id, client: client, timeout: DurationText.parse(timeout) ?? .seconds(120))
+            try await waitUntilRunning(
+                task.id, client: client, timeout: timeout.flatMap(commandLineDuration) ?? .seconds(120), settle: commandLineDuration(settle) ?? .seconds(2))
         }
     }
 
-    /// Follows the task's state on stderr until it runs, ends, or the timeout passes.
-    func waitUntilRunning(_ id: TaskID, client: APIClient, timeout: Duration) async throws {
-        let deadline = ContinuousClock.now + timeout
-        var last = ""
+    /// Follows the task on stderr until it has run (and, with a health check, been healthy)
+    /// for `settle` in one attempt, or ran to its end; throws with the reason when it fails,
+    /// crashes, turns unhealthy or is restarted meanwhile, or the timeout passes.
+    func waitUntilRunning(_ id: TaskID, client: APIClient, timeout: Duration, settle: Duration) async throws {
         let started = ContinuousClock.now
+        let deadline = started + timeout
+        var last = ""
+        var steady: (attempt: Int, since: ContinuousClock.Instant)?
+        var firstRestarts: Int?
         while ContinuousClock.now < deadline {
-            let task = try client.decode(TaskDTO.self, from: try await client.request(.GET, "/tasks/\(id.rawValue)"))
+            let task = try client.decode(TaskDTO.self, from: try await client.request(.GET, try taskPath(id.rawValue)))
             var line = "\(task.state.rawValue)"
             if let node = task.nodeName ?? task.node?.rawValue { line += " on \(node)" }
+            if task.state == .running, task.spec.healthCheck != nil { line += ", \(task.health.rawValue)" }
             if task.state == .pending, let reason = task.error { line += ": \(reason)" }
             if line != last {
-                let elapsed = ContinuousClock.now - started
-                FileHandle.standardError.write(Data("[\(elapsedText(elapsed))] \(line)\n".utf8))
+                FileHandle.standardError.write(Data("[\(elapsedText(ContinuousClock.now - started))] \(line)\n".utf8))
                 last = line
+            }
+            let restarts = firstRestarts ?? task.restarts
+            firstRestarts = restarts
+            let why = task.error ?? task.exitCode.map { "exit code \($0)" } ?? "no exit code"
+            if task.restarts > restarts || (steady != nil && task.state != .running) || (steady.map { $0.attempt != task.attempt } ?? false) {
+                throw CommandFailure(description: "task \(id) stopped running (\(why)); it is \(task.state.rawValue) after \(task.restarts) restart\(task.restarts == 1 ? "" : "s"): `orchctl logs \(id.rawValue)` and `orchctl status \(id.rawValue)` show why")
             }
             switch task.state {
             case .running:
-                let ports = task.ports.map { "\($0.hostIP):\($0.hostPort)->\($0.containerPort)" }.joined(separator: ", ")
-                FileHandle.standardError.write(Data("running as \(task.container?.short ?? "?")\(ports.isEmpty ? "" : ", ports \(ports)")\n".utf8))
-                return
+                if task.health == .unhealthy {
+                    throw CommandFailure(description: "task \(id) runs but fails its health check: `orchctl status \(id.rawValue)` shows its events")
+                }
+                if task.spec.healthCheck == nil || task.health == .healthy {
+                    let since = steady?.since ?? ContinuousClock.now
+                    steady = (task.attempt, since)
+                    if ContinuousClock.now - since >= settle {
+                        let ports = task.ports.map { "\($0.hostIP):\($0.hostPort)->\($0.containerPort)" }.joined(separator: ", ")
+                        FileHandle.standardError.write(Data("running as \(task.container?.short ?? "?")\(ports.isEmpty ? "" : ", ports \(ports)")\n".utf8))
+                        return
+                    }
+                }
             case .completed:
-                return
+                if task.desiredState == .stop || (task.exitCode ?? 0) == 0 { return }
+                throw CommandFailure(description: "task \(id) ended: \(why)")
             case .failed:
-                throw CommandFailure(description: "task \(id) failed: \(task.error ?? "exit code \(task.exitCode.map(String.init) ?? "?")")")
+                throw CommandFailure(description: "task \(id) failed: \(why)")
             default:
-                try await Task.sleep(for: .milliseconds(200))
+                break
             }
+            try await Task.sleep(for: .milliseconds(200))
         }
         throw CommandFailure(description: "task \(id) is not running after \(DurationText.format(timeout)) (still \(last)); `orchctl status \(id)` shows why")
     }

@@ -357,7 +357,7 @@ struct ServiceRemoveCommand: AsyncParsableCommand {
             let service = try client.decode(ServiceDTO.self, from: answer)
             if options.json { printJSON(answer) }
             guard !detach else { return options.json ? () : print("\(service.name) removing") }
-            let deadline = ContinuousClock.now + (DurationText.parse(timeout) ?? .seconds(120))
+            let deadline = ContinuousClock.now + (commandLineDuration(timeout) ?? .seconds(120))
             while ContinuousClock.now < deadline {
                 let current = try await client.request(.GET, path)
                 if current.status == 404 {
@@ -432,7 +432,7 @@ struct DeployWatch {
     let timeout: String
 
     func follow(deploy: Bool, rollback: Bool = false) async throws {
-        let limit = DurationText.parse(timeout) ?? .seconds(600)
+        let limit = commandLineDuration(timeout) ?? .seconds(600)
         let started = ContinuousClock.now
         let deadline = started + limit
         var shownEvents = 0
@@ -495,7 +495,7 @@ private func changeText(_ service: ServiceDTO) -> String {
 private func printChange(_ service: ServiceDTO) { print(changeText(service)) }
 
 private func checkDuration(_ text: String) throws {
-    guard DurationText.parse(text) != nil else { throw ValidationError("--timeout: \"\(text)\" is not a duration such as 60s") }
+    guard commandLineDuration(text) != nil else { throw ValidationError("--timeout: \"\(text)\" is not a duration such as 60s, 5m or 90 (seconds)") }
 }
 
 /// A service name as a path segment: a DNS label, checked here so that a typo is a clear error.

@@ -100,15 +100,54 @@ struct OrchctlClientTests {
             #expect(bad.stderr.contains("image:") && bad.stderr.contains("resources.memory:"))
             #expect(try await cluster.tasks().isEmpty, "a refused task changes nothing")
 
+            // A manager that is not there: said at once (not after the connect timeout), in one line.
+            let before = ContinuousClock.now
             let unreachable = try await LaunchedProcess.run(orchctl: ["status", "--api", "http://127.0.0.1:1"])
+            let took = ContinuousClock.now - before
             #expect(unreachable.status == 1)
             #expect(unreachable.stderr.hasPrefix("orchctl: cannot reach the manager at http://127.0.0.1:1"))
+            #expect(unreachable.stderr.contains("refused"), "\(unreachable.stderr)")
             #expect(unreachable.stderr.split(separator: "\n").count == 1, "one line, no stack trace")
+            #expect(took < .milliseconds(2500), "connection refused is reported at once, not after 3 s of retries: \(took)")
+
+            // The API as HOST:PORT, and the client's options before the command.
+            let port = String(cluster.api.split(separator: ":").last!)
+            let plain = try await LaunchedProcess.run(orchctl: ["status"], environment: ["ORCH_API": "127.0.0.1:\(port)"])
+            #expect(plain.status == 0 && plain.stdout.hasPrefix("ID "), "ORCH_API without a scheme: \(plain.stderr)")
+            let first = try await LaunchedProcess.run(orchctl: ["--api", cluster.api, "status", "--state", "running"])
+            #expect(first.status == 0 && first.stdout.contains("0 tasks"), "--api before the command: \(first.stderr)")
+            let flagFirst = try await LaunchedProcess.run(orchctl: ["--json", "--api=\(cluster.api)", "status"])
+            #expect(flagFirst.status == 0 && flagFirst.stdout.hasPrefix("["), "\(flagFirst.stderr)")
+
+            // --timeout belongs to --wait, and takes bare seconds as task files do.
+            let alone = try await LaunchedProcess.run(orchctl: ["run", "-f", "data/task1.json", "--timeout", "5"], environment: env)
+            #expect(alone.status != 0 && alone.stderr.contains("add --wait"), "\(alone.stderr)")
+            #expect(try await cluster.tasks().isEmpty, "refused before anything was sent")
+        }
+    }
+
+    /// `run --wait` says running only for a task that keeps running (and passes its health
+    /// check); one that crashes a moment later exits 1 with why.
+    @Test func waitIsHonestAboutATaskThatCrashesAMomentLater() async throws {
+        try await ClusterProcesses.with { cluster in
+            try await cluster.startWorker("wait")
+            let env = ["ORCH_API": cluster.api]
+            let crashing = temporaryDirectory("crash") + "/crash.json"
+            try Data(#"{"name": "crash", "image": "orch-busybox:latest", "command": ["sh", "-c", "sleep 0.5; exit 3"], "restartPolicy": "on-failure"}"#.utf8)
+                .write(to: URL(fileURLWithPath: crashing))
+            let crashed = try await LaunchedProcess.run(orchctl: ["run", "-f", crashing, "--wait", "--timeout", "30"], environment: env, within: .seconds(60))
+            #expect(crashed.status == 1, "\(crashed.stderr)")
+            #expect(crashed.stderr.contains("stopped running") && crashed.stderr.contains("code 3"), "\(crashed.stderr)")
+
+            let steady = temporaryDirectory("steady") + "/steady.json"
+            try Data(#"{"name": "steady", "image": "orch-busybox:latest", "command": ["sleep", "60"]}"#.utf8).write(to: URL(fileURLWithPath: steady))
+            let ran = try await LaunchedProcess.run(orchctl: ["run", "-f", steady, "--wait", "--settle", "1s"], environment: env, within: .seconds(60))
+            #expect(ran.status == 0 && ran.stderr.contains("running as"), "\(ran.stderr)")
         }
     }
 
     @Test func everyCommandsHelpShowsAnExample() async throws {
-        for command in ["manager", "worker", "dev", "run", "task", "status", "stop", "nodes", "node", "logs", "validate"] {
+        for command in ["manager", "worker", "dev", "run", "task", "status", "stop", "rm", "nodes", "node", "logs", "validate"] {
             let help = try await LaunchedProcess.run(orchctl: [command, "--help"])
             #expect(help.status == 0, "\(command) --help")
             #expect(help.stdout.contains("Examples:") && help.stdout.contains("orchctl "), "\(command) --help shows an example")
