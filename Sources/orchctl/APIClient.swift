@@ -25,7 +25,7 @@ struct ClientOptions: ParsableArguments {
         valueName: "path"))
     var caFile: String?
 
-    @Flag(help: "Print JSON instead of a table.")
+    @Flag(help: "Print the API's JSON instead of a table or text.")
     var json = false
 
     /// `--api` as a URL: `HOST:PORT` alone means `http://HOST:PORT`.

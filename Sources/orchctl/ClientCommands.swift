@@ -345,6 +345,7 @@ struct LogsCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let tail, tail < 0 { throw ValidationError("--tail must be 0 or more") }
+        if options.json { throw ValidationError("--json: logs are the container's own output, printed as it is") }
     }
 
     func run() async throws {

@@ -119,6 +119,10 @@ struct OrchctlClientTests {
             let flagFirst = try await LaunchedProcess.run(orchctl: ["--json", "--api=\(cluster.api)", "status"])
             #expect(flagFirst.status == 0 && flagFirst.stdout.hasPrefix("["), "\(flagFirst.stderr)")
 
+            // logs print the container's output as it is: --json is refused, not ignored.
+            let logsJSON = try await LaunchedProcess.run(orchctl: ["logs", "web", "--json"], environment: env)
+            #expect(logsJSON.status != 0 && logsJSON.stderr.contains("printed as it is"), "\(logsJSON.stderr)")
+
             // --timeout belongs to --wait, and takes bare seconds as task files do.
             let alone = try await LaunchedProcess.run(orchctl: ["run", "-f", "data/task1.json", "--timeout", "5"], environment: env)
             #expect(alone.status != 0 && alone.stderr.contains("add --wait"), "\(alone.stderr)")

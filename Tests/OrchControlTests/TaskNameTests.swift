@@ -146,4 +146,16 @@ import Testing
         #expect(h.machine.task(live.id) != nil)
         #expect(h.store.contains { $0.changes.contains(.deleteTask(ended[3])) })
     }
+
+    @Test func theHistoryNamesTheNodeItWasPlacedOnWithItsId() throws {
+        var h = Harness()
+        _ = h.join("w1", connection: 1)
+        h.commitAll()
+        let (record, _) = try #require(Self.submitted(Self.submit(&h, Self.named("job"))))
+        let messages = h.store.flatMap(\.changes).compactMap { change -> String? in
+            if case .appendHistory(let entry) = change, entry.task == record.id { return entry.message }
+            return nil
+        }
+        #expect(messages.contains("placed on w1 (w1)"), "\(messages)")
+    }
 }

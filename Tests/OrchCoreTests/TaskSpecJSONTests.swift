@@ -69,6 +69,20 @@ func problems(_ json: String) -> [SpecProblem] {
         #expect(short == long)
     }
 
+    /// A typo gets the nearest field, a wrong case of an enum its value, and a number where
+    /// a string belongs is refused with how to write it.
+    @Test func mistakesGetTheNearestFieldAndTheValueMeant() {
+        let typo = problems(#"{"imgae": "orch-busybox:latest"}"#)
+        #expect(typo.contains { $0.path == "imgae" && $0.message.contains("did you mean 'image'?") }, "\(typo)")
+        let far = problems(#"{"image": "i", "colour": "red"}"#)
+        #expect(far.contains { $0.path == "colour" && $0.message.contains("known: id, name, image") }, "\(far)")
+        let mode = problems(#"{"image": "i", "restartPolicy": "Always"}"#)
+        #expect(mode.contains { $0.path == "restartPolicy" && $0.message.contains("did you mean 'always'?") }, "\(mode)")
+        let number = problems(#"{"image": "i", "environment": {"PORT": 8080, "DEBUG": true}}"#)
+        #expect(number.contains { $0.path == "environment.PORT" && $0.message.contains(#"write "8080""#) }, "\(number)")
+        #expect(number.contains { $0.path == "environment.DEBUG" && $0.message.contains(#"write "true""#) }, "\(number)")
+    }
+
     @Test("Each invalid field is refused with its path", arguments: [
         (#"{"image": ""}"#, "image"),
         (#"{"name": "x"}"#, "image"),

@@ -233,8 +233,14 @@ extension ManagerMachine {
         note(.taskEvent(id, event))
         journal.append(.saveTask(record))
         journal.append(.appendHistory(TaskHistoryEntry(
-            task: id, at: date, state: record.state, message: caller.map { "\(event.description) by \($0)" } ?? event.description)))
+            task: id, at: date, state: record.state, message: caller.map { "\(historyText(event)) by \($0)" } ?? historyText(event))))
         return true
+    }
+
+    /// An event as the task's history says it: nodes by name, with their id.
+    func historyText(_ event: TaskEvent) -> String {
+        if case .placed(let node) = event, let name = nodes[node]?.record.name { return "placed on \(name) (\(node))" }
+        return event.description
     }
 
     /// Journals a task changed in place (no change of state).

@@ -53,7 +53,13 @@ struct FieldReader {
                     report(join(path, key), "unknown field; did you mean '\(canonical)'?")
                 }
             } else if keys.refuseUnknown {
-                report(join(path, key), "unknown field")
+                // A typo gets the nearest known field (at most two edits away).
+                let nearest = keys.known.map { ($0, editDistance(key.lowercased(), $0.lowercased())) }.min { ($0.1, $0.0) < ($1.1, $1.0) }
+                if let (candidate, distance) = nearest, distance <= 2, distance < key.count {
+                    report(join(path, key), "unknown field; did you mean '\(candidate)'?")
+                } else {
+                    report(join(path, key), "unknown field; known: \(keys.known.joined(separator: ", "))")
+                }
             } else {
                 ignore(join(path, key))
             }
@@ -81,7 +87,9 @@ struct FieldReader {
         for (key, element) in object {
             switch element {
             case .string(let text): map[key] = text
-            case .number, .bool: map[key] = element.scalarText
+            case .number, .bool:
+                // Not turned into text behind the user's back: the file says what it means.
+                report(join(path, key), "expected a string, found \(element.kindDescription); write \"\(element.scalarText)\"")
             default: report(join(path, key), "expected a string, found \(element.kindName)")
             }
         }
@@ -179,4 +187,21 @@ extension JSONValue {
         default: kindName
         }
     }
+}
+
+/// Levenshtein distance between two short strings (field names).
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var previous = Array(0...b.count)
+    var current = [Int](repeating: 0, count: b.count + 1)
+    for i in 1...a.count {
+        current[0] = i
+        for j in 1...b.count {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        swap(&previous, &current)
+    }
+    return previous[b.count]
 }

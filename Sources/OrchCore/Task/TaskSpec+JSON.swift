@@ -227,7 +227,8 @@ extension FieldReader {
     private mutating func restartMode(_ text: String, at path: String) -> RestartMode? {
         if let mode = RestartMode(rawValue: text) { return mode }
         let expected = RestartMode.allCases.map(\.rawValue).joined(separator: ", ")
-        report(path, "unknown restart mode \"\(text)\"; expected one of \(expected)")
+        let hint = RestartMode(rawValue: text.lowercased()).map { "; did you mean '\($0.rawValue)'?" } ?? ""
+        report(path, "unknown restart mode \"\(text)\"; expected one of \(expected)\(hint)")
         return nil
     }
 
