@@ -464,7 +464,8 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     # -- what no operation describes: methods a path lacks, paths that name no route
 
     for method, path, allow in (("PUT", "/tasks", "GET, POST"), ("POST", f"/tasks/{dup_id}", "GET, DELETE"),
-                                ("PATCH", "/nodes", "GET"), ("GET", f"/nodes/{missing_id}", "DELETE"),
+                                ("PATCH", "/nodes", "GET"), ("PUT", f"/nodes/{missing_id}", "GET, DELETE"),
+                                ("GET", f"/nodes/{missing_id}/drain", "POST"),
                                 ("OPTIONS", "/tasks/x/logs", "GET"), ("PATCH", "/services", "GET, POST"),
                                 ("POST", f"/services/{missing_id}", "GET, PUT, DELETE"),
                                 ("GET", f"/services/{missing_id}/rollback", "POST")):
@@ -553,6 +554,26 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     c.call("DELETE", "/tasks/{taskID}", f"/tasks/{full_id}", 202, note="a pending task completes at once",
            check=lambda r: stopped(r) or (None if r.json()["state"] == "completed" else f"state {r.json()['state']}"))
     c.call("DELETE", "/tasks/{taskID}", f"/tasks/{missing_id}", 404, code="task_not_found")
+
+    # -- names are identities while a task lives; an ended task is purged with its history
+
+    named = task_file(name=f"oacheck-{run_id}-named", command=["sleep", "300"])
+    response, _ = c.call("POST", "/tasks", "/tasks", 201, note="a named task", body=named)
+    named_id = response.json()["id"] if response is not None and response.status_code == 201 else missing_id
+    c.call("POST", "/tasks", "/tasks", 200, note="the same file under a live name: that task", body=named,
+           check=lambda r: None if r.json()["id"] == named_id else f"another task: {r.json()['id']}")
+    c.call("POST", "/tasks", "/tasks", 409, code="name_taken", note="another spec under a live name",
+           body=task_file(name=f"oacheck-{run_id}-named", command=["sleep", "301"]))
+    c.call("GET", "/tasks/{taskID}", f"/tasks/oacheck-{run_id}-named", 200, note="by name",
+           check=lambda r: None if r.json()["id"] == named_id else f"another task: {r.json()['id']}")
+    purge = "/tasks/{taskID}"
+    c.call("DELETE", purge, f"/tasks/{named_id}?purge=true", 409, code="task_not_ended", note="purge=true, live")
+    c.call("DELETE", purge, f"/tasks/{named_id}?purge=maybe", 400, code="invalid_query", note="purge=maybe", request_valid=False)
+    c.call("DELETE", purge, f"/tasks/{named_id}", 202, note="stopped")
+    wait_for(c, named_id, ("completed", "failed"), wait, "ended after its stop", lambda t: None)
+    c.call("DELETE", purge, f"/tasks/{named_id}?purge=true", 204, note="purge=true, ended",
+           check=lambda r: f"a body on 204: {r.text!r}" if r.content else None)
+    c.call("GET", "/tasks/{taskID}", f"/tasks/{named_id}", 404, code="task_not_found", note="purged")
 
     # -- Cube's shape: a run event, then the stop event (State 3)
 
@@ -959,6 +980,23 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     # -- nodes
 
     c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{missing_id}", 404, code="node_not_found")
+    c.call("GET", "/nodes/{nodeID}", f"/nodes/{missing_id}", 404, code="node_not_found")
+    c.call("POST", "/nodes/{nodeID}/drain", f"/nodes/{missing_id}/drain", 404, code="node_not_found")
+    c.call("POST", "/nodes/{nodeID}/undrain", f"/nodes/{missing_id}/undrain", 404, code="node_not_found")
+    if nodes:
+        node = nodes[0]
+        c.call("GET", "/nodes/{nodeID}", f"/nodes/{node['id']}", 200, note="by id",
+               check=lambda r: None if r.json()["id"] == node["id"] else "another node")
+        c.call("GET", "/nodes/{nodeID}", f"/nodes/{node['name']}", 200, note="by name",
+               check=lambda r: None if r.json()["id"] == node["id"] else "another node")
+        c.call("POST", "/nodes/{nodeID}/drain", f"/nodes/{node['id']}/drain?move=maybe", 400, code="invalid_query",
+               note="move=maybe", request_valid=False)
+        c.call("POST", "/nodes/{nodeID}/drain", f"/nodes/{node['id']}/drain", 200, note="drained",
+               check=lambda r: None if r.json()["drained"] else "not drained")
+        c.call("POST", "/nodes/{nodeID}/undrain", f"/nodes/{node['id']}/undrain", 200, note="undrained",
+               check=lambda r: None if not r.json()["drained"] else "still drained")
+    else:
+        c.note("GET /nodes/{nodeID} 200", "not exercised: no node is listed")
     if up_nodes:
         c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{up_nodes[0]['id']}", 409, code="node_is_up",
                note=f"node {up_nodes[0]['name']} is up")

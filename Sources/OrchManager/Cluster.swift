@@ -94,6 +94,10 @@ public actor Cluster {
         try await ask({ .purge($0, id, by: caller) }) { if case .purged(_, let revision) = $0 { revision } else { nil } }
     }
 
+    func drainNode(_ id: NodeID, drain: Bool, move: Bool) async throws(ClusterError) -> UInt64 {
+        try await ask({ .drainNode($0, id, drain: drain, move: move) }) { if case .nodeDrained(let revision) = $0 { revision } else { nil } }
+    }
+
     func removeNode(_ id: NodeID) async throws(ClusterError) -> UInt64 {
         try await ask({ .removeNode($0, id) }) { if case .nodeRemoved(let revision) = $0 { revision } else { nil } }
     }

@@ -69,6 +69,31 @@ struct RESTGateway: Sendable {
         }
         routes.get("tasks/:taskID/logs") { request, context in try await logs(request, context) }
         routes.get("nodes") { _, _ in JSONBody(await cluster.listNodes(), headers: await revisionHeader()) }
+        routes.get("nodes/:nodeID") { _, context in
+            let text = try context.parameters.decoded("nodeID", code: "invalid_node_id", what: "node id")
+            do {
+                let id = try await cluster.resolveNode(text)
+                guard let node = await cluster.listNodes().first(where: { $0.id == id }) else { throw ClusterError.nodeNotFound(text) }
+                return JSONBody(node, headers: await revisionHeader())
+            } catch let error as ClusterError {
+                throw Self.apiError(error)
+            }
+        }
+        for (route, drain) in [("nodes/:nodeID/drain", true), ("nodes/:nodeID/undrain", false)] {
+            routes.post(RouterPath(route)) { request, context in
+                let text = try context.parameters.decoded("nodeID", code: "invalid_node_id", what: "node id")
+                let move = try Self.flag(request, "move")
+                if move && !drain { throw APIError(.badRequest, code: "invalid_query", message: "move goes with drain, not undrain") }
+                do {
+                    let id = try await cluster.resolveNode(text)
+                    let revision = try await cluster.drainNode(id, drain: drain, move: move)
+                    guard let node = await cluster.listNodes().first(where: { $0.id == id }) else { throw ClusterError.nodeNotFound(text) }
+                    return JSONBody(node, headers: Self.revisionHeader(revision))
+                } catch let error as ClusterError {
+                    throw Self.apiError(error)
+                }
+            }
+        }
         routes.delete("nodes/:nodeID") { _, context in
             let text = try context.parameters.decoded("nodeID", code: "invalid_node_id", what: "node id")
             do {

@@ -104,7 +104,7 @@ extension Simulation {
                     violate(.submissionAnswersConsistent, "\(id): the same spec as the acknowledged \(task.short) was refused as a conflict")
                 }
             }
-        case .nodeRemoved, .admitted, .service, .purged:
+        case .nodeRemoved, .admitted, .service, .purged, .nodeDrained:
             break
         }
     }

@@ -53,6 +53,7 @@ struct TraceRecord {
                 + (spec.disconnect.map { " stopAfter \(DurationText.format($0.stopAfter))" } ?? "") + (spec.healthCheck == nil ? "" : " health")
         case .stop(let request, let task, _): "stop \(request) \(task.short)"
         case .purge(let request, let task, _): "purge \(request) \(task.short)"
+        case .drainNode(let request, let node, let drain, let move): "\(drain ? "drain" : "undrain")Node \(request) \(node)\(move ? " move" : "")"
         case .removeNode(let request, let node): "removeNode \(request) \(node)"
         case .createService(let request, let spec, _): "createService \(request) \(spec.name) x\(spec.replicas) \(describe(spec.update))"
         case .updateService(let request, let name, let change, _):
@@ -132,6 +133,7 @@ struct TraceRecord {
         case .submitted(let record, let created, let revision): "submitted \(record.id.short) created \(created) rev \(revision)"
         case .stopped(let record, let revision): "stopped \(record.id.short) \(record.state.rawValue) rev \(revision)"
         case .purged(let id, let revision): "purged \(id.short) rev \(revision)"
+        case .nodeDrained(let revision): "nodeDrained rev \(revision)"
         case .nodeRemoved(let revision): "node removed rev \(revision)"
         case .service(let record, let created, let revision):
             "service \(record.name) v\(record.version) x\(record.replicas)\(record.deploy.map { " deploy \($0.state.rawValue)" } ?? "") created \(created) rev \(revision)"

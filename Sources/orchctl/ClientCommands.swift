@@ -282,32 +282,81 @@ struct StopCommand: AsyncParsableCommand {
 struct NodesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nodes",
-        abstract: "Shows the worker nodes: state, capacity, use and tasks.",
+        abstract: "Shows the worker nodes (state, capacity, use, tasks, labels), one node in detail, and drains, undrains or removes one.",
+        discussion: """
+            A node is named by its name, its id or a unique prefix of its id.
+
+            Examples:
+              orchctl nodes
+              orchctl node web-1
+              orchctl node drain web-1 --move
+              orchctl node undrain web-1
+              orchctl node rm web-1
+            """,
+        subcommands: [NodeShow.self, NodeDrain.self, NodeUndrain.self, NodeRemove.self],
+        defaultSubcommand: NodeShow.self,
+        aliases: ["node"])
+
+    static func cpus(_ millicores: Int) -> String {
+        millicores % 1000 == 0 ? String(millicores / 1000) : String(format: "%.2f", Double(millicores) / 1000)
+    }
+
+    /// The path of a node's route, percent-encoded; an empty name is refused.
+    static func path(_ node: String, _ suffix: String = "") throws -> String {
+        guard !node.isEmpty else { throw CommandFailure(description: "a node name or id must not be empty") }
+        return "/nodes/" + (node.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? node) + suffix
+    }
+
+    static func state(_ node: NodeDTO) -> String {
+        var state = node.state.rawValue
+        if node.drained { state += " (drained)" }
+        // A node whose engine does not answer is alive but takes nothing: say so where people look.
+        if node.engineError != nil { state += " (engine down)" }
+        return state
+    }
+
+    static func labels(_ node: NodeDTO) -> String {
+        let shown = node.labels.filter { !$0.key.hasPrefix(NodeLabel.reservedPrefix) }
+        return shown.isEmpty ? "-" : shown.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+    }
+}
+
+struct NodeShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "The nodes in a table, or one node in detail.",
         discussion: """
             Examples:
               orchctl nodes
-              orchctl node --json
-            """,
-        aliases: ["node"])
+              orchctl node web-1 --json
+            """)
+
+    @Argument(help: ArgumentHelp("A node's name or id; without it, every node.", valueName: "node"))
+    var node: String?
 
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
         try await runClient {
             let client = try options.client
+            if let node {
+                let answer = try await client.request(.GET, try NodesCommand.path(node))
+                let detail = try client.decode(NodeDTO.self, from: answer)
+                if options.json { printJSON(answer); return }
+                printDetail(detail, tasks: try await tasks(on: detail, client))
+                return
+            }
             let answer = try await client.request(.GET, "/nodes")
             let nodes = try client.decode([NodeDTO].self, from: answer)
             if options.json { printJSON(answer); return }
             printTable(
-                ["NAME", "ADDRESS", "STATE", "CPUS", "MEMORY", "DISK", "TASKS", "HEARTBEAT"],
+                ["NAME", "ADDRESS", "STATE", "CPUS", "MEMORY", "DISK", "TASKS", "HEARTBEAT", "LABELS"],
                 nodes.map { node in
-                    let cpus = "\(Self.cpus(node.reserved.millicores))/\(Self.cpus(node.capacity.millicores))"
+                    let cpus = "\(NodesCommand.cpus(node.reserved.millicores))/\(NodesCommand.cpus(node.capacity.millicores))"
                     let memory = "\(ByteCount.format(node.reserved.memoryBytes))/\(ByteCount.format(node.capacity.memoryBytes))"
                     let disk = node.metrics.map { "\(ByteCount.format($0.diskUsedBytes))/\(ByteCount.format($0.diskTotalBytes))" } ?? "-"
-                    // A node whose engine does not answer is alive but takes nothing: say so where people look.
-                    let state = node.engineError == nil ? node.state.rawValue : "\(node.state.rawValue) (engine down)"
-                    return [node.name, node.addresses.first ?? "-", state, cpus, memory, disk, String(node.tasks),
-                            node.lastHeartbeat.map { age(since: $0) + " ago" } ?? "-"]
+                    return [node.name, node.addresses.first ?? "-", NodesCommand.state(node), cpus, memory, disk, String(node.tasks),
+                            node.lastHeartbeat.map { age(since: $0) + " ago" } ?? "-", NodesCommand.labels(node)]
                 })
             for node in nodes {
                 if let error = node.engineError { print("\(node.name): its container engine does not answer: \(error)") }
@@ -315,8 +364,116 @@ struct NodesCommand: AsyncParsableCommand {
         }
     }
 
-    static func cpus(_ millicores: Int) -> String {
-        millicores % 1000 == 0 ? String(millicores / 1000) : String(format: "%.2f", Double(millicores) / 1000)
+    func tasks(on node: NodeDTO, _ client: APIClient) async throws -> [TaskDTO] {
+        var path: String? = "/tasks?node=\(node.id.rawValue)"
+        var tasks: [TaskDTO] = []
+        while let next = path {
+            let answer = try await client.request(.GET, next)
+            tasks += try client.decode([TaskDTO].self, from: answer)
+            path = answer.nextPage
+        }
+        return tasks.filter { !$0.state.isTerminal }
+    }
+
+    func printDetail(_ node: NodeDTO, tasks: [TaskDTO]) {
+        var lines: [(String, String)] = [
+            ("name", node.name), ("id", node.id.rawValue), ("state", NodesCommand.state(node)),
+            ("addresses", node.addresses.isEmpty ? "-" : node.addresses.joined(separator: ", ")),
+            ("labels", NodesCommand.labels(node)),
+            ("mesh", node.labels[NodeLabel.mesh] ?? "none (no HAProxy: published ports do not listen here)"),
+            ("capacity", "\(NodesCommand.cpus(node.capacity.millicores)) CPUs, \(ByteCount.format(node.capacity.memoryBytes)) memory, \(ByteCount.format(node.capacity.diskBytes)) disk"),
+            ("reserved", "\(NodesCommand.cpus(node.reserved.millicores)) CPUs, \(ByteCount.format(node.reserved.memoryBytes)) memory"),
+        ]
+        if let metrics = node.metrics {
+            lines.append(("measured", "\(NodesCommand.cpus(metrics.cpuMillicoresUsed)) CPUs busy, \(ByteCount.format(metrics.memoryUsedBytes)) of \(ByteCount.format(metrics.memoryTotalBytes)) memory, "
+                          + "load \(String(format: "%.2f", metrics.load1)), \(metrics.runningTasks) containers"))
+        }
+        lines.append(("heartbeat", node.lastHeartbeat.map { age(since: $0) + " ago" } ?? "-"))
+        if let error = node.engineError { lines.append(("engine", "does not answer: \(error)")) }
+        for (key, value) in lines { print("\(key.padding(toLength: 10, withPad: " ", startingAt: 0)) \(value)") }
+        print("\ntasks (\(tasks.count)):")
+        for task in tasks { print("  \(task.id.short)  \(task.name ?? "-")  \(task.state.rawValue)  \(task.image)") }
+    }
+}
+
+struct NodeDrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drain",
+        abstract: "Places nothing new on a node; with --move, its tasks are moved to other nodes now.",
+        discussion: """
+            A drained node keeps its tasks (unless --move) and stays drained across restarts
+            until `orchctl node undrain`.
+
+            Examples:
+              orchctl node drain web-1
+              orchctl node drain web-1 --move
+            """)
+
+    @Argument(help: ArgumentHelp("The node's name or id.", valueName: "node"))
+    var node: String
+
+    @Flag(help: "Stop its tasks there and place them on other nodes now.")
+    var move = false
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = try options.client
+            let answer = try await client.request(.POST, try NodesCommand.path(node, "/drain") + (move ? "?move=true" : ""))
+            let drained = try client.decode(NodeDTO.self, from: answer)
+            if options.json { printJSON(answer); return }
+            print("\(drained.name) drained\(move ? "; its tasks are moving" : "") (\(drained.tasks) task\(drained.tasks == 1 ? "" : "s") on it)")
+        }
+    }
+}
+
+struct NodeUndrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "undrain",
+        abstract: "Lets tasks be placed on a drained node again.",
+        discussion: """
+            Examples:
+              orchctl node undrain web-1
+            """)
+
+    @Argument(help: ArgumentHelp("The node's name or id.", valueName: "node"))
+    var node: String
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = try options.client
+            let answer = try await client.request(.POST, try NodesCommand.path(node, "/undrain"))
+            let node = try client.decode(NodeDTO.self, from: answer)
+            if options.json { printJSON(answer); return }
+            print("\(node.name) takes tasks again")
+        }
+    }
+}
+
+struct NodeRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Removes a node that is down from the cluster: its certificate is refused from then on.",
+        discussion: """
+            Examples:
+              orchctl node rm web-1
+            """)
+
+    @Argument(help: ArgumentHelp("The node's name or id.", valueName: "node"))
+    var node: String
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = try options.client
+            let answer = try await client.request(.DELETE, try NodesCommand.path(node))
+            guard answer.status == 204 else { throw APIClient.failure(answer) }
+            print("removed \(node)")
+        }
     }
 }
 

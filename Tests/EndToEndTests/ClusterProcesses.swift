@@ -179,6 +179,16 @@ final class ClusterProcesses: @unchecked Sendable {
         let summary = last.map { "\($0["id"] as? String ?? "?"): \($0["state"] as? String ?? "?") on \($0["nodeName"] as? String ?? "-")" }
         throw TestTimeout(what: "\(what); tasks: \(summary)")
     }
+
+    /// Waits until `condition` holds for the node list.
+    func waitForNodes(_ what: String, within timeout: Duration = .seconds(30), _ condition: ([[String: Any]]) -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let list = try? await nodes(), condition(list) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestTimeout(what: what)
+    }
 }
 
 /// The Python of the test venv (tools/requirements-test.txt: the OpenAPI checker,

@@ -40,7 +40,7 @@ struct OrchctlClientTests {
                 let nodes = try await LaunchedProcess.run(orchctl: command, environment: env)
                 #expect(nodes.status == 0)
                 let header = nodes.stdout.split(separator: "\n").first?.split(separator: " ", omittingEmptySubsequences: true)
-                #expect(header == ["NAME", "ADDRESS", "STATE", "CPUS", "MEMORY", "DISK", "TASKS", "HEARTBEAT"])
+                #expect(header == ["NAME", "ADDRESS", "STATE", "CPUS", "MEMORY", "DISK", "TASKS", "HEARTBEAT", "LABELS"])
                 #expect(nodes.stdout.contains("cli") && nodes.stdout.contains(" up "))
             }
             let nodesJSON = try await LaunchedProcess.run(orchctl: ["nodes", "--json"], environment: env)
@@ -147,6 +147,53 @@ struct OrchctlClientTests {
             try Data(#"{"name": "steady", "image": "orch-busybox:latest", "command": ["sleep", "60"]}"#.utf8).write(to: URL(fileURLWithPath: steady))
             let ran = try await LaunchedProcess.run(orchctl: ["run", "-f", steady, "--wait", "--settle", "1s"], environment: env, within: .seconds(60))
             #expect(ran.status == 0 && ran.stderr.contains("running as"), "\(ran.stderr)")
+        }
+    }
+
+    /// `orchctl node NAME`, `node drain [--move]`, `undrain`, `rm`, against a real worker;
+    /// a drain outlives a manager restart.
+    @Test func aNodeIsShownDrainedUndrainedAndRefusedRemovalWhileUp() async throws {
+        try await ClusterProcesses.with { cluster in
+            try await cluster.startWorker("drainme", options: ["--label", "zone=a"])
+            let env = ["ORCH_API": cluster.api]
+            func orchctl(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+                try await LaunchedProcess.run(orchctl: arguments, environment: env, within: .seconds(30))
+            }
+            let table = try await orchctl(["nodes"])
+            #expect(table.stdout.split(separator: "\n").contains { $0.hasPrefix("drainme ") && $0.hasSuffix("zone=a") }, "\(table.stdout)")
+            let detail = try await orchctl(["node", "drainme"])
+            #expect(detail.status == 0 && detail.stdout.contains("name       drainme") && detail.stdout.contains("labels     zone=a")
+                    && detail.stdout.contains("capacity ") && detail.stdout.contains("tasks (0):"), "\(detail.stdout)\(detail.stderr)")
+
+            let file = temporaryDirectory("drain") + "/t.json"
+            try Data(#"{"name": "long", "image": "orch-busybox:latest", "command": ["sleep", "300"]}"#.utf8).write(to: URL(fileURLWithPath: file))
+            let run = try await orchctl(["run", "-f", file, "--wait", "--settle", "0s"])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(try await orchctl(["node", "drainme"]).stdout.contains("tasks (1):"))
+
+            // Drained with --move: its one task has nowhere else to go, and waits, saying why.
+            let drained = try await orchctl(["node", "drain", "drainme", "--move"])
+            #expect(drained.status == 0 && drained.stdout.contains("drainme drained"), "\(drained)")
+            try await cluster.waitForTasks("the task moved off and waiting") { tasks in
+                tasks.contains { $0["name"] as? String == "long" && $0.state == "pending" && (($0["error"] as? String) ?? "").contains("drained") }
+            }
+            #expect(try await orchctl(["nodes"]).stdout.contains("up (drained)"))
+
+            // Still drained after the manager restarts; undrained, the task runs there again.
+            try await cluster.restartManager()
+            try await cluster.waitForNodes("drainme up again") { nodes in nodes.contains { $0["name"] as? String == "drainme" && $0["state"] as? String == "up" } }
+            let after = try await http(.GET, "\(cluster.api)/nodes/drainme")
+            #expect(after.status == 200 && after.body.contains("\"drained\":true"), "\(after.body)")
+            let undrained = try await orchctl(["node", "undrain", "drainme"])
+            #expect(undrained.status == 0 && undrained.stdout.contains("takes tasks again"), "\(undrained)")
+            try await cluster.waitForTasks("the task running again") { tasks in
+                tasks.contains { $0["name"] as? String == "long" && $0.state == "running" }
+            }
+
+            let remove = try await orchctl(["node", "rm", "drainme"])
+            #expect(remove.status == 1 && remove.stderr.contains("is up"), "\(remove.stderr)")
+            let unknown = try await orchctl(["node", "drain", "nope"])
+            #expect(unknown.status == 1 && unknown.stderr.contains("no node"), "\(unknown.stderr)")
         }
     }
 

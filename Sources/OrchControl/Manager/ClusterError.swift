@@ -39,7 +39,9 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .nameTaken(let name, let id, let state):
             "a task named \(name) is \(state.rawValue) (\(id)) with another spec: stop it first (orchctl stop \(name)), "
                 + "give this one another name, or run several as a service (orchctl service create)"
-        case .taskNotEnded(let id, let state): "task \(id) is \(state.rawValue): stop it first (orchctl stop \(id)); only an ended task is removed"
+        case .taskNotEnded(let id, let state):
+            state == .stopping ? "task \(id) is stopping; it can be removed once it has ended"
+                               : "task \(id) is \(state.rawValue): stop it first (orchctl stop \(id)); only an ended task is removed"
         case .invalidTask(let problems): "the task is not valid: \(problems.map(\.description).joined(separator: "; "))"
         case .nodeNotFound(let id): "no node with id \(id)"
         case .nodeIsUp(let name): "node \(name) is up; only a node that is down can be removed"

@@ -320,6 +320,17 @@ extension ManagerMachine {
         if change(id, .nodeLost) { attemptEnded(id) } else { release(id) }
     }
 
+    /// A task moved off a drained node: placed again at once whatever its restart policy
+    /// says (the user asked), a replica by its service; a task that must never run twice
+    /// (a disconnect policy) as a lost one, which waits for its old attempt to end.
+    private mutating func moveTask(_ id: TaskID, off node: NodeID, named name: String) {
+        guard let record = tasks[id], record.node == node, record.holdsReservation else { return }
+        guard record.replica == nil, record.spec.disconnect == nil else { return loseTask(id, on: node) }
+        guard change(id, .nodeLost) else { return release(id) }
+        release(id)
+        if change(id, .requeued(reason: "moved off node \(name), drained")) { enqueue(id, after: .zero) }
+    }
+
     mutating func removeNode(_ id: NodeID, request: RequestID) {
         guard let entry = nodes[id] else { return emit(.answer(request, .refused(.nodeNotFound(id.rawValue)))) }
         guard entry.connection == nil, entry.state != .up else { return emit(.answer(request, .refused(.nodeIsUp(entry.record.name)))) }
@@ -331,6 +342,27 @@ extension ManagerMachine {
         removeSchedulingNode(id)
         journal.append(.deleteNode(id))
         afterCommit(.answer(request, .nodeRemoved(revision: issued + 1)))
+    }
+
+    /// Drains a node (nothing new is placed there; with `move`, its tasks are stopped there
+    /// and placed elsewhere at once) or undrains it. Kept across restarts of either side.
+    mutating func drainNode(_ id: NodeID, drain: Bool, move: Bool, request: RequestID) {
+        guard var entry = nodes[id] else { return emit(.answer(request, .refused(.nodeNotFound(id.rawValue)))) }
+        if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
+        if drain != (entry.record.drainedAt != nil) {
+            entry.record.drainedAt = drain ? date : nil
+            nodes[id] = entry
+            journal.append(.saveNode(entry.record))
+            refreshSchedulingNode(id)
+        }
+        if drain && move {
+            for task in entry.tasks.sorted() {
+                guard let record = tasks[task], record.desiredState == .run else { continue }
+                send(.stopTask(StopTask(task: task, attempt: UInt64(record.attempt))), to: id)
+                moveTask(task, off: id, named: entry.record.name)
+            }
+        }
+        afterCommit(.answer(request, .nodeDrained(revision: issued + (journal.isEmpty ? 0 : 1))))
     }
 }
 

@@ -119,10 +119,12 @@ extension ManagerMachine {
             reserved.memoryBytes += spec.resources.memoryBytes
             ports.formUnion(spec.ports.compactMap(\.hostPort))
         }
-        return SchedulingNode(
+        var node = SchedulingNode(
             id: entry.record.id, name: entry.record.name, isUp: entry.state == .up && entry.connection != nil, labels: entry.record.labels,
             capacity: ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes),
             reserved: reserved, usedHostPorts: ports, engineError: entry.engineError)
+        node.drained = entry.record.drainedAt != nil
+        return node
     }
 
     mutating func removeSchedulingNode(_ id: NodeID) {
@@ -141,6 +143,8 @@ extension ManagerMachine {
         }
         schedulingNodes[index].isUp = up
         schedulingNodes[index].engineError = entry.engineError
+        if schedulingNodes[index].drained && entry.record.drainedAt == nil { capacityChanged = true }
+        schedulingNodes[index].drained = entry.record.drainedAt != nil
         schedulingNodes[index].name = entry.record.name
         schedulingNodes[index].labels = entry.record.labels
         schedulingNodes[index].capacity = ResourceAmount(millicores: entry.record.capacity.millicores, memoryBytes: entry.record.capacity.memoryBytes)

@@ -62,6 +62,10 @@ extension ManagerMachine {
                 },
                 tasks: entry.tasks.count, joinedAt: entry.record.joinedAt, lastHeartbeat: entry.lastHeartbeatDate,
                 engineError: entry.engineError)
+        }.map { dto in
+            var dto = dto
+            dto.drained = nodes[dto.id]?.record.drainedAt != nil
+            return dto
         }
     }
 

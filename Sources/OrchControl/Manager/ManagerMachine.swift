@@ -149,6 +149,7 @@ public struct ManagerMachine: Sendable {
         case .stop(let request, let id, let by): stop(id, request: request, by: by)
         case .purge(let request, let id, _): purge(id, request: request)
         case .removeNode(let request, let id): removeNode(id, request: request)
+        case .drainNode(let request, let id, let drain, let move): drainNode(id, drain: drain, move: move, request: request)
         case .createService(let request, let spec, let by): createService(spec, request: request, by: by)
         case .updateService(let request, let name, let change, let by): updateService(name, change, request: request, by: by)
         case .rollbackService(let request, let name, let by): rollbackService(name, request: request, by: by)
@@ -237,6 +238,9 @@ extension ManagerMachine {
         case purge(RequestID, TaskID, by: String? = nil)
         /// `DELETE /nodes/{id}`.
         case removeNode(RequestID, NodeID)
+        /// `POST /nodes/{id}/drain` (`move`: its tasks are moved elsewhere at once) and
+        /// `POST /nodes/{id}/undrain`.
+        case drainNode(RequestID, NodeID, drain: Bool, move: Bool)
         /// `POST /services`: a new service (the same spec again is the same service).
         case createService(RequestID, ServiceSpec, by: String? = nil)
         /// `PUT /services/{name}`: a new template (a new version and a deploy), replica count or policy.
@@ -290,6 +294,7 @@ extension ManagerMachine {
         case stopped(TaskRecord, revision: UInt64)
         case purged(TaskID, revision: UInt64)
         case nodeRemoved(revision: UInt64)
+        case nodeDrained(revision: UInt64)
         case service(ServiceRecord, created: Bool, revision: UInt64)
         case admitted
         case refused(ClusterError)

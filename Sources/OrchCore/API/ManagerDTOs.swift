@@ -119,6 +119,8 @@ public struct NodeDTO: Codable, Sendable, Hashable {
     /// Set while the node's container engine does not answer (its words); nothing is placed
     /// there meanwhile.
     public var engineError: String?
+    /// Drained by a user (`orchctl node drain`): nothing new is placed on it.
+    public var drained = false
 
     public init(
         id: NodeID, name: String, addresses: [String], state: State, labels: [String: String], capacity: NodeCapacity,

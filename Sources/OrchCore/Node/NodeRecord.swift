@@ -11,6 +11,8 @@ public struct NodeRecord: Sendable, Hashable, Codable {
     public var labels: [String: String]
     public var joinedAt: Date
     public var lastSeenAt: Date
+    /// When a user drained it (`orchctl node drain`): nothing new is placed on it until undrained.
+    public var drainedAt: Date?
 
     public init(id: NodeID, name: String, addresses: [String], capacity: NodeCapacity, labels: [String: String], joinedAt: Date, lastSeenAt: Date) {
         self.id = id

@@ -7,11 +7,16 @@ extension Scheduler {
     static func reasonNothingFits(_ spec: TaskSpec, among nodes: [SchedulingNode]) -> String {
         let live = nodes.filter(\.isUp)
         if live.isEmpty { return nodes.isEmpty ? "no node has joined the cluster" : "no node is up" }
-        let up = live.filter { $0.engineError == nil }
-        if up.isEmpty, let down = live.first(where: { $0.engineError != nil }) {
+        let answering = live.filter { $0.engineError == nil }
+        if answering.isEmpty, let down = live.first(where: { $0.engineError != nil }) {
             return live.count == 1
                 ? "the container engine of node \(down.name) does not answer"
                 : "the container engine of every node that is up does not answer (\(down.name): \(down.engineError ?? ""))"
+        }
+        let up = answering.filter { !$0.drained }
+        if up.isEmpty {
+            let names = answering.map(\.name).sorted().joined(separator: ", ")
+            return "every node that is up is drained (\(names)): orchctl node undrain NAME"
         }
 
         let constraints = spec.constraints

@@ -86,7 +86,7 @@ public struct Scheduler: Sendable {
     /// Whether `spec` fits on `node` (up with its engine answering, free CPU and memory,
     /// fixed host ports free, constraints met).
     public static func isFeasible(_ spec: TaskSpec, on node: SchedulingNode) -> Bool {
-        node.isUp && node.engineError == nil
+        node.isUp && node.engineError == nil && !node.drained
             && node.matches(spec.constraints)
             && node.hasRoom(for: ResourceAmount(spec.resources))
             && node.takenHostPorts(of: spec).isEmpty

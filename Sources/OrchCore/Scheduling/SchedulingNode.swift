@@ -39,6 +39,8 @@ public struct SchedulingNode: Sendable, Hashable {
     public var usedHostPorts: Set<Int>
     /// Why its container engine does not answer; a node whose engine is down gets nothing.
     public var engineError: String?
+    /// Drained by a user: what runs there stays, nothing new goes there.
+    public var drained = false
 
     public init(
         id: NodeID, name: String, isUp: Bool = true, labels: [String: String] = [:],
