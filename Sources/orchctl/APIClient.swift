@@ -167,6 +167,21 @@ struct APIClient: Sendable {
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
     }
 
+    /// Every page of a listing, following `Link: rel="next"`: the elements, and each page's
+    /// answer (for the API's own JSON).
+    func all<T: Decodable>(_ type: T.Type, from path: String) async throws -> (elements: [T], pages: [Answer]) {
+        var next: String? = path
+        var elements: [T] = []
+        var pages: [Answer] = []
+        while let page = next {
+            let answer = try await request(.GET, page)
+            elements += try decode([T].self, from: answer)
+            pages.append(answer)
+            next = answer.nextPage
+        }
+        return (elements, pages)
+    }
+
     /// Decodes a 2xx answer as `T`, or throws the server's error as one line.
     func decode<T: Decodable>(_ type: T.Type, from answer: Answer) throws -> T {
         guard (200..<300).contains(answer.status) else { throw Self.failure(answer) }

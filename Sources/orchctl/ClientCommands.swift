@@ -192,15 +192,8 @@ struct StatusCommand: AsyncParsableCommand {
         add("state", state?.lowercased())
         add("node", node)
         add("service", service)
-        var path: String? = "/tasks" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-        var tasks: [TaskDTO] = []
-        var objects: [Any] = []
-        while let next = path {
-            let answer = try await client.request(.GET, next)
-            tasks += try client.decode([TaskDTO].self, from: answer)
-            objects += (try? JSONSerialization.jsonObject(with: Data(buffer: answer.body)) as? [Any]) ?? []
-            path = answer.nextPage
-        }
+        var (tasks, pages) = try await client.all(TaskDTO.self, from: "/tasks" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+        var objects: [Any] = pages.flatMap { (try? JSONSerialization.jsonObject(with: Data(buffer: $0.body)) as? [Any]) ?? [] }
         if let name {
             let keep = tasks.map { $0.name == name }
             tasks = tasks.filter { $0.name == name }
@@ -365,14 +358,7 @@ struct NodeShow: AsyncParsableCommand {
     }
 
     func tasks(on node: NodeDTO, _ client: APIClient) async throws -> [TaskDTO] {
-        var path: String? = "/tasks?node=\(node.id.rawValue)"
-        var tasks: [TaskDTO] = []
-        while let next = path {
-            let answer = try await client.request(.GET, next)
-            tasks += try client.decode([TaskDTO].self, from: answer)
-            path = answer.nextPage
-        }
-        return tasks.filter { !$0.state.isTerminal }
+        try await client.all(TaskDTO.self, from: "/tasks?node=\(node.id.rawValue)").elements.filter { !$0.state.isTerminal }
     }
 
     func printDetail(_ node: NodeDTO, tasks: [TaskDTO]) {
