@@ -276,6 +276,7 @@ public actor Cluster {
     func resolveTask(_ text: String) throws(ClusterError) -> TaskID { try machine.resolveTask(text) }
     func resolveNode(_ text: String) throws(ClusterError) -> NodeID { try machine.resolveNode(text) }
     func listNodes() -> [NodeDTO] { machine.listNodes() }
+    func node(_ id: NodeID) -> NodeDTO? { machine.node(id) }
     func isConnected(_ node: NodeID) -> Bool { machine.isConnected(node) }
     func counts() -> (tasksByState: [TaskState: Int], nodesByState: [NodeDTO.State: Int]) { machine.counts() }
     var revision: UInt64 { machine.revision }

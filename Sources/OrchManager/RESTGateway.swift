@@ -73,7 +73,7 @@ struct RESTGateway: Sendable {
             let text = try context.parameters.decoded("nodeID", code: "invalid_node_id", what: "node id")
             do {
                 let id = try await cluster.resolveNode(text)
-                guard let node = await cluster.listNodes().first(where: { $0.id == id }) else { throw ClusterError.nodeNotFound(text) }
+                guard let node = await cluster.node(id) else { throw ClusterError.nodeNotFound(text) }
                 return JSONBody(node, headers: await revisionHeader())
             } catch let error as ClusterError {
                 throw Self.apiError(error)
@@ -87,7 +87,7 @@ struct RESTGateway: Sendable {
                 do {
                     let id = try await cluster.resolveNode(text)
                     let revision = try await cluster.drainNode(id, drain: drain, move: move)
-                    guard let node = await cluster.listNodes().first(where: { $0.id == id }) else { throw ClusterError.nodeNotFound(text) }
+                    guard let node = await cluster.node(id) else { throw ClusterError.nodeNotFound(text) }
                     return JSONBody(node, headers: Self.revisionHeader(revision))
                 } catch let error as ClusterError {
                     throw Self.apiError(error)

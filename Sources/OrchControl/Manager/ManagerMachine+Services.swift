@@ -182,10 +182,6 @@ extension ManagerMachine {
             dirtyServices = []
             for name in names { reconcile(name) }
         }
-        if !forgotten.isEmpty {
-            order.removeAll { forgotten.contains($0) }
-            forgotten = []
-        }
     }
 
     private mutating func reconcile(_ name: String) {

@@ -348,34 +348,30 @@ extension ManagerMachine {
     mutating func purge(_ id: TaskID, request: RequestID) {
         if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
         guard let record = tasks[id] else { return emit(.answer(request, .refused(.taskNotFound(id.rawValue)))) }
-        // Ended for good: not waiting for a restart (its backoff, or its worker's confirmation).
-        guard record.state.isTerminal, backoff[id] == nil, confirming[id] == nil else {
-            return emit(.answer(request, .refused(.taskNotEnded(id, record.state))))
-        }
+        guard endedForGood(record) else { return emit(.answer(request, .refused(.taskNotEnded(id, record.state)))) }
         forget(id)
-        order.removeAll { $0 == id }
-        forgotten.remove(id)
         afterCommit(.answer(request, .purged(id, revision: issued + 1)))
+    }
+
+    /// Ended, and not waiting for a restart (its backoff, or its worker's confirmation).
+    func endedForGood(_ record: TaskRecord) -> Bool {
+        record.state.isTerminal && backoff[record.id] == nil && confirming[record.id] == nil
     }
 
     /// Ended tasks (not a service's, which their service keeps a few of per slot) past the
     /// retention, then the oldest beyond the count kept; looked at once a minute (or at
     /// half the retention, when that is shorter, but not more than once a second).
     mutating func collectEndedTasks() {
-        guard now >= nextCollection else { return }
+        guard now >= nextCollection, storeFailure == nil else { return }
         nextCollection = now + min(.seconds(60), max(configuration.retention / 2, .seconds(1)))
         let cutoff = date.addingTimeInterval(-Double(configuration.retention.components.seconds))
         var ended: [(Date, TaskID)] = []
-        for (id, record) in tasks where record.replica == nil && record.state.isTerminal && backoff[id] == nil && confirming[id] == nil {
+        for (id, record) in tasks where record.replica == nil && endedForGood(record) {
             ended.append((record.finishedAt ?? record.updatedAt, id))
         }
         ended.sort { ($0.0, $0.1) < ($1.0, $1.1) }
         let beyondCount = max(0, ended.count - configuration.retainedEndedTasks)
         for (index, (finished, id)) in ended.enumerated() where index < beyondCount || finished < cutoff { forget(id) }
-        if !forgotten.isEmpty {
-            order.removeAll { forgotten.contains($0) }
-            forgotten = []
-        }
     }
 
 }

@@ -46,27 +46,30 @@ extension ManagerMachine {
     }
 
     public func listNodes() -> [NodeDTO] {
-        nodes.values.sorted { ($0.record.name, $0.record.id) < ($1.record.name, $1.record.id) }.map { entry in
-            let reserved = schedulingIndex[entry.record.id].map { schedulingNodes[$0].reserved } ?? .zero
-            return NodeDTO(
-                id: entry.record.id, name: entry.record.name, addresses: entry.record.addresses, state: entry.state,
-                labels: entry.record.labels, capacity: entry.record.capacity,
-                reserved: NodeDTO.Resources(millicores: reserved.millicores, memoryBytes: reserved.memoryBytes),
-                metrics: entry.metrics.map { metrics in
-                    NodeDTO.Metrics(
-                        cpuMillicoresUsed: Int(metrics.cpuMillicoresUsed), memoryUsedBytes: Int(clamping: metrics.memoryUsedBytes),
-                        memoryTotalBytes: Int(clamping: metrics.memoryTotalBytes), diskUsedBytes: Int(clamping: metrics.diskUsedBytes),
-                        diskTotalBytes: Int(clamping: metrics.diskTotalBytes), load1: Double(metrics.load1Hundredths) / 100,
-                        load5: Double(metrics.load5Hundredths) / 100, load15: Double(metrics.load15Hundredths) / 100,
-                        runningTasks: Int(metrics.runningTasks))
-                },
-                tasks: entry.tasks.count, joinedAt: entry.record.joinedAt, lastHeartbeat: entry.lastHeartbeatDate,
-                engineError: entry.engineError)
-        }.map { dto in
-            var dto = dto
-            dto.drained = nodes[dto.id]?.record.drainedAt != nil
-            return dto
-        }
+        nodes.values.sorted { ($0.record.name, $0.record.id) < ($1.record.name, $1.record.id) }.map(nodeDTO)
+    }
+
+    /// One node as the gateway shows it.
+    public func node(_ id: NodeID) -> NodeDTO? { nodes[id].map(nodeDTO) }
+
+    func nodeDTO(_ entry: NodeEntry) -> NodeDTO {
+        let reserved = schedulingIndex[entry.record.id].map { schedulingNodes[$0].reserved } ?? .zero
+        var dto = NodeDTO(
+            id: entry.record.id, name: entry.record.name, addresses: entry.record.addresses, state: entry.state,
+            labels: entry.record.labels, capacity: entry.record.capacity,
+            reserved: NodeDTO.Resources(millicores: reserved.millicores, memoryBytes: reserved.memoryBytes),
+            metrics: entry.metrics.map { metrics in
+                NodeDTO.Metrics(
+                    cpuMillicoresUsed: Int(metrics.cpuMillicoresUsed), memoryUsedBytes: Int(clamping: metrics.memoryUsedBytes),
+                    memoryTotalBytes: Int(clamping: metrics.memoryTotalBytes), diskUsedBytes: Int(clamping: metrics.diskUsedBytes),
+                    diskTotalBytes: Int(clamping: metrics.diskTotalBytes), load1: Double(metrics.load1Hundredths) / 100,
+                    load5: Double(metrics.load5Hundredths) / 100, load15: Double(metrics.load15Hundredths) / 100,
+                    runningTasks: Int(metrics.runningTasks))
+            },
+            tasks: entry.tasks.count, joinedAt: entry.record.joinedAt, lastHeartbeat: entry.lastHeartbeatDate,
+            engineError: entry.engineError)
+        dto.drained = entry.record.drainedAt != nil
+        return dto
     }
 
     /// Counts for /metrics.

@@ -164,6 +164,10 @@ public struct ManagerMachine: Sendable {
         case .commitFailed(let sequence, let reason): commitFailed(through: sequence, reason: reason)
         }
         reconcileServices()
+        if !forgotten.isEmpty {
+            order.removeAll { forgotten.contains($0) }
+            forgotten = []
+        }
         placePending()
         flushJournal()
         refreshCatalog()

@@ -61,13 +61,7 @@ extension TaskSpec: Codable {
                 }
                 return .object(fields)
             }),
-            "resources": .object([
-                "cpus": .number(resources.cpus),
-                "memory": .number(Double(resources.memoryBytes)),
-            ].merging(
-                [("cpuLimit", resources.cpuLimitMillicores.map { JSONValue.number(Double($0) / 1000) }),
-                 ("memoryMax", resources.memoryMaxBytes.map { JSONValue.number(Double($0)) })].compactMap { key, value in value.map { (key, $0) } },
-                uniquingKeysWith: { a, _ in a })),
+            "resources": resources.json,
             "stopGracePeriod": .string(DurationText.format(stopGracePeriod)),
             "constraints": .object(
                 ["labels": .object(constraints.labels.mapValues(JSONValue.string))]
@@ -268,5 +262,15 @@ extension FieldReader {
         return PlacementConstraints(
             node: string(fields["node"], at: fields.path("node")),
             labels: stringMap(fields["labels"], at: fields.path("labels")) ?? [:])
+    }
+}
+
+extension Resources {
+    /// `{"cpus": 0.5, "memory": 134217728}`, with `cpuLimit` and `memoryMax` when given.
+    var json: JSONValue {
+        var fields: [String: JSONValue] = ["cpus": .number(cpus), "memory": .number(Double(memoryBytes))]
+        if let limit = cpuLimitMillicores { fields["cpuLimit"] = .number(Double(limit) / 1000) }
+        if let limit = memoryMaxBytes { fields["memoryMax"] = .number(Double(limit)) }
+        return .object(fields)
     }
 }
