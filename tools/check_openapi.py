@@ -977,6 +977,22 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     c.call("POST", "/join-token/rotate", "/join-token/rotate", 201,
            check=lambda r: None if r.json()["token"].startswith("ORCH1-") else f"not a join token: {r.text}")
 
+    # -- events
+
+    c.call("GET", "/events", "/events", 200, note="the newest",
+           check=lambda r: None if r.json()["events"] and r.json()["events"][-1]["id"] == r.json()["last"] else f"no events or last is not the newest: {_short(r.text)}")
+    c.call("GET", "/events", "/events?since=0&limit=2", 200, note="from the oldest, two",
+           check=lambda r: None if len(r.json()["events"]) == 2 and r.json()["events"][0]["id"] < r.json()["events"][1]["id"] else f"not two in order: {_short(r.text)}")
+    c.call("GET", "/events", f"/events?task={dup_id}", 200, note="one task's",
+           check=lambda r: None if r.json()["events"] and all(e.get("task") == dup_id for e in r.json()["events"]) else f"another task's: {_short(r.text)}")
+    c.call("GET", "/events", "/events?since=999999999&wait=1ms", 200, note="after a restart: from the oldest, with a gap",
+           check=lambda r: None if r.json()["gap"] else "no gap")
+    c.call("GET", "/events", "/events?since=-1", 400, code="invalid_query", request_valid=False)
+    c.call("GET", "/events", "/events?limit=0", 400, code="invalid_query", request_valid=False)
+    c.call("GET", "/events", "/events?follow=maybe", 400, code="invalid_query", request_valid=False)
+    c.call("GET", "/events", f"/events?task={missing_id}", 404, code="task_not_found")
+    c.call("GET", "/events", f"/events?service=oacheck-{run_id}-nosuch", 404, code="service_not_found")
+
     # -- nodes
 
     c.call("DELETE", "/nodes/{nodeID}", f"/nodes/{missing_id}", 404, code="node_not_found")

@@ -104,6 +104,8 @@ if bindings:
 # A followed log of a running task never ends, and schemathesis reads every body to its
 # end: it would time out. Following is checked by tools/check_openapi.py instead.
 lines += ["[[operations]]", 'include-name = "GET /tasks/{taskID}/logs"', 'parameters = { "query.follow" = "false" }', ""]
+# The same for the events stream, and a blocking read waits less than a request's timeout.
+lines += ["[[operations]]", 'include-name = "GET /events"', 'parameters = { "query.follow" = "false", "query.wait" = "1s" }', ""]
 with open(path, "w", encoding="utf-8") as handle:
     handle.write("\n".join(lines))
 print(f"schemathesis.sh: {len(tasks)} tasks and {len(nodes)} nodes listed at {api}; their ids are drawn for the paths")

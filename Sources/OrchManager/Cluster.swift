@@ -36,6 +36,11 @@ public actor Cluster {
     /// Blocking queries on a service's endpoints, woken when they change or their wait ends.
     private var catalogWatchers: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
     private var nextWatcher: UInt64 = 1
+    /// Readers of `GET /events` waiting for the next event, woken when one is durable.
+    private var eventWatchers: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var lastEventWoken: UInt64 = 0
+    /// Set when the manager stops: readers of the events stream end.
+    private(set) var closing = false
 
     init(configuration: ManagerConfiguration, snapshot: StoreSnapshot, metrics: ManagerMetrics, logger: Logger) {
         self.configuration = configuration
@@ -64,6 +69,17 @@ public actor Cluster {
     /// Feeds one input and carries out what the machine decided.
     private func feed(_ input: ManagerMachine.Input) {
         perform(machine.handle(input, now: now))
+        let last = machine.lastEvent
+        if last != lastEventWoken {
+            lastEventWoken = last
+            wakeEventWatchers()
+        }
+    }
+
+    private func wakeEventWatchers() {
+        let watchers = eventWatchers
+        eventWatchers = [:]
+        for watcher in watchers.values { watcher.resume() }
     }
 
     /// Feeds a request and waits for its answer (given once what it reports is durable):
@@ -267,6 +283,8 @@ public actor Cluster {
         waiters = [:]
         for watcher in catalogWatchers.values.flatMap(\.values) { watcher.resume() }
         catalogWatchers = [:]
+        closing = true
+        wakeEventWatchers()
     }
 
     // MARK: - Views
@@ -302,12 +320,41 @@ public actor Cluster {
         return try machine.endpoints(of: service)
     }
 
+    /// The events after `id` that match; when there are none yet, as soon as there is one
+    /// more (matching or not: the page's `last` moves on) or after `wait`. Without `id`, the
+    /// newest `limit` events.
+    func events(after id: UInt64?, limit: Int, task: TaskID?, node: NodeID?, service: String?, wait: Duration) async -> EventPageDTO {
+        guard let id else {
+            var page = machine.events(after: 0, limit: .max, task: task, node: node, service: service)
+            page.events = Array(page.events.suffix(limit))
+            return page
+        }
+        let page = machine.events(after: id, limit: limit, task: task, node: node, service: service)
+        guard page.events.isEmpty, !page.gap, wait > .zero, !closing, page.last == machine.lastEvent else { return page }
+        let watcher = nextWatcher
+        nextWatcher += 1
+        let expiry = Task { [weak self] in
+            try? await Task.sleep(for: wait)
+            await self?.expireEventWatcher(watcher)
+        }
+        await withCheckedContinuation { eventWatchers[watcher] = $0 }
+        expiry.cancel()
+        return machine.events(after: page.last, limit: limit, task: task, node: node, service: service)
+    }
+
+    private func expireEventWatcher(_ id: UInt64) {
+        eventWatchers.removeValue(forKey: id)?.resume()
+    }
+
+    /// The id of the newest durable event: where a stream that starts now begins.
+    var lastEvent: UInt64 { machine.lastEvent }
+
     private func expireWatcher(_ id: UInt64, of service: String) {
         catalogWatchers[service]?.removeValue(forKey: id)?.resume()
     }
 
     func dto(_ record: TaskRecord, events: [TaskHistoryEntry]? = nil) -> TaskDTO {
-        TaskDTO(record, nodeName: record.node.flatMap { machine.nodeName($0) }, events: events)
+        TaskDTO(record, nodeName: record.node.flatMap { machine.nodeName($0) }, events: events, backoffUntil: machine.backoffUntil(record.id))
     }
 
     /// Asks the worker that runs `id` for its output; the link to grant credit and end it.

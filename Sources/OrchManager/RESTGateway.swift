@@ -68,6 +68,7 @@ struct RESTGateway: Sendable {
             }
         }
         routes.get("tasks/:taskID/logs") { request, context in try await logs(request, context) }
+        routes.get("events") { request, context in try await events(request, context) }
         routes.get("nodes") { _, _ in JSONBody(await cluster.listNodes(), headers: await revisionHeader()) }
         routes.get("nodes/:nodeID") { _, context in
             let text = try context.parameters.decoded("nodeID", code: "invalid_node_id", what: "node id")
@@ -234,6 +235,64 @@ struct RESTGateway: Sendable {
             headers[HTTPField.Name("Link")!] = "<\(next)>; rel=\"next\""
         }
         return JSONBody(tasks, headers: headers)
+    }
+
+    /// `GET /events`: the cluster's changes. As JSON, the newest `limit` (or those after
+    /// `since`, waiting up to `wait` for one when there are none yet); as server-sent events
+    /// (`follow=true`), a stream from `since` (or from now),
+    /// resumed after `Last-Event-ID`. `task`, `node` and `service` keep one's events.
+    private func events(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        var since: UInt64?
+        if let text = request.headers[HTTPField.Name("Last-Event-ID")!] ?? query.get("since") {
+            guard let value = UInt64(text) else {
+                throw APIError(.badRequest, code: "invalid_query", message: "since must be the id of an event (a whole number), not \(String(text.prefix(40)))")
+            }
+            since = value
+        }
+        var limit = Self.defaultLimit
+        if let text = query.get("limit") {
+            guard let parsed = Int(text), (1...EventLog().capacity).contains(parsed) else {
+                throw APIError(.badRequest, code: "invalid_query", message: "limit must be a number from 1 to \(EventLog().capacity), not \(text)")
+            }
+            limit = parsed
+        }
+        var task: TaskID?, node: NodeID?
+        let service = query.get("service")
+        do {
+            if let text = query.get("task") { task = try await cluster.resolveTask(text) }
+            if let text = query.get("node") { node = try await cluster.resolveNode(text) }
+        } catch {
+            throw Self.apiError(error)
+        }
+        if let service, await cluster.service(service) == nil { throw Self.apiError(.serviceNotFound(service)) }
+        guard try Self.flag(request, "follow") else {
+            let (_, wait) = try Self.blockingQuery(index: nil, wait: query.get("wait"))
+            let page = await cluster.events(after: since, limit: limit, task: task, node: node, service: service, wait: query.get("wait") == nil ? .zero : wait)
+            return try JSONBody(page).response(from: request, context: context)
+        }
+        let start: UInt64 = if let since { since } else { await cluster.lastEvent }
+        let body = ResponseBody { [cluster, task, node] writer in
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .iso8601
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            var last = start
+            // A comment first: the stream is open, and proxies pass it on at once.
+            try await writer.write(ByteBuffer(string: ": events after \(start)\n\n"))
+            while !(await cluster.closing) {
+                let page = await cluster.events(after: last, limit: 1000, task: task, node: node, service: service, wait: .seconds(15))
+                var text = ""
+                if page.gap { text += "event: gap\ndata: {\"after\":\(last)}\n\n" }
+                for event in page.events {
+                    text += "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(String(decoding: try encoder.encode(event), as: UTF8.self))\n\n"
+                }
+                if page.last != last && page.events.isEmpty { text += "id: \(page.last)\n\n" }
+                last = page.last
+                try await writer.write(ByteBuffer(string: text.isEmpty ? ": keep-alive\n\n" : text))
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
     }
 
     private func submit(_ request: Request) async throws -> JSONBody<TaskDTO> {

@@ -223,12 +223,21 @@ struct APIClient: Sendable {
 
     /// Streams a GET's body to `output` as it arrives.
     func stream(_ path: String, to output: FileHandle) async throws {
+        for try await chunk in try await open(path) {
+            output.write(Data(buffer: chunk))
+        }
+    }
+
+    /// A GET whose body is read as it arrives (no deadline once the answer has begun: a
+    /// stream lasts as long as it is read); any other answer than 200 is the server's error.
+    func open(_ path: String, headers: [(String, String)] = []) async throws -> HTTPClientResponse.Body {
         var request = HTTPClientRequest(url: base + path)
         request.method = .GET
         authorize(&request)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         let response: HTTPClientResponse
         do {
-            response = try await try http.execute(request, timeout: .seconds(30))
+            response = try await try http.execute(request, timeout: .hours(24 * 365))
         } catch {
             throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
         }
@@ -236,9 +245,32 @@ struct APIClient: Sendable {
             let bytes = try await response.body.collect(upTo: 1 << 20)
             throw Self.failure(Answer(status: Int(response.status.code), body: bytes))
         }
-        for try await chunk in response.body {
-            output.write(Data(buffer: chunk))
+        return response.body
+    }
+
+    /// Follows `GET /events` as server-sent events from `since`, calling `each` with the
+    /// events of every chunk that brings some (a burst is handled once). Ends when the
+    /// manager ends the stream.
+    func followEvents(_ query: String, since: UInt64?, _ each: ([ClusterEventDTO]) async throws -> Void) async throws {
+        var path = "/events?follow=true" + (query.isEmpty ? "" : "&" + query)
+        if let since { path += "&since=\(since)" }
+        var reader = ServerSentEventReader()
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            for try await chunk in try await open(path, headers: [("Accept", "text/event-stream")]) {
+                let events = reader.feed(chunk.readableBytesView).compactMap { event -> ClusterEventDTO? in
+                    guard event.event == "task" || event.event == "node" else { return nil }
+                    return try? decoder.decode(ClusterEventDTO.self, from: Data(event.data.utf8))
+                }
+                if !events.isEmpty { try await each(events) }
+            }
+        } catch let failure as CommandFailure {
+            throw failure
+        } catch {
+            throw CommandFailure(description: "the events stream broke: \(Self.describe(error))")
         }
+        throw CommandFailure(description: "the manager ended the events stream (it is stopping)")
     }
 }
 
@@ -301,4 +333,9 @@ func commandLineDuration(_ text: String) -> Duration? {
     if let duration = DurationText.parse(text) { return duration }
     guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else { return nil }
     return .milliseconds(Int64((seconds * 1000).rounded()))
+}
+
+/// Writes what `print` holds: a stream's lines reach a pipe as they come.
+func flushOutput() {
+    fflush(nil)
 }

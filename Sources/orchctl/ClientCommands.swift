@@ -119,12 +119,14 @@ struct StatusCommand: AsyncParsableCommand {
             ended one) or a unique prefix of its id, such as the short id the table shows.
 
             The table lists every task (every page of the API), with a line of counts by state
-            under it; --state, --node, --service and --name keep some.
+            under it; --state, --node, --service and --name keep some. With --watch, the table
+            is shown again at every change (read from the events stream) until Ctrl-C.
 
             Examples:
               orchctl status
               orchctl status --state failed
               orchctl status --service web
+              orchctl status --watch
               orchctl status web
               orchctl status 3f2a
               orchctl status --json
@@ -145,11 +147,17 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Only tasks of this name.", valueName: "name"))
     var name: String?
 
+    @Flag(name: .shortAndLong, help: "Show the table again at every change, until Ctrl-C.")
+    var watch = false
+
     @OptionGroup var options: ClientOptions
 
     func validate() throws {
         if id != nil, state != nil || node != nil || service != nil || name != nil {
             throw ValidationError("--state, --node, --service and --name filter the table; with a task, there is no table")
+        }
+        if watch && (id != nil || options.json) {
+            throw ValidationError("--watch shows the table again at every change; for one task's changes use `orchctl events TASK --follow`")
         }
         if let state, TaskState(rawValue: state.lowercased()) == nil {
             throw ValidationError("--state: \"\(state)\" is not one of \(TaskState.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -166,19 +174,43 @@ struct StatusCommand: AsyncParsableCommand {
                 printTask(task)
                 return
             }
+            if watch { return try await watchTable(client) }
             let (tasks, objects) = try await listing(client)
             if options.json {
                 let pretty = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
                 print(String(decoding: pretty, as: UTF8.self))
                 return
             }
-            printTable(
-                ["ID", "NAME", "IMAGE", "STATE", "NODE", "PORTS", "AGE", "RESTARTS", "REASON"],
-                tasks.map { task in
-                    [task.id.short, task.name ?? "-", task.image, task.state.rawValue + (task.desiredState == .stop && !task.state.isTerminal ? " (stop)" : ""),
-                     task.nodeName ?? "-", Self.ports(task), age(since: task.createdAt), String(task.restarts), Self.reason(task)]
-                })
-            print(Self.summary(tasks))
+            Self.printTasks(tasks)
+        }
+    }
+
+    static func printTasks(_ tasks: [TaskDTO]) {
+        printTable(
+            ["ID", "NAME", "IMAGE", "STATE", "NODE", "PORTS", "AGE", "RESTARTS", "REASON"],
+            tasks.map { task in
+                [task.id.short, task.name ?? "-", task.image, task.state.rawValue + (task.desiredState == .stop && !task.state.isTerminal ? " (stop)" : ""),
+                 task.nodeName ?? "-", Self.ports(task), age(since: task.createdAt), String(task.restarts), Self.reason(task)]
+            })
+        print(summary(tasks))
+    }
+
+    /// The table, then again after every burst of changes: cleared in place on a terminal,
+    /// one after the other (with the change that caused it) elsewhere.
+    func watchTable(_ client: APIClient) async throws {
+        // Where the stream starts is taken before the table is read: no change falls between.
+        let start = try client.decode(EventPageDTO.self, from: try await client.request(.GET, "/events?limit=1")).last
+        let terminal = isatty(STDOUT_FILENO) == 1
+        func show(_ cause: ClusterEventDTO?) async throws {
+            let (tasks, _) = try await listing(client)
+            if terminal { print("\u{1B}[H\u{1B}[2J", terminator: "") } else if cause != nil { print("") }
+            if let cause { print("-- \(EventsCommand.line(cause))") }
+            Self.printTasks(tasks)
+            flushOutput()
+        }
+        try await show(nil)
+        try await client.followEvents("", since: start) { events in
+            try await show(events.last)
         }
     }
 
@@ -208,11 +240,23 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     /// Why a task is where it is: its error, its exit code, an unhealthy check; `-` otherwise.
-    static func reason(_ task: TaskDTO) -> String {
+    static func reason(_ task: TaskDTO, now: Date = Date()) -> String {
+        if let until = task.backoffUntil, task.state == .pending {
+            return "backoff, next try in \(age(since: now, now: until))" + (cause(task).map { " (\($0))" } ?? "")
+        }
         if let error = task.error { return error.count > 60 ? String(error.prefix(59)) + "…" : error }
         if let code = task.exitCode, task.state.isTerminal { return "exit \(code)" }
         if task.health == .unhealthy { return "unhealthy" }
         return "-"
+    }
+
+    /// What ended the last attempt: `exited with code 3` out of `restarting after 4s (exited with code 3)`.
+    static func cause(_ task: TaskDTO) -> String? {
+        guard let error = task.error else { return nil }
+        if error.hasPrefix("restarting after "), let open = error.firstIndex(of: "("), error.hasSuffix(")") {
+            return String(error[error.index(after: open)..<error.index(before: error.endIndex)])
+        }
+        return error
     }
 
     /// `12 tasks: 9 running, 2 pending, 1 failed`.
@@ -236,6 +280,9 @@ struct StatusCommand: AsyncParsableCommand {
         }
         if let code = task.exitCode { lines.append(("exit code", String(code))) }
         if let error = task.error { lines.append(("reason", error)) }
+        if let until = task.backoffUntil, task.state == .pending {
+            lines.append(("backoff", "crash-looping: placed again at \(ISO8601DateFormatter().string(from: until)) (in \(age(since: Date(), now: until))), after \(task.restarts) restart\(task.restarts == 1 ? "" : "s")"))
+        }
         lines.append(("created", "\(ISO8601DateFormatter().string(from: task.createdAt)) (\(age(since: task.createdAt)) ago)"))
         for (key, value) in lines { print("\(key.padding(toLength: 10, withPad: " ", startingAt: 0)) \(value)") }
         if let events = task.events, !events.isEmpty {

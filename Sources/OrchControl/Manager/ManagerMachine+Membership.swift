@@ -178,6 +178,7 @@ extension ManagerMachine {
         capacityChanged = true
         journal.append(.saveNode(entry.record))
         note(.nodeJoined(hello.nodeID, name: hello.name, addresses: hello.addresses))
+        nodeEvent(hello.nodeID, "joined from \(hello.addresses.joined(separator: ", "))")
         emit(.send(connection, .welcome(Welcome(
             version: version, heartbeatInterval: configuration.heartbeatInterval, serviceTables: UInt32(meshTables.count)))))
         sendMeshTables(to: connection)
@@ -197,6 +198,7 @@ extension ManagerMachine {
             // reported until the worker, its engine back, reports the exits it missed.
             nodes.values[index].engineError = beat.engineError
             note(.nodeEngine(name: nodes.values[index].record.name, error: beat.engineError))
+            nodeEvent(node, beat.engineError.map { "its container engine does not answer: \($0)" } ?? "its container engine answers again")
             refreshSchedulingNode(node)
         }
         // The manager's side of liveness: the worker drops a connection it has not heard
@@ -220,10 +222,12 @@ extension ManagerMachine {
             entry.tasksLostAt = now + configuration.restartWindow
             wake(at: now + configuration.restartWindow)
             note(.nodeRestarting(name: entry.record.name, window: configuration.restartWindow))
+            nodeEvent(node, "restarting; its tasks are kept for \(DurationText.format(configuration.restartWindow))", state: "restarting")
         case .draining:
             entry.state = .draining
             entry.tasksLostAt = nil
             note(.nodeDraining(name: entry.record.name))
+            nodeEvent(node, "shutting down; its tasks move", state: "draining")
         }
         nodes[node] = entry
         refreshSchedulingNode(node)
@@ -255,6 +259,7 @@ extension ManagerMachine {
         refreshSchedulingNode(node)
         emit(.logsLost(node, reason: "the worker disconnected"))
         note(.nodeDisconnected(name: record.record.name))
+        nodeEvent(node, "disconnected")
     }
 
     /// Deadlines: handshakes not finished, nodes silent past the grace period, the tasks of
@@ -271,6 +276,7 @@ extension ManagerMachine {
             guard let entry = nodes[id] else { continue }
             if entry.state == .up, let connection = entry.connection, let heard = entry.lastHeard, now - heard > configuration.heartbeatGrace {
                 note(.nodeDown(name: entry.record.name, silentFor: now - heard))
+                nodeEvent(id, "silent for \(DurationText.format(now - heard)): down", state: "down")
                 emit(.close(connection))
                 dropConnection(connection)
                 nodes[id]?.tasksLostAt = now
@@ -312,7 +318,10 @@ extension ManagerMachine {
             loseTask(id, on: node)
             lost += 1
         }
-        if lost > 0 { note(.nodeLost(name: entry.record.name, tasks: lost)) }
+        if lost > 0 {
+            note(.nodeLost(name: entry.record.name, tasks: lost))
+            nodeEvent(node, "lost with \(lost) task\(lost == 1 ? "" : "s")")
+        }
     }
 
     private mutating func loseTask(_ id: TaskID, on node: NodeID) {
@@ -336,6 +345,7 @@ extension ManagerMachine {
         guard entry.connection == nil, entry.state != .up else { return emit(.answer(request, .refused(.nodeIsUp(entry.record.name)))) }
         if let failure = storeFailure { return emit(.answer(request, .refused(.unavailable(failure)))) }
         for task in entry.tasks.sorted() { loseTask(task, on: id) }
+        nodeEvent(id, "removed", state: "removed", durable: true)
         nodes[id] = nil
         // Its certificate is honoured no more, and its id never given again.
         removed.insert(id)
@@ -354,6 +364,7 @@ extension ManagerMachine {
             nodes[id] = entry
             journal.append(.saveNode(entry.record))
             refreshSchedulingNode(id)
+            nodeEvent(id, drain ? "drained: nothing new is placed here" : "undrained", durable: true)
         }
         if drain && move {
             for task in entry.tasks.sorted() {

@@ -57,8 +57,8 @@ extension ManagerMachine {
         order.append(id)
         stateCounts[.pending, default: 0] += 1
         journal.append(.insertTask(record))
-        journal.append(.appendHistory(TaskHistoryEntry(
-            task: id, at: date, state: .pending, message: caller.map { "accepted from \($0)" } ?? "accepted")))
+        history(TaskHistoryEntry(
+            task: id, at: date, state: .pending, message: caller.map { "accepted from \($0)" } ?? "accepted"))
         note(.submitted(id))
         ready.append(id)
         return .success((record, true))
@@ -232,8 +232,8 @@ extension ManagerMachine {
         if record.replica != nil { replicaChanged(id) }
         note(.taskEvent(id, event))
         journal.append(.saveTask(record))
-        journal.append(.appendHistory(TaskHistoryEntry(
-            task: id, at: date, state: record.state, message: caller.map { "\(historyText(event)) by \($0)" } ?? historyText(event))))
+        history(TaskHistoryEntry(
+            task: id, at: date, state: record.state, message: caller.map { "\(historyText(event)) by \($0)" } ?? historyText(event)))
         return true
     }
 
@@ -284,7 +284,7 @@ extension ManagerMachine {
                 ended.revision = issued + 1
                 tasks[id] = ended
                 journal.append(.saveTask(ended))
-                journal.append(.appendHistory(TaskHistoryEntry(task: id, at: date, state: ended.state, message: reason)))
+                history(TaskHistoryEntry(task: id, at: date, state: ended.state, message: reason))
             }
         case .leave(nil):
             if record.state == .lost { change(id, .abandoned(reason: record.error ?? "node lost")) }

@@ -6,7 +6,14 @@ extension ManagerMachine {
 
     /// The tasks and their order of acceptance, as values: a listing is built from this copy
     /// away from the cluster's actor, so that a large page does not hold up its heartbeats.
-    public var taskTable: TaskTable { TaskTable(tasks: tasks, order: order, nodeNames: nodes.mapValues(\.record.name)) }
+    public var taskTable: TaskTable {
+        TaskTable(tasks: tasks, order: order, nodeNames: nodes.mapValues(\.record.name), backoffs: backoff.mapValues(wallDate))
+    }
+
+    /// When a task in its restart backoff is placed again.
+    public func backoffUntil(_ id: TaskID) -> Date? { backoff[id].map(wallDate) }
+
+    func wallDate(_ moment: Moment) -> Date { wallOrigin.addingTimeInterval(Double(moment.nanoseconds) / 1e9) }
 
     /// The task `text` names: its id; else its name (the live task of that name, or the
     /// newest ended one); else a unique prefix of its id, with or without the dashes (a
@@ -119,6 +126,7 @@ public struct TaskTable: Sendable {
     public var tasks: [TaskID: TaskRecord]
     public var order: [TaskID]
     public var nodeNames: [NodeID: String]
+    public var backoffs: [TaskID: Date] = [:]
 
     /// Tasks in the order they were accepted, filtered, from after `after`, at most `limit`.
     public func list(state: TaskState?, node: NodeID?, service: String? = nil, after: TaskID?, limit: Int) -> (tasks: [TaskDTO], more: Bool) {
@@ -133,7 +141,7 @@ public struct TaskTable: Sendable {
             if let node, record.node != node { continue }
             if let service, record.replica?.service != service { continue }
             if result.count == limit { return (result, true) }
-            result.append(TaskDTO(record, nodeName: record.node.flatMap { nodeNames[$0] }))
+            result.append(TaskDTO(record, nodeName: record.node.flatMap { nodeNames[$0] }, backoffUntil: backoffs[record.id]))
         }
         return (result, false)
     }

@@ -70,6 +70,9 @@ public struct ManagerMachine: Sendable {
     /// The last `service_table` sent for each service that publishes a port (workers hold these).
     var meshTables: [String: ServiceTable] = [:]
 
+    /// The newest changes, for `GET /events` (`+Events`).
+    var eventLog = EventLog()
+
     // Commits.
     var journal: [StoreChange] = []
     /// The sequence number of the last batch handed out, and of the last one committed.

@@ -29,8 +29,11 @@ public struct TaskDTO: Codable, Sendable, Hashable {
     public var slot: Int?
     /// The task's history, oldest first (GET /tasks/{taskID} only).
     public var events: [TaskEventDTO]?
+    /// When a task waiting out its restart backoff (crash-looping) is placed again.
+    public var backoffUntil: Date?
 
-    public init(_ record: TaskRecord, nodeName: String?, events: [TaskHistoryEntry]? = nil) {
+    public init(_ record: TaskRecord, nodeName: String?, events: [TaskHistoryEntry]? = nil, backoffUntil: Date? = nil) {
+        self.backoffUntil = backoffUntil
         id = record.id
         name = record.spec.name
         image = record.spec.image
