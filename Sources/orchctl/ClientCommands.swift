@@ -13,9 +13,9 @@ struct RunCommand: AsyncParsableCommand {
             Examples:
               orchctl run -f data/task1.json
               orchctl run -f data/task1.json --wait
-              orchctl task --filename data/cube-task.json       (Cube's command, same thing)
+              orchctl task --filename data/cube-task.json     (Cube's way)
               cat task.json | orchctl run -f -
-            """,
+            """.reflowed,
         aliases: ["task"])
 
     @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("The task file, or - for standard input.", valueName: "file"))
@@ -43,6 +43,8 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         try await runClient {
             let data = try readTaskFile(file)
+            // The manager checks the file; what has no effect in it is said here.
+            if let submission = try? TaskFile.decode(data) { noteIgnoredFields(submission.ignoredFields) }
             let client = try options.client
             let answer = try await client.request(.POST, "/tasks", body: data)
             let task = try client.decode(TaskDTO.self, from: answer)
@@ -130,7 +132,7 @@ struct StatusCommand: AsyncParsableCommand {
               orchctl status web
               orchctl status 3f2a
               orchctl status --json
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
     var id: String?
@@ -301,7 +303,7 @@ struct StopCommand: AsyncParsableCommand {
             Examples:
               orchctl stop web
               orchctl stop 3f2a
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
     var id: String
@@ -332,7 +334,7 @@ struct NodesCommand: AsyncParsableCommand {
               orchctl node drain web-1 --move
               orchctl node undrain web-1
               orchctl node rm web-1
-            """,
+            """.reflowed,
         subcommands: [NodeShow.self, NodeDrain.self, NodeUndrain.self, NodeRemove.self],
         defaultSubcommand: NodeShow.self,
         aliases: ["node"])
@@ -369,7 +371,7 @@ struct NodeShow: AsyncParsableCommand {
             Examples:
               orchctl nodes
               orchctl node web-1 --json
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("A node's name or id; without it, every node.", valueName: "node"))
     var node: String?
@@ -440,7 +442,7 @@ struct NodeDrain: AsyncParsableCommand {
             Examples:
               orchctl node drain web-1
               orchctl node drain web-1 --move
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("The node's name or id.", valueName: "node"))
     var node: String
@@ -468,7 +470,7 @@ struct NodeUndrain: AsyncParsableCommand {
         discussion: """
             Examples:
               orchctl node undrain web-1
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("The node's name or id.", valueName: "node"))
     var node: String
@@ -493,7 +495,7 @@ struct NodeRemove: AsyncParsableCommand {
         discussion: """
             Examples:
               orchctl node rm web-1
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("The node's name or id.", valueName: "node"))
     var node: String
@@ -520,7 +522,7 @@ struct LogsCommand: AsyncParsableCommand {
             Examples:
               orchctl logs 3f2a
               orchctl logs 3f2a --tail 20 --follow
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
     var id: String
@@ -568,7 +570,7 @@ struct RemoveCommand: AsyncParsableCommand {
             Examples:
               orchctl rm web
               orchctl rm 3f2a 9c01
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("Tasks by id, name, or a unique prefix of the id.", valueName: "task"))
     var tasks: [String]

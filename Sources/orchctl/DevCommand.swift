@@ -19,7 +19,7 @@ struct DevCommand: AsyncParsableCommand {
             Examples:
               orchctl dev
               orchctl dev --data ~/.orch/dev --http 127.0.0.1:8080
-            """)
+            """.reflowed)
 
     @Option(help: ArgumentHelp("Where the REST API listens.", valueName: "host:port"))
     var http: String = "127.0.0.1:5555"

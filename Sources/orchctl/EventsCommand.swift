@@ -16,7 +16,7 @@ struct EventsCommand: AsyncParsableCommand {
               orchctl events web
               orchctl events --node node-1 --follow
               orchctl events --service api --since 120 --json
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("Only this task's changes: its id, its name, or a unique prefix of its id.", valueName: "task"))
     var task: String?

@@ -22,11 +22,12 @@ struct ManagerCommand: AsyncParsableCommand {
             --http-key or else a certificate from the cluster's CA (orchctl: --ca-file DATA/ca.crt).
 
             Examples:
-              orchctl manager                                        REST on 127.0.0.1:5555, workers on 127.0.0.1:5556
+              orchctl manager          (REST on 127.0.0.1:5555, workers on 127.0.0.1:5556)
               orchctl manager --data /var/lib/orch --scheduler spread
               orchctl manager --http 127.0.0.1:0 --wire 127.0.0.1:0 --heartbeat-grace 3s
-              orchctl manager --http 0.0.0.0:5555 --wire 0.0.0.0:5556 --http-name manager.example.org
-            """)
+              orchctl manager --http 0.0.0.0:5555 --wire 0.0.0.0:5556 \\
+                --http-name manager.example.org
+            """.reflowed)
 
     @Option(help: ArgumentHelp("Where the REST API listens (port 0: any free port).", valueName: "host:port"))
     var http: String = "127.0.0.1:5555"

@@ -20,7 +20,7 @@ struct ServiceCommand: AsyncParsableCommand {
               orchctl service update web --image orch-busybox:latest
               orchctl service rollback web
               orchctl service rm web
-            """,
+            """.reflowed,
         subcommands: [
             ServiceCreateCommand.self, ServiceListCommand.self, ServicePSCommand.self, ServiceEndpointsCommand.self, ServiceScaleCommand.self,
             ServiceUpdateCommand.self, ServiceRollbackCommand.self, ServiceRemoveCommand.self,
@@ -35,7 +35,7 @@ struct ServiceCreateCommand: AsyncParsableCommand {
             Examples:
               orchctl service create -f data/service-web.json
               orchctl service create -f web.json --wait
-            """)
+            """.reflowed)
 
     @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("The service file, or - for standard input.", valueName: "file"))
     var file: String
@@ -71,7 +71,7 @@ struct ServiceListCommand: AsyncParsableCommand {
             Examples:
               orchctl service ls
               orchctl service ls --json
-            """,
+            """.reflowed,
         aliases: ["list"])
 
     @OptionGroup var options: ClientOptions
@@ -102,7 +102,7 @@ struct ServicePSCommand: AsyncParsableCommand {
 
             Examples:
               orchctl service ps web
-            """)
+            """.reflowed)
 
     @Argument(help: "The service's name.")
     var name: String
@@ -145,7 +145,7 @@ struct ServiceEndpointsCommand: AsyncParsableCommand {
             Examples:
               orchctl service endpoints web
               orchctl service endpoints web --watch
-            """)
+            """.reflowed)
 
     @Argument(help: "The service's name.")
     var name: String
@@ -191,7 +191,7 @@ struct ServiceScaleCommand: AsyncParsableCommand {
             Examples:
               orchctl service scale web=5
               orchctl service scale web=2 api=3 --wait
-            """)
+            """.reflowed)
 
     @Argument(help: ArgumentHelp("NAME=N, one or more.", valueName: "name=replicas"))
     var targets: [String]
@@ -241,7 +241,7 @@ struct ServiceUpdateCommand: AsyncParsableCommand {
             Examples:
               orchctl service update web -f data/service-web.json
               orchctl service update web --image orch-busybox:latest --wait
-            """)
+            """.reflowed)
 
     @Argument(help: "The service's name.")
     var name: String
@@ -297,7 +297,7 @@ struct ServiceRollbackCommand: AsyncParsableCommand {
             Examples:
               orchctl service rollback web
               orchctl service rollback web --wait
-            """)
+            """.reflowed)
 
     @Argument(help: "The service's name.")
     var name: String
@@ -333,7 +333,7 @@ struct ServiceRemoveCommand: AsyncParsableCommand {
 
             Examples:
               orchctl service rm web
-            """,
+            """.reflowed,
         aliases: ["remove"])
 
     @Argument(help: "The service's name.")
@@ -382,7 +382,7 @@ struct DeployCommand: AsyncParsableCommand {
             Examples:
               orchctl deploy -f data/service-web.json
               orchctl deploy -f web.json --timeout 5m
-            """)
+            """.reflowed)
 
     @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("The service file, or - for standard input.", valueName: "file"))
     var file: String

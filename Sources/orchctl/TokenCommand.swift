@@ -17,7 +17,7 @@ struct TokenCommand: AsyncParsableCommand {
               orchctl token list
               orchctl token revoke ci
               orchctl token rotate-join
-            """,
+            """.reflowed,
         subcommands: [Create.self, List.self, Revoke.self, RotateJoin.self])
 
     struct RotateJoin: AsyncParsableCommand {

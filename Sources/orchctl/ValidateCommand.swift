@@ -13,7 +13,7 @@ struct ValidateCommand: ParsableCommand {
             Examples:
               orchctl validate -f data/task1.json
               cat data/cube-task.json | orchctl validate -f -
-            """)
+            """.reflowed)
 
     @Option(name: [.short, .customLong("filename")], help: ArgumentHelp("The task file, or - for standard input.", valueName: "file"))
     var file: String
@@ -24,7 +24,7 @@ struct ValidateCommand: ParsableCommand {
             data = try readTaskFile(file)
         } catch {
             printError(error.localizedDescription)
-            throw ExitCode(2)
+            throw ExitCode(1)
         }
         let submission: TaskSubmission
         do {
@@ -34,12 +34,25 @@ struct ValidateCommand: ParsableCommand {
             for problem in error.problems { FileHandle.standardError.write(Data("  \(problem)\n".utf8)) }
             throw ExitCode(1)
         }
-        for field in submission.ignoredFields {
-            FileHandle.standardError.write(Data("note: \(field) has no effect here and is ignored\n".utf8))
+        noteIgnoredFields(submission.ignoredFields)
+        print(Self.readable(submission.spec).prettyText)
+    }
+
+    /// The normalized spec as a task file would say it: sizes with their unit (`64MiB`).
+    static func readable(_ spec: TaskSpec) -> JSONValue {
+        guard case .object(var object) = spec.json, case .object(var resources)? = object["resources"] else { return spec.json }
+        for key in ["memory", "memoryMax"] {
+            if case .number(let bytes)? = resources[key] { resources[key] = .string(ByteCount.exactText(Int(bytes))) }
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        print(String(decoding: try encoder.encode(submission.spec), as: UTF8.self))
+        object["resources"] = .object(resources)
+        return .object(object)
+    }
+}
+
+/// A note on stderr for each field of a task file that has no effect (Cube's `State`, ...).
+func noteIgnoredFields(_ fields: [String]) {
+    for field in fields {
+        FileHandle.standardError.write(Data("note: \(field) has no effect here and is ignored\n".utf8))
     }
 }
 

@@ -29,7 +29,7 @@ struct WorkerCommand: AsyncParsableCommand {
               orchctl worker --join-token-file ~/.orch/manager/join.token
               orchctl worker --manager 10.0.0.5:5556 --name w1 --join-token ORCH1-...
               orchctl worker --name w2 --http 127.0.0.1:0 --cpus 1 --memory 2GiB
-            """)
+            """.reflowed)
 
     @Option(help: ArgumentHelp("The manager's cluster address (env ORCH_MANAGER).", valueName: "host:port"))
     var manager: String = ProcessInfo.processInfo.environment["ORCH_MANAGER"] ?? "127.0.0.1:5556"

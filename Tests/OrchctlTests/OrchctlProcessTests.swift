@@ -39,14 +39,27 @@ struct OrchctlValidateTests {
         let result = try orchctl(["validate", "-f", "data/task1.json"])
         #expect(result.status == 0, "\(result.stderr)")
         let object = try #require(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
-        #expect((object["resources"] as? [String: Any])?["memory"] as? Int == 64 << 20)
+        #expect((object["resources"] as? [String: Any])?["memory"] as? String == "64MiB", "sizes as a task file writes them")
+        #expect(result.stdout.contains("\"environment\": {}") && result.stdout.contains("\"labels\": {}"), "empty objects on one line: \(result.stdout)")
+        #expect(result.stdout.contains("\"command\": [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]"), "\(result.stdout)")
+        // What it prints is a task file itself, read back as the same task.
+        let again = try orchctl(["validate", "-f", "-"], input: result.stdout)
+        #expect(again.status == 0 && again.stdout == result.stdout, "\(again.stderr)")
+    }
+
+    @Test func aSyntaxErrorSaysWhereAndATrailingCommaIsRefused() throws {
+        let comma = try orchctl(["validate", "-f", "-"], input: "{\n  \"image\": \"orch-busybox:latest\",\n  \"command\": [\"true\",],\n}\n")
+        #expect(comma.status == 1 && comma.stdout.isEmpty)
+        #expect(comma.stderr.contains("line 3, column 21: a trailing comma"), "\(comma.stderr)")
+        let missing = try orchctl(["validate", "-f", "-"], input: "{\n  \"image\": \"orch-busybox:latest\"\n  \"command\": [\"true\"]\n}\n")
+        #expect(missing.status == 1 && missing.stderr.contains("line 3, column 3: expected ',' or '}'") && missing.stderr.contains("missing comma"), "\(missing.stderr)")
     }
 
     @Test func cubeFileFromStdinIsTranslated() throws {
         let cube = try String(contentsOf: repositoryRoot.appendingPathComponent("data/cube-task.json"), encoding: .utf8)
         let result = try orchctl(["validate", "--filename", "-"], input: cube)
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout.contains("\"id\" : \"0f7c9d2e-8b14-4f3a-a6d5-3c2b1e0f9a87\""))
+        #expect(result.stdout.contains("\"id\": \"0f7c9d2e-8b14-4f3a-a6d5-3c2b1e0f9a87\""), "\(result.stdout)")
         #expect(result.stderr.contains("note: Task.State has no effect here"))
     }
 
@@ -61,8 +74,58 @@ struct OrchctlValidateTests {
 
     @Test func missingFileIsOneClearLine() throws {
         let result = try orchctl(["validate", "-f", "no/such/task.json"])
-        #expect(result.status == 2)
+        #expect(result.status == 1)
         #expect(result.stderr == "orchctl: no such file: no/such/task.json\n")
+    }
+
+    /// One rule, as the README says: an error is exit 1, a usage error (an unknown command or
+    /// option, a bad value) 64, success 0, whatever the command.
+    @Test func exitCodesFollowOneRule() throws {
+        let cases: [([String], Int32)] = [
+            (["validate", "-f", "no/such/task.json"], 1),
+            (["run", "-f", "no/such/task.json", "--api", "127.0.0.1:1"], 1),
+            (["service", "create", "-f", "no/such/service.json", "--api", "127.0.0.1:1"], 1),
+            (["status", "--api", "127.0.0.1:1"], 1),
+            (["validate", "-f", "data/task1.json"], 0),
+            (["stauts"], 64),
+            (["status", "--nope"], 64),
+            (["run", "-f", "data/task1.json", "--timeout", "5"], 64),
+            (["logs", "x", "--tail", "-1"], 64),
+        ]
+        for (arguments, expected) in cases {
+            let result = try orchctl(arguments)
+            #expect(result.status == expected, "\(arguments.joined(separator: " ")): exit \(result.status), expected \(expected): \(result.stderr)")
+        }
+    }
+
+    @Test func anUnknownCommandIsNamedWithTheNearestOne() throws {
+        let typo = try orchctl(["stauts"])
+        #expect(typo.status == 64 && typo.stderr == "orchctl: unknown command 'stauts'; did you mean 'status'? (orchctl --help lists them)\n", "\(typo.stderr)")
+        let far = try orchctl(["frobnicate", "x"])
+        #expect(far.stderr.contains("unknown command 'frobnicate'") && !far.stderr.contains("did you mean") && !far.stderr.contains("unexpected arguments"), "\(far.stderr)")
+        // Global options before the command do not hide it.
+        let after = try orchctl(["--api", "127.0.0.1:1", "stauts"])
+        #expect(after.stderr.contains("did you mean 'status'"), "\(after.stderr)")
+    }
+
+    /// Help texts are paragraphs the parser wraps: no line broken in mid-sentence, no example
+    /// line wrapped, at 80 columns, for every command.
+    @Test func helpTextsBreakNoSentence() throws {
+        var commands: [[String]] = [[]] + "manager worker dev run status stop rm service deploy nodes logs events token validate".split(separator: " ").map { [String($0)] }
+        commands += "create ls ps endpoints scale update rollback rm".split(separator: " ").map { ["service", String($0)] }
+        commands += "ls drain undrain rm".split(separator: " ").map { ["nodes", String($0)] }
+        commands += "create list revoke rotate-join".split(separator: " ").map { ["token", String($0)] }
+        for command in commands {
+            let help = try orchctl(command + ["--help"])
+            #expect(help.status == 0 && help.stdout.contains("USAGE:"), "\(command): \(help.stderr)")
+            let lines = help.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            for (line, next) in zip(lines, lines.dropFirst()) where !line.isEmpty && !next.isEmpty {
+                let plain = !line.hasPrefix(" ") && !next.hasPrefix(" ")
+                #expect(!(plain && line.count < 45 && !".:)".contains(line.last!) && next.first!.isLowercase),
+                        "\(command): a sentence broken after \"\(line)\"")
+                #expect(!(line.hasPrefix("  orchctl") && !next.hasPrefix(" ")), "\(command): an example wrapped: \"\(line)\" / \"\(next)\"")
+            }
+        }
     }
 
     @Test func aListenerOffLoopbackWithoutTLSIsRefusedWithTheFlagThatFixesIt() throws {

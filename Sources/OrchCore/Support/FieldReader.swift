@@ -54,8 +54,7 @@ struct FieldReader {
                 }
             } else if keys.refuseUnknown {
                 // A typo gets the nearest known field (at most two edits away).
-                let nearest = keys.known.map { ($0, editDistance(key.lowercased(), $0.lowercased())) }.min { ($0.1, $0.0) < ($1.1, $1.0) }
-                if let (candidate, distance) = nearest, distance <= 2, distance < key.count {
+                if let candidate = nearestWord(to: key, in: keys.known) {
                     report(join(path, key), "unknown field; did you mean '\(candidate)'?")
                 } else {
                     report(join(path, key), "unknown field; known: \(keys.known.joined(separator: ", "))")
@@ -187,6 +186,14 @@ extension JSONValue {
         default: kindName
         }
     }
+}
+
+/// The candidate nearest to `word` (case aside), when it is at most two edits away: the
+/// suggestion for a typo (`imgae` → `image`, `stauts` → `status`).
+public func nearestWord(to word: String, in candidates: [String]) -> String? {
+    let nearest = candidates.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }.min { ($0.1, $0.0) < ($1.1, $1.0) }
+    guard let (candidate, distance) = nearest, distance <= 2, distance < word.count else { return nil }
+    return candidate
 }
 
 /// Levenshtein distance between two short strings (field names).

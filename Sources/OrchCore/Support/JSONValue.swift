@@ -1,3 +1,5 @@
+import Foundation
+
 /// Any JSON document, decoded first so that a task file can be read field by field and
 /// every problem reported with its path, instead of stopping at the first one as Codable does.
 public enum JSONValue: Sendable, Hashable, Codable {
@@ -47,5 +49,47 @@ public enum JSONValue: Sendable, Hashable, Codable {
         case .array: "an array"
         case .object: "an object"
         }
+    }
+}
+
+extension JSONValue {
+    /// JSON for people: keys sorted, two spaces of indent, `{}` and `[]` when empty, a
+    /// short array of plain values on one line.
+    public var prettyText: String { pretty(indent: "") }
+
+    private func pretty(indent: String) -> String {
+        let inner = indent + "  "
+        switch self {
+        case .array(let values) where values.isEmpty: return "[]"
+        case .object(let fields) where fields.isEmpty: return "{}"
+        case .array(let values):
+            let flat = values.allSatisfy { if case .array = $0 { false } else if case .object = $0 { false } else { true } }
+            let line = "[" + values.map { $0.pretty(indent: inner) }.joined(separator: ", ") + "]"
+            if flat && line.count + indent.count <= 80 { return line }
+            return "[\n" + values.map { inner + $0.pretty(indent: inner) }.joined(separator: ",\n") + "\n" + indent + "]"
+        case .object(let fields):
+            return "{\n" + fields.keys.sorted().map { key in
+                inner + JSONValue.string(key).pretty(indent: inner) + ": " + fields[key]!.pretty(indent: inner)
+            }.joined(separator: ",\n") + "\n" + indent + "}"
+        case .null: return "null"
+        case .bool(let value): return value ? "true" : "false"
+        case .number(let value):
+            if value.rounded() == value, abs(value) < 1e15 { return String(Int64(value)) }
+            return "\(value)"
+        case .string(let text):
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.withoutEscapingSlashes]
+            return (try? String(decoding: encoder.encode(text), as: UTF8.self)) ?? "\"\""
+        }
+    }
+}
+
+extension ByteCount {
+    /// A size as a task file takes it, exactly: `64MiB`, `1GiB`, or the bytes when no unit divides it.
+    public static func exactText(_ bytes: Int) -> String {
+        for (unit, size) in [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes > 0 && bytes % size == 0 {
+            return "\(bytes / size)\(unit)"
+        }
+        return String(bytes)
     }
 }

@@ -40,6 +40,9 @@ public enum TaskFile {
         guard data.count <= maximumBytes else {
             throw TaskSpecError(problems: [SpecProblem(path: "", message: "the \(what) is larger than 1 MiB")])
         }
+        if let problem = JSONSyntax.problem(in: data) {
+            throw TaskSpecError(problems: [SpecProblem(path: "", message: "not valid JSON: \(problem)")])
+        }
         do {
             return try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {
