@@ -90,7 +90,7 @@ struct TraceRecord {
         case .containerStarted(let task, let attempt, let container, _): "started \(task.short)#\(attempt) as \(container)"
         case .containerFailed(let task, let attempt, let container, let error): "start failed \(task.short)#\(attempt) \(container.map(\.rawValue) ?? "") (\(error))"
         case .containerExited(let task, let attempt, let code): "exited \(task.short)#\(attempt) code \(code)"
-        case .healthChanged(let task, let attempt, let health): "health \(task.short)#\(attempt) \(health.rawValue)"
+        case .healthChanged(let task, let attempt, let health, _): "health \(task.short)#\(attempt) \(health.rawValue)"
         case .stopRequested(let task, let attempt): "local stop \(task.short)#\(attempt)"
         case .timer: "timer"
         }

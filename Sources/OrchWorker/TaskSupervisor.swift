@@ -289,8 +289,8 @@ public actor TaskSupervisor {
             healthWatches[key]?.cancel()
             let prober = prober
             healthWatches[key] = Task {
-                await prober.watch(check, host: host, port: port) { health in
-                    await self.healthChanged(task, attempt: attempt, health)
+                await prober.watch(check, host: host, port: port) { health, failure in
+                    await self.healthChanged(task, attempt: attempt, health, failure: failure)
                 }
             }
         case .unwatchHealth(let task, let attempt):
@@ -307,10 +307,10 @@ public actor TaskSupervisor {
         jobs.continuation.yield(work)
     }
 
-    private func healthChanged(_ task: TaskID, attempt: UInt64, _ health: TaskHealth) {
+    private func healthChanged(_ task: TaskID, attempt: UInt64, _ health: TaskHealth, failure: String?) {
         guard healthWatches[WatchKey(task: task, attempt: attempt)] != nil else { return }
         logger.info("\(task) is \(health)", metadata: ["task": "\(task)"])
-        feed(.healthChanged(task, attempt: attempt, health))
+        feed(.healthChanged(task, attempt: attempt, health, failure: failure))
     }
 
     /// Creates (pulling the image when missing), starts and inspects the attempt's container;

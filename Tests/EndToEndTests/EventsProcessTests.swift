@@ -76,6 +76,28 @@ struct EventsProcessTests {
         }
     }
 
+    /// A failing health check says what failed (the HTTP status the worker got), in the
+    /// task's events, its history and its reason.
+    @Test func aHealthCheckFailureSaysWhatFailed() async throws {
+        try await ClusterProcesses.with { cluster in
+            let env = ["ORCH_API": cluster.api]
+            try await cluster.startWorker("w1")
+            let path = temporaryDirectory("events") + "/sick.json"
+            try Data(#"""
+                {"name": "sick", "image": "orch-busybox:latest", "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                 "ports": [{"containerPort": 8080}], "restartPolicy": "never",
+                 "healthCheck": {"path": "/nope", "port": 8080, "interval": "500ms", "timeout": "500ms", "failureThreshold": 2}}
+                """#.utf8).write(to: URL(fileURLWithPath: path))
+            let run = try await LaunchedProcess.run(orchctl: ["run", "-f", path], environment: env, within: .seconds(30))
+            #expect(run.status == 0, "\(run.stderr)")
+            let follower = try LaunchedProcess(orchctl: ["events", "sick", "--follow", "--since", "0"], environment: env)
+            let expected = "health check failed: GET /nope answered 404 Not Found (2 times in a row)"
+            try await follower.waitForOutput(expected, within: .seconds(40))
+            let view = try await LaunchedProcess.run(orchctl: ["status", "sick"], environment: env)
+            #expect(view.stdout.contains("reason     \(expected)"), "\(view.stdout)")
+        }
+    }
+
     /// The first `count` server-sent events of `url`, sent with `Last-Event-ID`, within 20 s.
     static func stream(_ url: String, lastEventID: UInt64, count: Int) async throws -> [ServerSentEventReader.Event] {
         var request = HTTPClientRequest(url: url)

@@ -515,6 +515,10 @@ import Testing
         #expect(healthy.statuses.map(\.health) == [.healthy])
         #expect(worker.at(2, .healthChanged(task("t1"), attempt: 1, .healthy)).statuses.isEmpty)
         #expect(worker.at(2, .healthChanged(task("t1"), attempt: 0, .unhealthy)).statuses.isEmpty)
+        // Unhealthy: what failed goes with the verdict; healthy again, it is cleared.
+        let failing = worker.at(2.5, .healthChanged(task("t1"), attempt: 1, .unhealthy, failure: "GET /ready answered 503 (3 times in a row)"))
+        #expect(failing.statuses.map(\.error) == ["GET /ready answered 503 (3 times in a row)"])
+        #expect(worker.at(2.6, .healthChanged(task("t1"), attempt: 1, .healthy)).statuses.map(\.error) == [nil])
 
         // Bound on one address: probed there.
         _ = worker.at(3, assign("t2", 1, spec(health: check)))

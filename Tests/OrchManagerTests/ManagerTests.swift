@@ -388,11 +388,11 @@ struct ManagerTests {
         try await harness.waitFor(id, "running") { $0.state == .running }
         await one.report(id, state: .running, health: .healthy)
         try await harness.waitFor(id, "healthy") { $0.health == .healthy }
-        await one.report(id, state: .running, health: .unhealthy)
+        await one.report(id, state: .running, health: .unhealthy, error: "GET /health answered 503 Service Unavailable (3 times in a row)")
         try await harness.waitFor(id, "running again as attempt 2", within: .seconds(10)) { $0.state == .running && $0.attempt == 2 }
         #expect(one.stops.withLock { $0 }.contains(StopTask(task: id, attempt: 1)))
         let history = try await harness.manager.store.history(of: id).map(\.message)
-        #expect(history.contains("health check failed"))
+        #expect(history.contains("health check failed: GET /health answered 503 Service Unavailable (3 times in a row)"), "the worker's words are kept: \(history)")
     }
 
     @Test func aRestartedManagerKeepsEveryTaskAndNodeAndReconciles() async throws {

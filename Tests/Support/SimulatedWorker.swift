@@ -82,16 +82,16 @@ public final class SimulatedWorker: Sendable {
     }
 
     /// Reports the held attempt of `task` in `state`.
-    public func report(_ task: TaskID, state: TaskState, exitCode: Int32? = nil, health: TaskHealth = .none) async {
+    public func report(_ task: TaskID, state: TaskState, exitCode: Int32? = nil, health: TaskHealth = .none, error: String? = nil) async {
         guard let current = held.withLock({ $0[task] }) else { return }
         held.withLock { $0[task] = (current.attempt, state) }
-        await send(task, attempt: current.attempt, state: state, exitCode: exitCode, health: health)
+        await send(task, attempt: current.attempt, state: state, exitCode: exitCode, health: health, error: error)
     }
 
-    private func send(_ task: TaskID, attempt: UInt64, state: TaskState, exitCode: Int32? = nil, health: TaskHealth = .none) async {
+    private func send(_ task: TaskID, attempt: UInt64, state: TaskState, exitCode: Int32? = nil, health: TaskHealth = .none, error: String? = nil) async {
         await client.send(status: TaskStatus(
             statusID: 0, task: task, attempt: attempt, state: state, container: ContainerID(rawValue: "sim-\(task)-\(attempt)"),
-            exitCode: exitCode, health: health))
+            exitCode: exitCode, error: error, health: health))
     }
 
     /// The attempts of `task` this worker was assigned, in order.

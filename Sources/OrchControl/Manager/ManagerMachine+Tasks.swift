@@ -140,7 +140,7 @@ extension ManagerMachine {
                 if status.health == .unhealthy {
                     // The manager decides: the attempt is ended and its policy restarts it.
                     emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
-                    if change(id, .healthFailed) { endWhenStopped(id, node: node) }
+                    if change(id, .healthFailed(reason: status.error)) { endWhenStopped(id, node: node) }
                 } else if status.health != .none {
                     change(id, .healthChanged(status.health))
                 }

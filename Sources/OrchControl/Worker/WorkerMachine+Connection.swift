@@ -18,7 +18,7 @@ extension WorkerMachine {
         case .containerFailed(let task, let attempt, let container, let error):
             containerFailed(task, attempt: attempt, container: container, error: error)
         case .containerExited(let task, let attempt, let code): containerExited(task, attempt: attempt, code: code)
-        case .healthChanged(let task, let attempt, let health): healthChanged(task, attempt: attempt, to: health)
+        case .healthChanged(let task, let attempt, let health, let failure): healthChanged(task, attempt: attempt, to: health, failure: failure)
         case .stopRequested(let task, let attempt): stopAsked(StopTask(task: task, attempt: attempt))
         case .timer: timer()
         }

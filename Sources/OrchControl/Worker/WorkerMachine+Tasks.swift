@@ -244,8 +244,10 @@ extension WorkerMachine {
         }
     }
 
-    mutating func healthChanged(_ task: TaskID, attempt: UInt64, to health: TaskHealth) {
+    mutating func healthChanged(_ task: TaskID, attempt: UInt64, to health: TaskHealth, failure: String? = nil) {
         guard var held = tasks[task], held.attempt == attempt, held.state == .running, held.health != health else { return }
+        // What failed goes to the manager with the verdict; a passing check clears it.
+        if health == .unhealthy { held.error = failure } else if held.health == .unhealthy { held.error = nil }
         held.health = health
         tasks[task] = held
         report(task)

@@ -152,7 +152,8 @@ extension WorkerMachine {
         /// The runtime saw the container die (its `die` event).
         case containerExited(TaskID, attempt: UInt64, exitCode: Int32)
         /// A health probe's verdict changed.
-        case healthChanged(TaskID, attempt: UInt64, TaskHealth)
+        /// With what failed, when it is unhealthy (sent as the status's error).
+        case healthChanged(TaskID, attempt: UInt64, TaskHealth, failure: String? = nil)
         /// A stop asked on the worker's own HTTP API (by someone on this host, not by the
         /// manager: it is not contact with the manager, and the manager learns of it from the
         /// statuses that follow).

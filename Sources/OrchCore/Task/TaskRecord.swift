@@ -93,7 +93,7 @@ public enum TaskEvent: Sendable, Hashable, CustomStringConvertible {
     case healthChanged(TaskHealth)
     /// The health check failed past its threshold: the attempt is ended as failed, and its
     /// restart policy decides what comes next.
-    case healthFailed
+    case healthFailed(reason: String?)
 
     public var description: String {
         switch self {
@@ -106,7 +106,7 @@ public enum TaskEvent: Sendable, Hashable, CustomStringConvertible {
         case .requeued(let reason): "requeued: \(reason)"
         case .abandoned(let reason): "abandoned: \(reason)"
         case .healthChanged(let health): "health \(health.rawValue)"
-        case .healthFailed: "health check failed"
+        case .healthFailed(let reason): "health check failed" + (reason.map { ": \($0)" } ?? "")
         }
     }
 }
@@ -192,7 +192,7 @@ extension TaskRecord {
         case .healthFailed:
             try next.move(to: desiredState == .stop ? .completed : .failed, for: event)
             next.health = .unhealthy
-            next.error = "health check failed"
+            next.error = event.description
             next.finishedAt = now
         case .healthChanged(let health):
             guard state == .running, spec.healthCheck != nil else {
