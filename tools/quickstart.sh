@@ -7,7 +7,8 @@
 #   tools/quickstart.sh --stop   stop the example's tasks and the cluster
 #
 # Running it again is harmless: a cluster that answers is reused, and the example task is
-# submitted only when no task named "web" runs. Environment:
+# submitted only when no task named "web" is live (one that waits is said so and waited
+# for). Environment:
 #   ORCH_QUICKSTART_DIR    the cluster's state and log (default ~/.orch/quickstart)
 #   ORCH_QUICKSTART_BUILD  release (default) or debug: debug reuses the debug build (CI)
 #   ORCH_API               the REST API (default http://127.0.0.1:5555)
@@ -107,12 +108,26 @@ else
   done
 fi
 
-if "$orchctl" status --json | python3 -c 'import json,sys; sys.exit(0 if any(t.get("name")=="web" and t["state"] in ("pending","scheduled","running") for t in json.load(sys.stdin)) else 1)'; then
-  say "the example task runs already"
-else
-  say "running data/task1.json"
-  "$orchctl" run -f data/task1.json --wait
-fi
+# The example task, by its name: running, it is left alone; waiting (pending, scheduled),
+# it is said so and waited for (the same file again is the same task); else it is run.
+example=$("$orchctl" status --json | python3 -c '
+import json, sys
+live = [t for t in json.load(sys.stdin) if t.get("name") == "web" and t["state"] in ("pending", "scheduled", "running")]
+if live:
+    t = live[-1]
+    why = t.get("error") or ""
+    print(t["state"] + (" (" + why + ")" if why else ""))
+')
+case "$example" in
+  running*)
+    say "the example task runs already" ;;
+  "")
+    say "running data/task1.json"
+    "$orchctl" run -f data/task1.json --wait ;;
+  *)
+    say "the example task exists but is $example; waiting for it to run"
+    "$orchctl" run -f data/task1.json --wait ;;
+esac
 
 echo
 "$orchctl" status

@@ -12,9 +12,11 @@ struct DevCommand: AsyncParsableCommand {
         commandName: "dev",
         abstract: "Runs a manager and one local worker in one process: a cluster to try things on.",
         discussion: """
-            State goes to a temporary directory unless --data is given (then the manager keeps it
-            in DIR/manager and the worker its identity in DIR/worker). Ctrl-C stops both; the
-            containers are left running and adopted next time with the same --data.
+            State goes to a temporary directory, removed when the cluster stops, unless --data
+            is given (then the manager keeps it in DIR/manager and the worker its identity in
+            DIR/worker). Ctrl-C stops both; the containers are left running and adopted next
+            time with the same --data. It says how to point orchctl at it (ORCH_API) when it
+            starts.
 
             Examples:
               orchctl dev
@@ -74,14 +76,24 @@ struct DevCommand: AsyncParsableCommand {
                 throw error
             }
             logger.info("dev cluster: REST on \(http), state in \(root)")
+            let pointer = http == "127.0.0.1:5555" ? "orchctl finds it by itself" : "point orchctl at it with export ORCH_API=\(http) (or --api \(http))"
+            FileHandle.standardError.write(Data("orchctl dev: a manager and a worker are up, REST on \(http); \(pointer). State in \(root)\(data == nil ? " (temporary: removed when it stops)" : ""). Ctrl-C stops it.\n".utf8))
             // Started in order (the manager listens before the worker dials), stopped in reverse.
             let group = ServiceGroup(configuration: .init(
                 services: [.init(service: manager), .init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             try? await runtime.shutdown()
         } catch {
+            removeTemporaryState(root)
             printError("\(error)")
             throw ExitCode(1)
         }
+        removeTemporaryState(root)
+    }
+
+    /// The temporary state goes with the cluster; a --data directory stays.
+    func removeTemporaryState(_ root: String) {
+        guard data == nil else { return }
+        try? FileManager.default.removeItem(atPath: root)
     }
 }

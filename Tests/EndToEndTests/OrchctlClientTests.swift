@@ -205,6 +205,31 @@ struct OrchctlClientTests {
         }
     }
 
+    /// `orchctl dev` on its own addresses says how to reach it, and its temporary state goes
+    /// when it stops.
+    @Test func devSaysWhereItIsAndLeavesNoTemporaryState() async throws {
+        let http = "127.0.0.1:\(try freePort())"
+        let dev = try LaunchedProcess(orchctl: [
+            "dev", "--http", http, "--wire", "127.0.0.1:\(try freePort())", "--worker-http", "127.0.0.1:\(try freePort())",
+        ])
+        try await dev.waitForOutput("export ORCH_API=\(http)", within: .seconds(30))
+        let line = try #require(dev.stderr.split(separator: "\n").first { $0.contains("State in ") })
+        let after = line.components(separatedBy: "State in ")[1]
+        let root = String(after[..<(after.range(of: " (temporary")?.lowerBound ?? after.endIndex)])
+        #expect(FileManager.default.fileExists(atPath: root + "/manager"), "\(root)")
+        // The worker joins a moment after the manager listens.
+        let deadline = ContinuousClock.now + .seconds(20)
+        var nodes = try await LaunchedProcess.run(orchctl: ["nodes"], environment: ["ORCH_API": http])
+        while !nodes.stdout.contains("local"), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            nodes = try await LaunchedProcess.run(orchctl: ["nodes"], environment: ["ORCH_API": http])
+        }
+        #expect(nodes.status == 0 && nodes.stdout.contains("local"), "orchctl reaches it where it said: \(nodes)")
+        dev.signal(SIGINT)
+        #expect(try await dev.waitForExit(within: .seconds(30)) == 0, "\(dev.output)")
+        #expect(!FileManager.default.fileExists(atPath: root), "the temporary state \(root) is removed")
+    }
+
     @Test func quickstartRunsTwiceHarmlesslyAndStops() async throws {
         let api = "http://127.0.0.1:\(try freePort())"
         let env = [
@@ -226,6 +251,18 @@ struct OrchctlClientTests {
             let tasks = try await LaunchedProcess.run(orchctl: ["status", "--json"], environment: env)
             let list = try #require(try JSONSerialization.jsonObject(with: Data(tasks.stdout.utf8)) as? [[String: Any]])
             #expect(list.count == 1, "no second task, no second cluster")
+
+            // The example task waiting (its only node drained): said so, waited for, and run
+            // once the node takes tasks again.
+            let drain = try await LaunchedProcess.run(orchctl: ["node", "drain", "local", "--move"], environment: env)
+            #expect(drain.status == 0, "\(drain.stderr)")
+            let third = try LaunchedProcess(executable: script, [], environment: env)
+            try await third.waitForOutput("the example task exists but is pending", within: .seconds(60))
+            #expect(third.stderr.contains("drained"), "the reason is said: \(third.stderr)")
+            let undrain = try await LaunchedProcess.run(orchctl: ["node", "undrain", "local"], environment: env)
+            #expect(undrain.status == 0, "\(undrain.stderr)")
+            #expect(try await third.waitForExit(within: .seconds(60)) == 0, "output: \(third.output)")
+            #expect(third.stdout.contains("running"), "\(third.stdout)")
         } catch {
             _ = try? await LaunchedProcess(executable: script, ["--stop"], environment: env).waitForExit(within: .seconds(60))
             throw error
