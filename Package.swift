@@ -197,7 +197,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "OrchWorkerTests", dependencies: ["OrchWorker", "OrchCore"], exclude: ["Samples"], swiftSettings: swiftSettings),
+        .testTarget(name: "OrchWorkerTests", dependencies: ["OrchWorker", "OrchCore", "OrchRuntime"], exclude: ["Samples"], swiftSettings: swiftSettings),
         // The worker against a test peer speaking the real protocol and the real Docker engine.
         .testTarget(
             name: "OrchWorkerIntegrationTests",

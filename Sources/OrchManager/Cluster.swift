@@ -357,13 +357,15 @@ public actor Cluster {
         TaskDTO(record, nodeName: record.node.flatMap { machine.nodeName($0) }, events: events, backoffUntil: machine.backoffUntil(record.id))
     }
 
-    /// Asks the worker that runs `id` for its output; the link to grant credit and end it.
-    func openLogs(_ id: TaskID, tail: Int?, follow: Bool) throws(ClusterError) -> (stream: UInt64, events: AsyncStream<LogStreams.Event>, link: NodeLink) {
-        let source = try machine.logSource(of: id)
+    /// Asks the worker that runs `id` (or, with `previous`, ran its last ended attempt) for
+    /// its output; the link to grant credit and end it.
+    func openLogs(_ id: TaskID, tail: Int?, follow: Bool, previous: Bool) throws(ClusterError) -> (stream: UInt64, events: AsyncStream<LogStreams.Event>, link: NodeLink) {
+        let source = try machine.logSource(of: id, previous: previous)
         guard let link = links[source.connection] else { throw .noLogs("the node of task \(id) is not connected") }
         let (stream, events) = logStreams.open(from: source.node)
         link.send(.logRequest(LogRequest(
-            streamID: stream, task: id, tail: tail.map { UInt32(clamping: max($0, 0)) }, follow: follow, credit: LogStreams.credit)))
+            streamID: stream, task: id, tail: tail.map { UInt32(clamping: max($0, 0)) }, follow: follow, credit: LogStreams.credit,
+            attempt: UInt64(source.attempt))))
         return (stream, events, link)
     }
 }

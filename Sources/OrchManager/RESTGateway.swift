@@ -328,8 +328,9 @@ struct RESTGateway: Sendable {
             tail = value
         }
         let follow = ["1", "true", "yes"].contains(query.get("follow")?.lowercased() ?? "")
+        let previous = try Self.flag(request, "previous")
         let opened: (stream: UInt64, events: AsyncStream<LogStreams.Event>, link: NodeLink)
-        do { opened = try await cluster.openLogs(id, tail: tail, follow: follow) } catch { throw Self.apiError(error) }
+        do { opened = try await cluster.openLogs(id, tail: tail, follow: follow, previous: previous) } catch { throw Self.apiError(error) }
         let (stream, events, link) = opened
         // A worker that cannot serve the logs says so at once: that is a 409, not a 200
         // whose body holds the error. Output (or silence) within a moment starts the stream.

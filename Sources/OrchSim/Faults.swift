@@ -75,6 +75,7 @@ extension Simulation {
     /// The manager answers a request; the answers are checked against what was acknowledged.
     func answered(_ id: RequestID, _ answer: ManagerMachine.Answer) {
         if let request = serviceClient.pending.removeValue(forKey: id) { return serviceAnswered(request, answer) }
+        if let request = operators.pending.removeValue(forKey: id) { return operatorAnswered(request, answer) }
         guard let request = clients.pending.removeValue(forKey: id) else { return }
         switch answer {
         case .submitted(let record, _, _):
@@ -151,6 +152,15 @@ extension Simulation {
             batches = batches.map { StoreBatch(sequence: $0.sequence, changes: $0.changes.filter { if case .insertTask = $0 { false } else { true } }) }
         }
         if sabotage.duplicateReplicas { batches = batches.map(Self.duplicatingReplicas) }
+        if sabotage.storeForgetsDrains {
+            batches = batches.map { batch in
+                StoreBatch(sequence: batch.sequence, changes: batch.changes.map { change in
+                    guard case .saveNode(var node) = change else { return change }
+                    node.drainedAt = nil
+                    return .saveNode(node)
+                })
+            }
+        }
         store.apply(batches)
         return feedManager(.committed(through: last.sequence))
     }
@@ -182,6 +192,7 @@ extension Simulation {
         store.managerCrashed()
         clients.pending = [:]
         serviceClient.pending = [:]
+        operatorRequestsLost()
         for id in connections.keys.sorted() {
             guard var connection = connections[id], connection.managerIncarnation == managerIncarnation else { continue }
             connection.managerOpen = false

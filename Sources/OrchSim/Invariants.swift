@@ -211,8 +211,11 @@ extension Simulation {
             // Down again within the grace of a return that began the late stop: that stop
             // still runs on the engine, and is still within its grace.
         }
-        if let last = nodes[index].lastDowntime, last.to - last.from > .zero,
-           last.to - (last.contact ?? last.from) > stopAfter, now - last.to <= grace + .seconds(1) { return true }
+        // A return that began a late stop (the silence ran past `stopAfter` while the process
+        // was down): that stop runs on the engine for its grace, even through another downtime.
+        for downtime in [nodes[index].lastDowntime, nodes[index].earlierDowntime].compactMap({ $0 }) where downtime.to - downtime.from > .zero {
+            if downtime.to - (downtime.contact ?? downtime.from) > stopAfter, now - downtime.to <= grace + .seconds(1) { return true }
+        }
         return false
     }
 

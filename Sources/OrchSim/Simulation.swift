@@ -43,6 +43,8 @@ public final class Simulation {
     var impostorRandom: SimRandom
     /// Draws the service client's requests (``FaultProfile/services``), apart for the same reason.
     var serviceRandom: SimRandom
+    /// Draws the operator's requests (``FaultProfile/operators``), apart for the same reason.
+    var operatorRandom: SimRandom
     var clientRandom: SimRandom
     var storeRandom: SimRandom
     var queue = EventQueue<Event>()
@@ -69,6 +71,7 @@ public final class Simulation {
     var nextPartition = 1
     var clients = ClientBook()
     var serviceClient = ServiceBook()
+    var operators = OperatorBook()
     var violations: [Violation] = []
     var counters = Counters()
     /// Shell faults for the tests that show an invariant can fail (never set in real runs).
@@ -98,6 +101,7 @@ public final class Simulation {
         }
         impostorRandom = root.split()
         serviceRandom = root.split()
+        operatorRandom = root.split()
     }
 
     // MARK: - Running
@@ -132,6 +136,7 @@ public final class Simulation {
         schedule(.chaos, at: now + chaosRandom.duration(.milliseconds(300)...(.seconds(3))))
         if faults.impostors { schedule(.impostor, at: now + impostorRandom.duration(.milliseconds(500)...(.seconds(4)))) }
         if faults.services { beginServices() }
+        if faults.operators { beginOperator() }
         if faultSteps == 0 { beginQuiet() }
     }
 
@@ -199,6 +204,7 @@ public final class Simulation {
         case .chaos: return chaos()
         case .impostor: return impostor()
         case .serviceClient: return serviceRequest()
+        case .operatorClient: return operatorRequest()
         case .client: return client()
         case .quietCheck: return quietCheck()
         }
@@ -237,6 +243,7 @@ public final class Simulation {
             if let error = manager?.machine.listNodes().first(where: { $0.id == node })?.engineError {
                 violate(.engineDownGetsNothing, "task \(task.short) placed on \(node), whose engine does not answer (\(error))")
             }
+            checkPlacement(of: task, on: node)
         case .logData, .logEnd, .logsLost, .note, .catalogChanged: break
         }
     }
@@ -278,7 +285,7 @@ public final class Simulation {
                 engineError: nodes[index].process?.machine.engineError)))
         case .start(let task, let attempt, let spec): startContainer(index, task, attempt: attempt, spec: spec)
         case .stop(_, _, let container, let grace): stopContainer(index, container, grace: grace)
-        case .remove(let container): removeContainer(index, container)
+        case .remove(let container, _): removeContainer(index, container)
         case .watchHealth(let task, let attempt, let check, _, _): watchHealth(index, task, attempt: attempt, check: check)
         case .unwatchHealth(let task, let attempt): unwatchHealth(index, task, attempt: attempt)
         case .dropConnection: workerDropsConnection(index)
@@ -305,7 +312,10 @@ public final class Simulation {
         nodes[index].incarnation += 1
         let configuration = WorkerMachine.Configuration(node: nodes[index].id, maximumConcurrentStarts: 1 + nodes[index].random.int(0...3))
         let silentFor = nodes[index].lastContact.map { now - $0 }
-        if let since = nodes[index].downSince { nodes[index].lastDowntime = (since, now, nodes[index].lastContact) }
+        if let since = nodes[index].downSince {
+            nodes[index].earlierDowntime = nodes[index].lastDowntime
+            nodes[index].lastDowntime = (since, now, nodes[index].lastContact)
+        }
         nodes[index].process = WorkerProcess(
             machine: WorkerMachine(configuration: configuration, now: now, silentFor: silentFor), incarnation: nodes[index].incarnation)
         if nodes[index].incarnation > 1 { counters.workerRestarts += 1 }
@@ -352,6 +362,7 @@ public enum Invariant: String, Sendable, Hashable, CaseIterable {
     case storeBatchesInOrder = "store-batches-in-order"
     case validWorkersAdmitted = "valid-workers-admitted"
     case engineDownGetsNothing = "engine-down-gets-nothing"
+    case drainedNodeGetsNothing = "drained-node-gets-nothing"
     case impostorsRefused = "impostors-refused"
     case oneTaskPerSlotVersion = "one-task-per-slot-version"
     case serviceReplicasKept = "service-replicas-kept"
@@ -410,6 +421,10 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
     public var serviceRollbacks = 0
     public var serviceRemovals = 0
     public var serviceAnswers = 0
+    /// The operator's drains, undrains and purges answered (``FaultProfile/operators``).
+    public var drains = 0
+    public var undrains = 0
+    public var purges = 0
     public var quietTime: Duration = .zero
 
     public init() {}
@@ -424,6 +439,7 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
                 ? "services: creates \(serviceCreates), scales \(serviceScales), templates \(serviceTemplates) (failing \(serviceFailingTemplates)), "
                     + "policies \(servicePolicies), rollbacks \(serviceRollbacks), removals \(serviceRemovals) (answered \(serviceAnswers)), "
                 : "")
+            + (drains + undrains + purges > 0 ? "operator: drains \(drains), undrains \(undrains), purges \(purges), " : "")
             + "quiet \(DurationText.format(quietTime))"
     }
 }
@@ -458,6 +474,7 @@ enum Event {
     case chaos
     case impostor
     case serviceClient
+    case operatorClient
     case client
     case quietCheck
 }
@@ -498,6 +515,8 @@ struct SimNode {
     var lastContact: Moment?
     /// The last time its process was down, once it is back.
     var lastDowntime: (from: Moment, to: Moment, contact: Moment?)?
+    /// The one before it: a late stop begun at its end may still run through the next one.
+    var earlierDowntime: (from: Moment, to: Moment, contact: Moment?)?
     var downSince: Moment?
     /// The engine's containers of this node, by serial; they outlive the worker process.
     var containers: [Int: SimContainer] = [:]
@@ -546,6 +565,10 @@ public struct FaultProfile: Sendable, Hashable {
     /// fail), rolls back and removes them (off by default, with a stream of its own, for the
     /// same reason as ``impostors``).
     public var services = false
+    /// An operator who drains nodes (moving their tasks, or not), undrains them and removes
+    /// ended tasks with their history (off by default, with a stream of its own, for the
+    /// same reason as ``impostors``).
+    public var operators = false
     /// The longest a crashed or stopped worker process stays down.
     public var maximumWorkerDowntime: Duration = .seconds(45)
 
@@ -592,4 +615,7 @@ struct Sabotage {
     var replicaStartsFail = false
     /// The network loses every other service table (the mesh's tables go stale).
     var dropServiceTables = false
+    /// The store keeps nodes but not their drains (a manager that restarts from it has
+    /// forgotten every drain).
+    var storeForgetsDrains = false
 }

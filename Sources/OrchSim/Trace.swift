@@ -148,7 +148,7 @@ struct TraceRecord {
         case .sendHeartbeat(let sequence): "<< heartbeat \(sequence)"
         case .start(let task, let attempt, _): "start \(task.short)#\(attempt)"
         case .stop(let task, let attempt, let container, let grace): "stop \(task.short)#\(attempt) \(container) grace \(DurationText.format(grace))"
-        case .remove(let container): "remove \(container)"
+        case .remove(let container, _): "remove \(container)"
         case .watchHealth(let task, let attempt, _, _, _): "watch health \(task.short)#\(attempt)"
         case .unwatchHealth(let task, let attempt): "unwatch \(task.short)#\(attempt)"
         case .dropConnection(let reason): "drop connection (\(reason))"

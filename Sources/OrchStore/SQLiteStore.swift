@@ -263,6 +263,9 @@ struct TaskStateRow: Codable {
     var replica: ServiceSlot?
     /// Absent in rows written before revisions were kept.
     var revision: UInt64?
+    /// Absent in rows written before they were kept.
+    var lastEnded: TaskRecord.EndedAttempt?
+    var attemptBase: Int?
 
     init(_ record: TaskRecord) {
         desiredState = record.desiredState
@@ -282,6 +285,8 @@ struct TaskStateRow: Codable {
         healthyAt = record.healthyAt
         replica = record.replica
         revision = record.revision
+        lastEnded = record.lastEnded
+        attemptBase = record.attemptBase
     }
 
     func record(id: TaskID, spec: TaskSpec) -> TaskRecord {
@@ -302,6 +307,8 @@ struct TaskStateRow: Codable {
         record.healthyAt = healthyAt
         record.replica = replica
         record.revision = revision ?? 0
+        record.lastEnded = lastEnded
+        record.attemptBase = attemptBase
         return record
     }
 }

@@ -99,7 +99,7 @@ extension WireWriter {
         case .ack(let m):
             u64(m.statusID)
         case .logRequest(let m):
-            u64(m.streamID); string(m.task.rawValue); optional(m.tail) { $0.u32($1) }; bool(m.follow); u32(m.credit)
+            u64(m.streamID); string(m.task.rawValue); optional(m.tail) { $0.u32($1) }; bool(m.follow); u32(m.credit); u64(m.attempt)
         case .logChunk(let m):
             u64(m.streamID); u8(m.stream.rawValue); bytes(m.bytes)
         case .logCredit(let m):
@@ -240,7 +240,8 @@ extension WireReader {
             let stream = try u64("logRequest.streamID"), task = try taskID("logRequest.task")
             let tail = try optional("logRequest.tail") { (r: inout WireReader) throws(WireError) in try r.u32("logRequest.tail") }
             return .logRequest(LogRequest(
-                streamID: stream, task: task, tail: tail, follow: try bool("logRequest.follow"), credit: try u32("logRequest.credit")))
+                streamID: stream, task: task, tail: tail, follow: try bool("logRequest.follow"), credit: try u32("logRequest.credit"),
+                attempt: try u64("logRequest.attempt")))
         case .logChunk:
             return .logChunk(LogData(
                 streamID: try u64("logChunk.streamID"), stream: try `enum`("logChunk.stream", as: LogData.Stream.self),

@@ -24,11 +24,20 @@ public actor LogRelay {
         self.send = send
     }
 
-    /// Opens a stream for `request`, reading from `container` (nil: the task is not here).
-    public func open(_ request: LogRequest, container: ContainerID?) async {
+    /// Where a stream's output comes from.
+    public enum Source: Sendable {
+        /// The attempt's container, through the runtime.
+        case container(ContainerID)
+        /// The copy kept of a removed attempt's output.
+        case kept([LogChunk])
+    }
+
+    /// Opens a stream for `request`, reading from `source` (nil: this worker has neither the
+    /// attempt's container nor a copy of its output).
+    public func open(_ request: LogRequest, source: Source?) async {
         let id = request.streamID
-        guard let container else {
-            try? await send(.logEnd(LogEnd(streamID: id, error: "task \(request.task) is not on this worker")))
+        guard let source else {
+            try? await send(.logEnd(LogEnd(streamID: id, error: "attempt \(request.attempt) of task \(request.task) is not on this worker, and no copy of its output was kept")))
             return
         }
         guard streams[id] == nil else { return }
@@ -37,7 +46,14 @@ public actor LogRelay {
         let reader = Task {
             var failure: String?
             do {
-                let output = try await runtime.logs(container, tail: request.tail.map(Int.init), follow: request.follow)
+                let output: RuntimeStream<LogChunk>
+                switch source {
+                case .container(let container):
+                    output = try await runtime.logs(container, tail: request.tail.map(Int.init), follow: request.follow)
+                case .kept(let chunks):
+                    let served = request.tail.map { KeptOutput.tail(Int($0), of: chunks) } ?? chunks
+                    output = RuntimeStream { var rest = served[...]; return { rest.popFirst() } }
+                }
                 reading: for try await chunk in output {
                     var rest = chunk.bytes[...]
                     while !rest.isEmpty {

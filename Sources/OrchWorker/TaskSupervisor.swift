@@ -21,6 +21,8 @@ public actor TaskSupervisor {
     /// The DNS servers its containers get (the worker's own, for `NAME.service.orch`).
     private var containerDNS: [String] = []
     private let prober: HealthProber
+    /// Where the output of removed attempts is kept (none: it is not).
+    private let keptOutput: KeptOutput?
     private let logger: Logger
     private var machine: WorkerMachine
     private let origin = ContinuousClock.now
@@ -59,7 +61,8 @@ public actor TaskSupervisor {
 
     public init(
         node: NodeID, runtime: any ContainerRuntime, publishAddress: String = "127.0.0.1",
-        prober: HealthProber = HealthProber(), logger: Logger = Logger(label: "orch.worker"), maximumConcurrentStarts: Int = 4,
+        prober: HealthProber = HealthProber(), keptOutput: KeptOutput? = nil,
+        logger: Logger = Logger(label: "orch.worker"), maximumConcurrentStarts: Int = 4,
         managerSilence: Duration = .seconds(5),
         write: @escaping @Sendable (WireMessage) async throws -> Void,
         dropConnection: @escaping @Sendable (String) async -> Void = { _ in },
@@ -70,6 +73,7 @@ public actor TaskSupervisor {
         self.runtime = runtime
         self.publishAddress = publishAddress
         self.prober = prober
+        self.keptOutput = keptOutput
         self.logger = logger
         self.write = write
         self.drop = dropConnection
@@ -276,8 +280,9 @@ public actor TaskSupervisor {
                     self.logger.warning("stopping \(task) attempt \(attempt): \(error)", metadata: ["task": "\(task)"])
                 }
             }
-        case .remove(let container):
+        case .remove(let container, let owner):
             job {
+                if let owner { await self.keepOutput(of: container, for: owner) }
                 do {
                     try await self.retrying("removing \(container.short)") { try await self.runtime.remove(container) }
                 } catch {
@@ -298,6 +303,34 @@ public actor TaskSupervisor {
         case .note(let note):
             log(note)
         }
+    }
+
+    /// Copies the end of an attempt's output before its container is removed (a copy that
+    /// cannot be made is logged: the container goes all the same).
+    private nonisolated func keepOutput(of container: ContainerID, for owner: WorkerMachine.OutputOwner) async {
+        guard let keptOutput else { return }
+        do {
+            var chunks: [LogChunk] = []
+            var bytes = 0
+            for try await chunk in try await runtime.logs(container, tail: nil, follow: false) {
+                chunks.append(chunk)
+                bytes += chunk.bytes.count
+                if bytes > 2 * KeptOutput.maximumBytes {
+                    chunks = KeptOutput.last(KeptOutput.maximumBytes, of: chunks)
+                    bytes = chunks.reduce(0) { $0 + $1.bytes.count }
+                }
+            }
+            try keptOutput.keep(chunks, task: owner.task, attempt: owner.attempt)
+        } catch {
+            logger.warning("keeping the output of \(owner.task) attempt \(owner.attempt): \(error)", metadata: ["task": "\(owner.task)"])
+        }
+    }
+
+    /// Where the output of `attempt` of `task` is read from: its container while this
+    /// worker holds it, else the copy kept when it was removed.
+    public func output(of task: TaskID, attempt: UInt64) -> LogRelay.Source? {
+        if machine.attempt(of: task) == attempt, let container = machine.container(of: task) { return .container(container) }
+        return keptOutput?.output(of: task, attempt: attempt).map(LogRelay.Source.kept)
     }
 
     /// Containers started from now on resolve names with these servers.

@@ -72,7 +72,8 @@ public final class Worker: Service, Sendable {
             host: configuration.managerHost, port: configuration.managerPort, hello: hello, tls: membership.tlsHandler, logger: logger)
         self.client = client
         supervisor = TaskSupervisor(
-            node: node, runtime: runtime, publishAddress: configuration.publishAddress, logger: logger,
+            node: node, runtime: runtime, publishAddress: configuration.publishAddress,
+            keptOutput: KeptOutput(directory: "\(configuration.stateDirectory)/output"), logger: logger,
             managerSilence: configuration.managerSilence,
             write: { try await client.send($0) },
             dropConnection: { await client.dropConnection(reason: $0) },
@@ -202,8 +203,7 @@ public final class Worker: Service, Sendable {
             await supervisor.received(message)
         case .logRequest(let request):
             await supervisor.received(message)   // the manager was heard from
-            let container = await supervisor.container(of: request.task)
-            await logs.open(request, container: container)
+            await logs.open(request, source: await supervisor.output(of: request.task, attempt: request.attempt))
         case .logCredit(let credit):
             await supervisor.received(message)
             await logs.credit(credit)

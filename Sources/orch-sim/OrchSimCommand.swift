@@ -46,6 +46,9 @@ struct ClusterOptions: ParsableArguments {
     @Flag(help: "Add a client that creates, scales, updates, rolls back and removes services (invariants one-task-per-slot-version, service-replicas-kept).")
     var services = false
 
+    @Flag(help: "Add an operator who drains and undrains nodes and removes ended tasks (invariant drained-node-gets-nothing).")
+    var operators = false
+
     @Option(name: .customLong("ignore"), parsing: .upToNextOption,
             help: "Invariants not checked (to explore past a known violation).")
     var ignore: [String] = []
@@ -69,6 +72,7 @@ struct ClusterOptions: ParsableArguments {
         profile.halfOpens = !off.contains("half-opens")
         profile.impostors = impostors
         profile.services = services
+        profile.operators = operators
         if let seconds = maxWorkerDowntime { profile.maximumWorkerDowntime = .milliseconds(Int(seconds * 1000)) }
         return profile
     }

@@ -82,7 +82,7 @@ struct RunCommand: AsyncParsableCommand {
             firstRestarts = restarts
             let why = task.error ?? task.exitCode.map { "exit code \($0)" } ?? "no exit code"
             if task.restarts > restarts || (steady != nil && task.state != .running) || (steady.map { $0.attempt != task.attempt } ?? false) {
-                throw CommandFailure(description: "task \(id) stopped running (\(why)); it is \(task.state.rawValue) after \(task.restarts) restart\(task.restarts == 1 ? "" : "s"): `orchctl logs \(id.rawValue)` and `orchctl status \(id.rawValue)` show why")
+                throw CommandFailure(description: "task \(id) stopped running (\(why)); it is \(task.state.rawValue) after \(task.restarts) restart\(task.restarts == 1 ? "" : "s"): `orchctl logs --previous \(id.rawValue)` and `orchctl status \(id.rawValue)` show why")
             }
             switch task.state {
             case .running:
@@ -191,7 +191,7 @@ struct StatusCommand: AsyncParsableCommand {
         printTable(
             ["ID", "NAME", "IMAGE", "STATE", "NODE", "PORTS", "AGE", "RESTARTS", "REASON"],
             tasks.map { task in
-                [task.id.short, task.name ?? "-", task.image, task.state.rawValue + (task.desiredState == .stop && !task.state.isTerminal ? " (stop)" : ""),
+                [task.id.short, task.shownName, task.image, task.state.rawValue + (task.desiredState == .stop && !task.state.isTerminal ? " (stop)" : ""),
                  task.nodeName ?? "-", Self.ports(task), age(since: task.createdAt), String(task.restarts), Self.reason(task)]
             })
         print(summary(tasks))
@@ -271,7 +271,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     func printTask(_ task: TaskDTO) {
         var lines: [(String, String)] = [
-            ("id", task.id.rawValue), ("name", task.name ?? "-"), ("image", task.image),
+            ("id", task.id.rawValue), ("name", task.shownName), ("image", task.image),
             ("state", task.state.rawValue + (task.desiredState == .stop ? " (stop requested)" : "")),
             ("node", task.nodeName.map { "\($0) (\(task.node?.rawValue ?? ""))" } ?? "-"),
             ("container", task.container?.rawValue ?? "-"), ("attempt", String(task.attempt)), ("restarts", String(task.restarts)),
@@ -427,7 +427,7 @@ struct NodeShow: AsyncParsableCommand {
         if let error = node.engineError { lines.append(("engine", "does not answer: \(error)")) }
         for (key, value) in lines { print("\(key.padding(toLength: 10, withPad: " ", startingAt: 0)) \(value)") }
         print("\ntasks (\(tasks.count)):")
-        for task in tasks { print("  \(task.id.short)  \(task.name ?? "-")  \(task.state.rawValue)  \(task.image)") }
+        for task in tasks { print("  \(task.id.short)  \(task.shownName)  \(task.state.rawValue)  \(task.image)") }
     }
 }
 
@@ -517,11 +517,15 @@ struct LogsCommand: AsyncParsableCommand {
         commandName: "logs",
         abstract: "Prints a task's container output, relayed from its worker.",
         discussion: """
-            With --follow the output streams until the task ends or Ctrl-C.
+            With --follow the output streams until the task ends or Ctrl-C. With --previous
+            it is the output of the task's last attempt that ended, kept by its worker after
+            the container is gone (its last 1 MiB): what a crash-looping task printed before
+            it crashed.
 
             Examples:
               orchctl logs 3f2a
               orchctl logs 3f2a --tail 20 --follow
+              orchctl logs web --previous
             """.reflowed)
 
     @Argument(help: ArgumentHelp("A task's id, its name, or a unique prefix of its id (the short id of the table).", valueName: "task"))
@@ -533,10 +537,14 @@ struct LogsCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Only the last N lines.", valueName: "N"))
     var tail: Int?
 
+    @Flag(name: .shortAndLong, help: "The output of the last attempt that ended, not the current one's.")
+    var previous = false
+
     @OptionGroup var options: ClientOptions
 
     func validate() throws {
         if let tail, tail < 0 { throw ValidationError("--tail must be 0 or more") }
+        if previous && follow { throw ValidationError("--previous and --follow: an ended attempt prints nothing more") }
         if options.json { throw ValidationError("--json: logs are the container's own output, printed as it is") }
     }
 
@@ -544,6 +552,7 @@ struct LogsCommand: AsyncParsableCommand {
         try await runClient {
             var query: [String] = []
             if follow { query.append("follow=true") }
+            if previous { query.append("previous=true") }
             if let tail { query.append("tail=\(tail)") }
             try await (try options.client).stream(try taskPath(id, "/logs") + (query.isEmpty ? "" : "?" + query.joined(separator: "&")), to: .standardOutput)
         }
@@ -595,5 +604,14 @@ struct RemoveCommand: AsyncParsableCommand {
             }
             if !failures.isEmpty { throw CommandFailure(description: failures.joined(separator: "\n  ")) }
         }
+    }
+}
+
+extension TaskDTO {
+    /// The name a table shows: the task's own, a replica's service and slot (`web.2`), or `-`.
+    var shownName: String {
+        if let name { return name }
+        if let service, let slot { return "\(service).\(slot)" }
+        return "-"
     }
 }

@@ -88,13 +88,21 @@ struct EventsProcessTests {
                  "ports": [{"containerPort": 8080}], "restartPolicy": "never",
                  "healthCheck": {"path": "/nope", "port": 8080, "interval": "500ms", "timeout": "500ms", "failureThreshold": 2}}
                 """#.utf8).write(to: URL(fileURLWithPath: path))
-            let run = try await LaunchedProcess.run(orchctl: ["run", "-f", path], environment: env, within: .seconds(30))
-            #expect(run.status == 0, "\(run.stderr)")
-            let follower = try LaunchedProcess(orchctl: ["events", "sick", "--follow", "--since", "0"], environment: env)
+            // --wait waits for the verdict: a check that fails is exit 1 with the reason.
+            let run = try await LaunchedProcess.run(orchctl: ["run", "-f", path, "--wait", "--timeout", "40s"], environment: env, within: .seconds(60))
             let expected = "health check failed: GET /nope answered 404 Not Found (2 times in a row)"
+            #expect(run.status == 1 && run.stderr.contains("health check"), "\(run.stderr)")
+            #expect(run.stderr.contains("running on w1, starting"), "the wait showed it running, its check not passed yet: \(run.stderr)")
+            let follower = try LaunchedProcess(orchctl: ["events", "sick", "--follow", "--since", "0"], environment: env)
             try await follower.waitForOutput(expected, within: .seconds(40))
             let view = try await LaunchedProcess.run(orchctl: ["status", "sick"], environment: env)
             #expect(view.stdout.contains("reason     \(expected)"), "\(view.stdout)")
+
+            // A check that passes: --wait returns once it is healthy (and stays so), not before.
+            let healthy = try await LaunchedProcess.run(orchctl: ["run", "-f", "data/task1.json", "--wait", "--settle", "1s"], environment: env, within: .seconds(60))
+            #expect(healthy.status == 0, "\(healthy.stderr)")
+            let lines = healthy.stderr.split(separator: "\n").map(String.init)
+            #expect(lines.dropLast().last?.hasSuffix("running on w1, healthy") == true && lines.last?.hasPrefix("running as") == true, "\(healthy.stderr)")
         }
     }
 

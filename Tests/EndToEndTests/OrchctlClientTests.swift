@@ -169,7 +169,11 @@ struct OrchctlClientTests {
             try Data(#"{"name": "long", "image": "orch-busybox:latest", "command": ["sleep", "300"]}"#.utf8).write(to: URL(fileURLWithPath: file))
             let run = try await orchctl(["run", "-f", file, "--wait", "--settle", "0s"])
             #expect(run.status == 0, "\(run.stderr)")
-            #expect(try await orchctl(["node", "drainme"]).stdout.contains("tasks (1):"))
+            let busy = try await orchctl(["node", "drainme"])
+            let nodeID = try cluster.nodeID(of: "drainme")
+            #expect(busy.stdout.contains("tasks (1):") && busy.stdout.contains("long  running  orch-busybox:latest"), "\(busy.stdout)")
+            #expect(busy.stdout.contains("id         \(nodeID)") && busy.stdout.contains("addresses  127.0.0.1:")
+                    && busy.stdout.contains("reserved   ") && busy.stdout.contains("measured   "), "\(busy.stdout)")
 
             // Drained with --move: its one task has nowhere else to go, and waits, saying why.
             let drained = try await orchctl(["node", "drain", "drainme", "--move"])
@@ -192,8 +196,54 @@ struct OrchctlClientTests {
 
             let remove = try await orchctl(["node", "rm", "drainme"])
             #expect(remove.status == 1 && remove.stderr.contains("is up"), "\(remove.stderr)")
+            // Down, it is removed, and no longer listed.
+            try await cluster.killWorker("drainme")
+            try await cluster.waitForNodes("drainme down") { nodes in nodes.contains { $0["name"] as? String == "drainme" && $0["state"] as? String != "up" } }
+            let removed = try await orchctl(["node", "rm", "drainme"])
+            #expect(removed.status == 0 && removed.stdout == "removed drainme\n", "\(removed)")
+            #expect(try await !orchctl(["nodes"]).stdout.contains("drainme"))
             let unknown = try await orchctl(["node", "drain", "nope"])
             #expect(unknown.status == 1 && unknown.stderr.contains("no node"), "\(unknown.stderr)")
+        }
+    }
+
+    /// The table keeps the tasks of one node (`--node`) or one service (`--service`), against
+    /// two real workers and a service; a Cube file run says what it ignores; `orchctl events`
+    /// without `--follow` prints what happened and ends.
+    @Test func filtersKeepOneNodeOrServiceAndACubeFileSaysWhatItIgnores() async throws {
+        try await ClusterProcesses.with { cluster in
+            try await cluster.startWorker("fa")
+            try await cluster.startWorker("fb")
+            let env = ["ORCH_API": cluster.api]
+            func orchctl(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+                try await LaunchedProcess.run(orchctl: arguments, environment: env, within: .seconds(60))
+            }
+            let cube = try await orchctl(["run", "-f", "data/cube-task.json", "--wait", "--settle", "0s"])
+            #expect(cube.status == 0 && cube.stderr.contains("note: Task.State has no effect here"), "\(cube)")
+
+            let directory = temporaryDirectory("filters")
+            try Data(#"{"name": "on-fb", "image": "orch-busybox:latest", "command": ["sleep", "300"], "constraints": {"node": "fb"}}"#.utf8)
+                .write(to: URL(fileURLWithPath: directory + "/pinned.json"))
+            #expect(try await orchctl(["run", "-f", directory + "/pinned.json", "--wait", "--settle", "0s"]).status == 0)
+            try Data(#"{"name": "sleepers", "replicas": 2, "task": {"image": "orch-busybox:latest", "command": ["sleep", "300"]}}"#.utf8)
+                .write(to: URL(fileURLWithPath: directory + "/service.json"))
+            let deploy = try await orchctl(["deploy", "-f", directory + "/service.json"])
+            #expect(deploy.status == 0, "\(deploy.stderr)")
+            try await cluster.waitForTasks("4 running") { $0.filter { $0.state == "running" }.count == 4 }
+
+            let pinned = try await orchctl(["status", "--node", "fb", "--json"])
+            let onFB = try #require(try JSONSerialization.jsonObject(with: Data(pinned.stdout.utf8)) as? [[String: Any]])
+            let fbID = try cluster.nodeID(of: "fb")
+            #expect(onFB.contains { $0["name"] as? String == "on-fb" } && onFB.allSatisfy { $0.node == fbID }, "\(pinned.stdout)")
+            let all = try await cluster.tasks()
+            #expect(onFB.count == all.filter { $0.node == fbID }.count && onFB.count < all.count, "only fb's, and all of them")
+            let service = try await orchctl(["status", "--service", "sleepers"])
+            let rows = service.stdout.split(separator: "\n").dropFirst().dropLast()
+            #expect(rows.count == 2 && rows.allSatisfy { $0.contains(" sleepers.") && $0.contains("running") }, "a replica is named by its service and slot: \(service.stdout)")
+            #expect(service.stdout.hasSuffix("2 tasks: 2 running\n"), "\(service.stdout)")
+
+            let events = try await orchctl(["events", "on-fb"])
+            #expect(events.status == 0 && events.stdout.contains("task on-fb ") && events.stdout.contains("placed on fb (\(fbID))"), "\(events)")
         }
     }
 

@@ -490,6 +490,43 @@ import Testing
         #expect(at < Moment.zero + .seconds(24), "placed at \(at): soon after its deadline (and its 1 s backoff)")
     }
 
+    // MARK: - Where logs are read
+
+    /// The current attempt's output comes from its node; `previous` names the last attempt
+    /// that ended and its node, through a backoff and the next attempt; each refusal says why.
+    @Test func logsAreReadFromTheCurrentAttemptOrTheLastEndedOne() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        let id = TaskID(rawValue: "t1")
+        h.feed(.submit(h.request(), Self.spec("t1", policy: RestartPolicy(mode: .always))))
+        func refusal(previous: Bool) -> String? {
+            do { _ = try h.machine.logSource(of: id, previous: previous); return nil } catch { return error.description }
+        }
+        #expect(refusal(previous: false)?.contains("has not run yet (scheduled)") == true, "\(refusal(previous: false) ?? "")")
+        #expect(refusal(previous: true)?.contains("has no attempt that ended yet") == true)
+        let first = try #require(Self.assignment(h.commitAll(), on: c1))
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: id, attempt: 1, state: .running, container: ContainerID(rawValue: "c1")))))
+        let running = try h.machine.logSource(of: id)
+        #expect(running.node == NodeID(rawValue: "w1") && running.connection == c1 && running.attempt == Int(first.attempt))
+
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 2, task: id, attempt: 1, state: .failed, container: ContainerID(rawValue: "c1"), exitCode: 3))))
+        h.commitAll()
+        #expect(h.machine.task(id)?.state == .pending, "in its backoff")
+        let waiting = try #require(refusal(previous: false))
+        #expect(waiting.contains("is pending") && waiting.contains("--previous shows the output of the last one that ended"), "\(waiting)")
+        #expect(try h.machine.logSource(of: id, previous: true).attempt == 1)
+
+        h.advance(.seconds(1))
+        h.feed(.timer)
+        let second = try #require(Self.assignment(h.commitAll(), on: c1))
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 3, task: id, attempt: second.attempt, state: .running, container: ContainerID(rawValue: "c2")))))
+        #expect(try h.machine.logSource(of: id).attempt == 2)
+        #expect(try h.machine.logSource(of: id, previous: true).attempt == 1, "the running attempt has not ended")
+
+        h.feed(.disconnected(c1))
+        #expect(refusal(previous: true)?.contains("attempt 1 of task t1 ran on w1, which is not connected") == true, "\(refusal(previous: true) ?? "")")
+    }
+
     // MARK: - Backoffs are never forgotten
 
     @Test func aTaskInBackoffIsPlacedWhenItsTimeComes() throws {
@@ -508,6 +545,63 @@ import Testing
     }
 
     // MARK: - Found by the simulator
+
+    /// `orch-sim run --operators`, seed 50: the store failed when ended tasks were next to
+    /// be collected, and the timer asked to be woken at that moment again and again (the
+    /// machine spun, time stood still) until the store answered.
+    @Test func aStoreFailureAtCollectionTimeDoesNotSpinTheTimer() throws {
+        var h = Harness()
+        h.feed(.submit(h.request(), Self.spec("t1")))
+        h.commitAll()
+        h.advance(.seconds(60))
+        h.feed(.submit(h.request(), Self.spec("t2")))
+        let failing = try #require(h.uncommitted.last)
+        h.feed(.commitFailed(through: failing.sequence, reason: "disk full"))
+        let wakes = h.feed(.timer).compactMap { effect -> Moment? in if case .wake(let at) = effect { return at } else { return nil } }
+        #expect(!wakes.isEmpty && wakes.allSatisfy { $0 > h.now }, "woken later, not at once again: \(wakes) at \(h.now)")
+    }
+
+    /// `orch-sim run --operators`, seed 0: a task with a disconnect policy moved off a drained
+    /// node was placed elsewhere at once, while its worker (gone quiet) still ran it: two
+    /// copies. It stays until its end is known: the worker's report of the stop here, and is
+    /// placed elsewhere then; the worker that comes back is told to stop it, not to run it.
+    @Test func aTaskThatMustNotRunTwiceIsMovedOffADrainedNodeOnlyOnceStopped() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        let id = TaskID(rawValue: "t1")
+        h.feed(.submit(h.request(), Self.spec("t1", disconnect: DisconnectPolicy(stopAfter: .seconds(10)))))
+        let first = try #require(Self.assignment(h.commitAll(), on: c1))
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: id, attempt: 1, state: .running, container: ContainerID(rawValue: "c1")))))
+        h.commitAll()
+        let c2 = h.join("w2", connection: 2)
+        h.commitAll()
+
+        h.feed(.drainNode(h.request(), NodeID(rawValue: "w1"), drain: true, move: true))
+        #expect(Self.sent(h.effects, on: c1).contains(.stopTask(StopTask(task: id, attempt: first.attempt))), "stopped where it runs")
+        h.commitAll()
+        #expect(h.machine.task(id)?.state == .running && h.machine.task(id)?.node == NodeID(rawValue: "w1"), "not placed elsewhere yet")
+        h.advance(.seconds(2))
+        h.feed(.timer)
+        #expect(Self.assignment(h.commitAll(), on: c2) == nil)
+
+        // The worker reconnects having missed the stop: it is told again, not sent the task.
+        h.feed(.disconnected(c1))
+        let again = ConnectionID(rawValue: 3)
+        h.feed(.connected(again))
+        h.feed(.authenticated(again, NodeID(rawValue: "w1")))
+        h.feed(.received(again, .hello(Hello(nodeID: NodeID(rawValue: "w1"), name: "w1", addresses: ["127.0.0.1:0"],
+                                              capacity: Capacity(millicores: 2000, memoryBytes: 4 << 30, diskBytes: 0), labels: [:]))))
+        h.commitAll()
+        h.feed(.received(again, .taskList(TaskList(entries: [.init(task: id, attempt: 1, state: .running, container: ContainerID(rawValue: "c1"))]))))
+        let answer = h.effects + h.commitAll()
+        #expect(Self.sent(answer, on: again).contains(.stopTask(StopTask(task: id, attempt: 1))), "\(Self.sent(answer, on: again))")
+        #expect(Self.assignment(answer, on: again) == nil)
+
+        // Its stop reported: placed on the other node at once, whatever its policy says.
+        h.feed(.received(again, .taskStatus(TaskStatus(statusID: 2, task: id, attempt: 1, state: .completed, container: ContainerID(rawValue: "c1"), exitCode: 143))))
+        let moved = try #require(Self.assignment(h.commitAll(), on: c2), "placed on w2 once stopped on w1")
+        #expect(moved.attempt == 2 && h.machine.task(id)?.node == NodeID(rawValue: "w2"))
+    }
 
     @Test func aRunningReportOfAnAttemptAlreadyEndedStopsThatContainer() throws {
         var h = Harness()

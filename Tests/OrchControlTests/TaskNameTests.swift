@@ -114,6 +114,53 @@ import Testing
         #expect(throws: ClusterError.taskNotFound("job")) { try h.machine.resolveTask("job") }
     }
 
+    /// `orch-sim run --operators`, seed 38: a task removed and submitted again under its id
+    /// started its attempts at 1 again, below the attempt its worker had held: the worker
+    /// refused the new one as stale, and the task stayed scheduled for good. Attempts (the
+    /// fencing numbers) go on above the old ones; users still see the new task's first
+    /// attempt as attempt 1. A manager started from a store with a past, which cannot know
+    /// what was removed before it, goes on from its revision.
+    @Test func anIdGivenAgainAfterARemovalGoesOnAboveItsOldAttempts() throws {
+        var h = Harness()
+        let c1 = h.join("w1", connection: 1)
+        h.commitAll()
+        let id = TaskID(rawValue: "again")
+        var spec = TaskSpec(id: id, image: "orch-busybox:latest", command: ["sleep", "1"], restartPolicy: RestartPolicy(mode: .always))
+        h.feed(.submit(h.request(), spec))
+        h.commitAll()
+        for status in stride(from: UInt64(10), to: 40, by: 10) {   // three attempts: two restarts
+            Self.end(&h, id, on: c1, status: status)
+            h.advance(.seconds(3))
+            h.feed(.received(c1, .heartbeat(Heartbeat(sequence: status, metrics: MachineMetrics()))))
+            h.feed(.timer)
+            h.commitAll()
+        }
+        h.feed(.stop(h.request(), id))
+        h.commitAll()
+        Self.end(&h, id, on: c1, status: 50)
+        let old = try #require(h.machine.task(id))
+        #expect(old.attempt >= 3 && old.state.isTerminal, "\(old.attempt) \(old.state)")
+        h.feed(.purge(h.request(), id, by: nil))
+        h.commitAll()
+
+        spec.command = ["sleep", "2"]
+        h.feed(.submit(h.request(), spec))
+        let assign = try #require(ManagerMachineTests.assignment(h.commitAll(), on: c1))
+        #expect(Int(assign.attempt) == old.attempt + 1, "above the old attempts: \(assign.attempt) after \(old.attempt)")
+        let record = try #require(h.machine.task(id))
+        #expect(TaskDTO(record, nodeName: nil).attempt == 1, "its own first attempt, as users see it")
+
+        // A manager that starts from the store knows of no removal before it.
+        var restarted = Harness(snapshot: h.snapshot)
+        _ = restarted.join("w1", connection: 1)
+        restarted.commitAll()
+        let fresh = TaskID(rawValue: "given")
+        restarted.feed(.submit(restarted.request(), TaskSpec(id: fresh, image: "orch-busybox:latest", command: ["sleep", "1"])))
+        let first = try #require(ManagerMachineTests.assignment(restarted.commitAll(), on: c1))
+        #expect(first.attempt > UInt64(old.attempt), "above every attempt the store's past could hold: \(first.attempt)")
+        #expect(TaskDTO(try #require(restarted.machine.task(fresh)), nodeName: nil).attempt == 1)
+    }
+
     @Test func endedTasksAreCollectedAfterTheRetentionAndBeyondTheCount() throws {
         var configuration = ManagerMachine.Configuration(scheduler: .spread)
         configuration.retention = .seconds(3600)

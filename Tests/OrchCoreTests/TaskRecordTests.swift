@@ -31,6 +31,39 @@ import Testing
         #expect(record.containerID == nil && record.exitCode == nil)
     }
 
+    /// Where `logs --previous` reads: the newest attempt that ended on its node, kept through
+    /// the requeue and the next placement, replaced when that one ends; a lost attempt or a
+    /// pending task stopped is none.
+    @Test func theLastEndedAttemptIsRememberedAcrossRestarts() throws {
+        var record = try running()
+        #expect(record.lastEnded == nil, "nothing ended yet")
+        try record.apply(.exited(code: 3), at: now)
+        #expect(record.lastEnded == TaskRecord.EndedAttempt(node: node, attempt: 1))
+        try record.apply(.requeued(reason: "restart"), at: now)
+        let other = NodeID(rawValue: "node-2")
+        try record.apply(.placed(on: other), at: now)
+        #expect(record.lastEnded == TaskRecord.EndedAttempt(node: node, attempt: 1), "the new attempt has not ended")
+        try record.apply(.started(container: container, hostPorts: []), at: now)
+        try record.apply(.healthFailed(reason: "GET / answered 500"), at: now)
+        #expect(record.lastEnded == TaskRecord.EndedAttempt(node: other, attempt: 2))
+        try record.apply(.requeued(reason: "restart"), at: now)
+        try record.apply(.placed(on: node), at: now)
+        try record.apply(.startFailed(reason: "no such image"), at: now)
+        #expect(record.lastEnded == TaskRecord.EndedAttempt(node: node, attempt: 3))
+        try record.apply(.requeued(reason: "restart"), at: now)
+        try record.apply(.placed(on: other), at: now)
+        try record.apply(.started(container: container, hostPorts: []), at: now)
+        try record.apply(.nodeLost, at: now)
+        #expect(record.lastEnded?.attempt == 3, "a lost attempt did not end on its node")
+
+        let decoded = try JSONDecoder().decode(TaskRecord.self, from: JSONEncoder().encode(record))
+        #expect(decoded.lastEnded == record.lastEnded, "it is stored with the record")
+        var old = try JSONSerialization.jsonObject(with: JSONEncoder().encode(record)) as? [String: Any] ?? [:]
+        old["lastEnded"] = nil
+        #expect(try JSONDecoder().decode(TaskRecord.self, from: JSONSerialization.data(withJSONObject: old)).lastEnded == nil,
+                "a row written before it existed still decodes")
+    }
+
     @Test("The exit code decides the end", arguments: [(0, TaskState.completed), (1, .failed), (137, .failed)])
     func exitCodeDecidesTheEnd(code: Int, expected: TaskState) throws {
         var record = try running()

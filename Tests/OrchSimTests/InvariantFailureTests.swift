@@ -92,6 +92,18 @@ struct InvariantFailureTests {
         #expect(!violations.isEmpty && violations.allSatisfy { $0.invariant == .impostorsRefused }, "\(violations.prefix(3).map(\.description))")
     }
 
+    // MARK: - drained-node-gets-nothing
+
+    @Test("drained-node-gets-nothing: a store that keeps nodes but forgets their drains")
+    func storeForgetsDrains() {
+        let results = runSeeds(0..<40, steps: 400) { simulation in
+            simulation.faults.operators = true
+            simulation.sabotage.storeForgetsDrains = true
+        }
+        let violations = results.compactMap(\.violations.first)
+        #expect(!violations.isEmpty && violations.allSatisfy { $0.invariant == .drainedNodeGetsNothing }, "\(violations.prefix(3).map(\.description))")
+    }
+
     // MARK: - one-task-per-slot-version
 
     @Test("one-task-per-slot-version: a store that keeps every new replica twice")

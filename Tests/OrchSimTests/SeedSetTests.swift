@@ -94,6 +94,35 @@ struct SeedSetTests {
         #expect(total.serviceAnswers > 3 * count)
     }
 
+    /// An operator on top of every fault: nodes drained (their tasks moved, or not) and
+    /// undrained, ended tasks removed and their ids given again. Nothing is placed on a node
+    /// whose drain was answered, and every other invariant holds as well.
+    @Test("400 seeds with an operator, no violation", .timeLimit(.minutes(10)))
+    func seedsWithAnOperator() {
+        let count = 400
+        let results = runSeeds(0..<UInt64(count), steps: Self.steps) { $0.faults.operators = true }
+        let violations = results.compactMap(\.violations.first)
+        #expect(violations.isEmpty, "\(violations.count) of \(count) seeds: \(violations.prefix(5).map(\.description))")
+        let drains = results.reduce(0) { $0 + $1.counters.drains }
+        let undrains = results.reduce(0) { $0 + $1.counters.undrains }
+        let purges = results.reduce(0) { $0 + $1.counters.purges }
+        #expect(drains > count && undrains > count && purges > count / 2, "drains \(drains), undrains \(undrains), purges \(purges)")
+    }
+
+    /// Seeds of `orch-sim run --operators` (2,000 steps) that failed, each kept with what it
+    /// found: a task with a disconnect policy moved off a drained node while its worker still
+    /// ran it (0); an id given again after its removal whose attempts began below the old
+    /// ones, refused by the worker as stale (38); a store failure at the collection time that
+    /// made the manager's timer spin (50); and the simulator's own mistakes: a late stop that
+    /// ran through a second downtime (87), a purge refused before it was applied taken as
+    /// applied (215), a stop answered in the same commit as the purge after it (338).
+    @Test("Seeds of the operator", .timeLimit(.minutes(2)), arguments: [UInt64(0), 38, 50, 87, 215, 338])
+    func seedOfTheOperator(seed: UInt64) {
+        let results = runSeeds(seed..<(seed + 1), steps: 2000) { $0.faults.operators = true }
+        #expect(results.flatMap(\.violations).isEmpty, "\(results.flatMap(\.violations).map(\.description))")
+        #expect(results.allSatisfy { $0.steps > 2000 }, "the run went through both phases")
+    }
+
     /// Seeds found failing in wider runs than the set above, each kept with what it found.
     /// The simulator was wrong in both, not the machines: a dial whose far host vanished
     /// before the handshake was never answered nor timed out (7365), and a worker down again

@@ -73,6 +73,9 @@ struct SQLiteStoreTests {
             try await store.apply([.insertTask(task), .saveNode(node),
                                    .appendHistory(TaskHistoryEntry(task: task.id, at: task.createdAt, state: .pending, message: "accepted"))], revision: 1)
             try task.apply(.placed(on: node.id), at: task.createdAt.addingTimeInterval(1))
+            // Where `logs --previous` reads, and where an id given again began its attempts.
+            task.lastEnded = TaskRecord.EndedAttempt(node: node.id, attempt: 3)
+            task.attemptBase = 2
             try await store.apply([.saveTask(task),
                                    .appendHistory(TaskHistoryEntry(task: task.id, at: task.updatedAt, state: .scheduled, message: "placed on n1"))], revision: 2)
         }

@@ -173,7 +173,7 @@ enum RandomMessages {
         case .submitResult: return .submitResult(SubmitResult(requestID: u64(&r), task: optional(&r, task), error: optional(&r, string)))
         case .ack: return .ack(Ack(statusID: u64(&r)))
         case .logRequest:
-            return .logRequest(LogRequest(streamID: u64(&r), task: task(&r), tail: optional(&r, u32), follow: .random(using: &r), credit: u32(&r)))
+            return .logRequest(LogRequest(streamID: u64(&r), task: task(&r), tail: optional(&r, u32), follow: .random(using: &r), credit: u32(&r), attempt: u64(&r)))
         case .logChunk:
             return .logChunk(LogData(streamID: u64(&r), stream: Bool.random(using: &r) ? .stdout : .stderr, bytes: Array(string(&r).utf8)))
         case .logCredit: return .logCredit(LogCredit(streamID: u64(&r), bytes: u32(&r)))

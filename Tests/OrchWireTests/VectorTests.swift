@@ -26,15 +26,15 @@ func vectorBytes(_ url: URL) throws -> [UInt8] {
 /// What each vector must decode to, written from the vector's own comment.
 let expectedMessages: [String: WireMessage] = [
     "hello": .hello(Hello(
-        oldestVersion: 6, newestVersion: 6, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        oldestVersion: 7, newestVersion: 7, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
         capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"])),
-    "welcome": .welcome(Welcome(version: 6, heartbeatInterval: .seconds(1), serviceTables: 2)),
+    "welcome": .welcome(Welcome(version: 7, heartbeatInterval: .seconds(1), serviceTables: 2)),
     "join_request": .joinRequest(JoinRequest(
-        oldestVersion: 6, newestVersion: 6, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 7, newestVersion: 7, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
     "join_request_renewal": .joinRequest(JoinRequest(
-        oldestVersion: 6, newestVersion: 6, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 7, newestVersion: 7, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
     "join_result": .joinResult(JoinResult(
-        version: 6, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
+        version: 7, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
     "refused_removed": .refused(Refused(code: .nodeRemoved, permanent: true, reason: "n1 was removed")),
     "refused_duplicate": .refused(Refused(code: .duplicateNode, permanent: false, reason: "n1 is connected")),
     "heartbeat_answer": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics())),
@@ -65,7 +65,7 @@ let expectedMessages: [String: WireMessage] = [
     "submit_task": .submitTask(SubmitTask(requestID: 9, spec: TaskSpec(image: "img", constraints: PlacementConstraints(node: "n1")))),
     "submit_result": .submitResult(SubmitResult(requestID: 9, task: TaskID(rawValue: "t3"), error: nil)),
     "ack": .ack(Ack(statusID: 5)),
-    "log_request": .logRequest(LogRequest(streamID: 1, task: TaskID(rawValue: "t1"), tail: 100, follow: true, credit: 65536)),
+    "log_request": .logRequest(LogRequest(streamID: 1, task: TaskID(rawValue: "t1"), tail: 100, follow: true, credit: 65536, attempt: 3)),
     "log_chunk": .logChunk(LogData(streamID: 1, stream: .stdout, bytes: Array("hi\n".utf8))),
     "log_credit": .logCredit(LogCredit(streamID: 1, bytes: 65536)),
     "log_end": .logEnd(LogEnd(streamID: 1, error: nil)),
@@ -129,8 +129,9 @@ func errorName(_ error: WireError) -> String {
     }
 
     @Test func versionNegotiationPicksTheHighestCommonVersion() {
-        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 7) == 6)
-        #expect(ProtocolVersion.negotiate(peerOldest: 7, peerNewest: 8) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 8) == 7)
+        #expect(ProtocolVersion.negotiate(peerOldest: 8, peerNewest: 9) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 6, peerNewest: 6) == nil, "version 6 names no attempt in its log requests")
         #expect(ProtocolVersion.negotiate(peerOldest: 5, peerNewest: 5) == nil, "version 5 has no CPU cap or memory maximum in its specs")
         #expect(ProtocolVersion.negotiate(peerOldest: 4, peerNewest: 4) == nil, "version 4 has no service tables")
         #expect(ProtocolVersion.negotiate(peerOldest: 3, peerNewest: 3) == nil, "version 3 has no join exchange (and a token in its hello)")

@@ -259,7 +259,7 @@ struct WorkerDockerTests {
             _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
             try await Task.sleep(for: .milliseconds(300))
             let connection = try #require(harness.peer.currentConnection)
-            try await harness.peer.send(.logRequest(LogRequest(streamID: 7, task: task, tail: nil, follow: true, credit: 5)), on: connection)
+            try await harness.peer.send(.logRequest(LogRequest(streamID: 7, task: task, tail: nil, follow: true, credit: 5, attempt: 1)), on: connection)
             let first = try await events.next("first chunk") { if case .message(_, .logChunk(let chunk)) = $0 { chunk } else { nil } }
             #expect(first.streamID == 7 && first.bytes.count <= 5)
             try await Task.sleep(for: .milliseconds(300))
@@ -279,9 +279,50 @@ struct WorkerDockerTests {
             #expect(text.hasPrefix("first-line-of-output"))
             // The manager ends the stream; a request for an unknown task ends at once with an error.
             try await harness.peer.send(.logEnd(LogEnd(streamID: 7, error: nil)), on: connection)
-            try await harness.peer.send(.logRequest(LogRequest(streamID: 8, task: TaskID(rawValue: "nope"), tail: 10, follow: false, credit: 100)), on: connection)
+            try await harness.peer.send(.logRequest(LogRequest(streamID: 8, task: TaskID(rawValue: "nope"), tail: 10, follow: false, credit: 100, attempt: 1)), on: connection)
             let end = try await events.next("end of stream 8") { if case .message(_, .logEnd(let end)) = $0, end.streamID == 8 { end } else { nil } }
             #expect(end.error?.contains("not on this worker") == true)
+        }
+    }
+
+    /// An attempt that ended and was replaced has its container removed, but the worker kept
+    /// its output first: a request for that attempt is served from the copy (with `tail`),
+    /// one for an attempt it never ran ends with an error that says so.
+    @Test func anEndedAttemptsOutputOutlivesItsContainer() async throws {
+        try await WorkerHarness.with { harness in
+            var events = EventReader(harness.peer)
+            try await harness.waitForConnection(1, &events)
+            let task = TaskID(rawValue: "crasher")
+            try await harness.assign(task, attempt: 1, TaskSpec(image: testImage, command: ["sh", "-c", "echo to-stderr >&2; sleep 0.2; echo one; echo two; exit 3"]))
+            _ = try await waitForStatus(&events, task, "failed") { $0.state == .failed && $0.attempt == 1 }
+            let first = try #require(await harness.worker.supervisor.container(of: task))
+            try await harness.assign(task, attempt: 2, sleeper())
+            _ = try await waitForStatus(&events, task, "attempt 2 running") { $0.state == .running && $0.attempt == 2 }
+            let deadline = ContinuousClock.now + .seconds(10)
+            func exists(_ container: ContainerID) async throws -> Bool {
+                try await harness.runtime.list(labels: [ContainerLabel.node: harness.worker.node.rawValue]).contains { $0.id == container }
+            }
+            while try await exists(first), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(try await !exists(first), "attempt 1's container is removed")
+
+            let connection = try #require(harness.peer.currentConnection)
+            func read(_ stream: UInt64, attempt: UInt64, tail: UInt32?) async throws -> (stdout: String, stderr: String, error: String?) {
+                try await harness.peer.send(.logRequest(LogRequest(streamID: stream, task: task, tail: tail, follow: true, credit: 1 << 20, attempt: attempt)), on: connection)
+                let end = try await events.next("end of stream \(stream)") { if case .message(_, .logEnd(let end)) = $0, end.streamID == stream { end } else { nil } }
+                let chunks = harness.peer.messages.compactMap { if case .logChunk(let chunk) = $0, chunk.streamID == stream { chunk } else { nil } }
+                let text = { (kind: LogData.Stream) in String(decoding: chunks.filter { $0.stream == kind }.flatMap(\.bytes), as: UTF8.self) }
+                return (text(.stdout), text(.stderr), end.error)
+            }
+            var copy = try await read(20, attempt: 1, tail: nil)
+            while copy.stdout.isEmpty, ContinuousClock.now < deadline {   // the copy is written just before the removal
+                try await Task.sleep(for: .milliseconds(100))
+                copy = try await read(UInt64(21 + Int.random(in: 0..<1000)), attempt: 1, tail: nil)
+            }
+            #expect(copy.stdout == "one\ntwo\n" && copy.stderr == "to-stderr\n" && copy.error == nil, "\(copy)")
+            let tail = try await read(2000, attempt: 1, tail: 1)
+            #expect(tail.stdout == "two\n" && tail.stderr.isEmpty, "\(tail)")
+            let never = try await read(2001, attempt: 7, tail: nil)
+            #expect(never.error?.contains("attempt 7 of task crasher is not on this worker") == true, "\(never)")
         }
     }
 
@@ -292,7 +333,7 @@ struct WorkerDockerTests {
             let task = TaskID(rawValue: "quiet")
             try await harness.assign(task, sleeper())
             _ = try await waitForStatus(&events, task, "running") { $0.state == .running }
-            try await harness.peer.send(.logRequest(LogRequest(streamID: 3, task: task, tail: nil, follow: true, credit: 100)), on: 1)
+            try await harness.peer.send(.logRequest(LogRequest(streamID: 3, task: task, tail: nil, follow: true, credit: 100, attempt: 1)), on: 1)
             let deadline = ContinuousClock.now + .seconds(10)
             while await harness.worker.logs.openStreams == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
             #expect(await harness.worker.logs.openStreams == 1, "the follow stream is open")

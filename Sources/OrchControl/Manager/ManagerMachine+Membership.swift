@@ -330,11 +330,17 @@ extension ManagerMachine {
     }
 
     /// A task moved off a drained node: placed again at once whatever its restart policy
-    /// says (the user asked), a replica by its service; a task that must never run twice
-    /// (a disconnect policy) as a lost one, which waits for its old attempt to end.
+    /// says (the user asked), a replica by its service. A task that must never run twice (a
+    /// disconnect policy) stays where it is until its end is known (the worker reports the
+    /// stop, or the node is lost, which waits out its policy), and is placed again then (a
+    /// replica by its service, then).
     private mutating func moveTask(_ id: TaskID, off node: NodeID, named name: String) {
         guard let record = tasks[id], record.node == node, record.holdsReservation else { return }
-        guard record.replica == nil, record.spec.disconnect == nil else { return loseTask(id, on: node) }
+        if record.spec.disconnect != nil {
+            movingOff[id] = (record.attempt, name)
+            return
+        }
+        guard record.replica == nil else { return loseTask(id, on: node) }
         guard change(id, .nodeLost) else { return release(id) }
         release(id)
         if change(id, .requeued(reason: "moved off node \(name), drained")) { enqueue(id, after: .zero) }

@@ -288,6 +288,11 @@ extension ManagerMachine {
             if taskNames[name]?.isEmpty == true { taskNames[name] = nil }
         }
         forgotten.insert(id)
+        if attemptFloors.count >= Self.maximumAttemptFloors {
+            attemptFloors = [:]
+            floorsLost = true
+        }
+        attemptFloors[id] = record.attempt
         journal.append(.deleteTask(id))
     }
 

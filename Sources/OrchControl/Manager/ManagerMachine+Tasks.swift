@@ -43,6 +43,11 @@ extension ManagerMachine {
             return .success((existing, false))
         }
         var record = TaskRecord(id: id, spec: spec, now: date)
+        if spec.id != nil, let floor = attemptFloors.removeValue(forKey: id) ?? (floorsLost ? Int(issued) : nil), floor > 0 {
+            // An id given again, perhaps of a task forgotten: its attempts go on above the old ones.
+            record.attempt = floor
+            record.attemptBase = floor
+        }
         // Its assignment must fit in one frame of the cluster protocol.
         let size = configuration.assignmentBytes(id, record.spec)
         guard size <= configuration.maximumFrameBytes else {
@@ -182,7 +187,7 @@ extension ManagerMachine {
                 continue
             }
             held.insert(entry.task)
-            if record.desiredState == .stop && !entry.state.isTerminal {
+            if (record.desiredState == .stop || movingOff[entry.task]?.attempt == record.attempt) && !entry.state.isTerminal {
                 emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
             } else if !record.state.isTerminal && record.state != .pending {
                 // Sent again so that the worker reports the attempt's full status (ports,
@@ -257,6 +262,11 @@ extension ManagerMachine {
     mutating func attemptEnded(_ id: TaskID) {
         release(id)
         guard let record = tasks[id] else { return }
+        if let moving = movingOff.removeValue(forKey: id), moving.attempt == record.attempt, record.desiredState == .run, record.replica == nil {
+            // Moved off a drained node, and surely stopped there now: placed elsewhere at once.
+            if change(id, .requeued(reason: "moved off node \(moving.node), drained")) { enqueue(id, after: .zero) }
+            return
+        }
         if record.state == .lost && record.desiredState == .stop {
             change(id, .stopRequested)
             return
@@ -362,8 +372,11 @@ extension ManagerMachine {
     /// retention, then the oldest beyond the count kept; looked at once a minute (or at
     /// half the retention, when that is shorter, but not more than once a second).
     mutating func collectEndedTasks() {
-        guard now >= nextCollection, storeFailure == nil else { return }
+        guard now >= nextCollection else { return }
         nextCollection = now + min(.seconds(60), max(configuration.retention / 2, .seconds(1)))
+        // Not while the store refuses writes: the next look is at the next interval (the
+        // timer asks for it; one that stayed due would wake the machine without end).
+        guard storeFailure == nil else { return }
         let cutoff = date.addingTimeInterval(-Double(configuration.retention.components.seconds))
         var ended: [(Date, TaskID)] = []
         for (id, record) in tasks where record.replica == nil && endedForGood(record) {

@@ -44,12 +44,29 @@ extension ManagerMachine {
 
     public func nodeName(_ id: NodeID) -> String? { nodes[id]?.record.name }
 
-    /// The connection to the node that runs `id`, for a log stream.
-    public func logSource(of id: TaskID) throws(ClusterError) -> (node: NodeID, connection: ConnectionID) {
+    /// Where the output of `id` is read: the node, its connection and the attempt. The
+    /// current attempt's, or with `previous` the newest that ended (its worker serves the
+    /// copy it kept once the container is gone).
+    public func logSource(of id: TaskID, previous: Bool = false) throws(ClusterError) -> (node: NodeID, connection: ConnectionID, attempt: Int) {
         guard let record = tasks[id] else { throw .taskNotFound(id.rawValue) }
-        guard let node = record.node, record.containerID != nil else { throw .noLogs("task \(id) has not run yet (\(record.state.rawValue))") }
+        if previous {
+            guard let ended = record.lastEnded else {
+                throw .noLogs("task \(id) has no attempt that ended yet; without --previous, logs shows the current one's output")
+            }
+            guard let connection = nodes[ended.node]?.connection else {
+                throw .noLogs("attempt \(ended.attempt) of task \(id) ran on \(nodes[ended.node]?.record.name ?? ended.node.rawValue), which is not connected")
+            }
+            return (ended.node, connection, ended.attempt)
+        }
+        guard let node = record.node, record.containerID != nil else {
+            if record.lastEnded != nil {
+                let why = record.error.map { ": \($0)" } ?? ""
+                throw .noLogs("task \(id) is \(record.state.rawValue)\(why); its current attempt has not run yet, and --previous shows the output of the last one that ended")
+            }
+            throw .noLogs("task \(id) has not run yet (\(record.state.rawValue))")
+        }
         guard let connection = nodes[node]?.connection else { throw .noLogs("the node of task \(id) is not connected") }
-        return (node, connection)
+        return (node, connection, record.attempt)
     }
 
     public func listNodes() -> [NodeDTO] {

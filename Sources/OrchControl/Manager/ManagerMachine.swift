@@ -44,6 +44,9 @@ public struct ManagerMachine: Sendable {
     /// Attempts the manager ended whose container may still run, with when to stop waiting
     /// for their worker to confirm it stopped (``endWhenStopped(_:node:)``).
     var confirming: [TaskID: (attempt: Int, deadline: Moment)] = [:]
+    /// Attempts of tasks with a disconnect policy moved off a drained node: stopped there
+    /// first (they must never run twice), placed elsewhere once their end is known.
+    var movingOff: [TaskID: (attempt: Int, node: String)] = [:]
 
     // Services.
     var services: [String: ServiceRecord] = [:]
@@ -60,6 +63,15 @@ public struct ManagerMachine: Sendable {
     var serviceWakes: [String: Moment] = [:]
     /// Tasks forgotten in this input, to drop from `order` at its end.
     var forgotten: Set<TaskID> = []
+    /// The last attempt of each task forgotten (purged or collected): a task submitted again
+    /// under its id goes on from there, so that attempts, the fencing numbers, only go up
+    /// for an id (a worker that held the old one refuses a lower attempt, and keeps the
+    /// newest container of an id it adopts).
+    var attemptFloors: [TaskID: Int] = [:]
+    /// Floors were not all kept (from a store with a past, or more forgotten than kept): a
+    /// new task with an id given goes on from the revision, above any attempt ever made.
+    var floorsLost = false
+    static let maximumAttemptFloors = 10_000
 
     // The catalog (`+Catalog`).
     var catalog: [String: ServiceCatalog] = [:]
@@ -100,6 +112,7 @@ public struct ManagerMachine: Sendable {
         scheduler = Scheduler(kind: configuration.scheduler)
         issued = snapshot.revision
         committed = snapshot.revision
+        floorsLost = snapshot.revision > 0
         self.now = now
         removed = snapshot.removedNodes
         for record in snapshot.nodes {

@@ -40,7 +40,7 @@ extension WorkerMachine {
         startQueue.removeAll { $0 == task }
         if let container = held.container {
             if !held.state.isTerminal { emit(.stop(task, attempt: attempt, container: container, grace: grace(of: held))) }
-            emit(.remove(container))
+            emit(.remove(container, keepingOutputOf: OutputOwner(task: task, attempt: attempt)))
         }
         // Being started: its container is stopped and removed when the start is answered.
         tasks[task] = nil
@@ -285,7 +285,7 @@ extension WorkerMachine {
     private mutating func forget(_ task: TaskID, removing container: ContainerID?) {
         guard var held = tasks[task] else { return }
         stopWatching(task, &held)
-        if let container { emit(.remove(container)) }
+        if let container { emit(.remove(container, keepingOutputOf: OutputOwner(task: task, attempt: held.attempt))) }
         startQueue.removeAll { $0 == task }
         tasks[task] = nil
         ledger.release(task, attempt: held.attempt)

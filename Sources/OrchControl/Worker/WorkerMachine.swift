@@ -173,8 +173,9 @@ extension WorkerMachine {
         /// Stop this container within `grace` (SIGTERM, then SIGKILL); its exit comes as
         /// `containerExited`.
         case stop(TaskID, attempt: UInt64, container: ContainerID, grace: Duration)
-        /// Remove this container (it has exited or is no longer wanted).
-        case remove(ContainerID)
+        /// Remove this container (it has exited or is no longer wanted); for an attempt that
+        /// ran, keep a copy of the end of its output first (`logs --previous` reads it).
+        case remove(ContainerID, keepingOutputOf: OutputOwner? = nil)
         /// Probe this attempt's health on a published port until `unwatchHealth`.
         case watchHealth(TaskID, attempt: UInt64, check: HealthCheck, host: String, port: Int)
         case unwatchHealth(TaskID, attempt: UInt64)
@@ -231,6 +232,17 @@ extension WorkerMachine {
     struct AttemptKey: Sendable, Hashable {
         var task: TaskID
         var attempt: UInt64
+    }
+
+    /// The attempt whose output a removed container held.
+    public struct OutputOwner: Sendable, Hashable {
+        public var task: TaskID
+        public var attempt: UInt64
+
+        public init(task: TaskID, attempt: UInt64) {
+            self.task = task
+            self.attempt = attempt
+        }
     }
 }
 

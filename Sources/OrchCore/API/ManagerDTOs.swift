@@ -42,7 +42,7 @@ public struct TaskDTO: Codable, Sendable, Hashable {
         node = record.node
         self.nodeName = nodeName
         container = record.containerID
-        attempt = record.attempt
+        attempt = record.attempt - (record.attemptBase ?? 0)
         restarts = record.restartCount
         exitCode = record.exitCode
         error = record.error

@@ -64,8 +64,8 @@ public enum WireMessage: Sendable, Hashable {
 
 /// The protocol versions this build speaks.
 public enum ProtocolVersion {
-    public static let oldest: UInt16 = 6
-    public static let newest: UInt16 = 6
+    public static let oldest: UInt16 = 7
+    public static let newest: UInt16 = 7
 
     /// The highest version in both ranges, or nil when they do not meet.
     public static func negotiate(peerOldest: UInt16, peerNewest: UInt16) -> UInt16? {
@@ -347,13 +347,17 @@ public struct LogRequest: Sendable, Hashable {
     public var tail: UInt32?
     public var follow: Bool
     public var credit: UInt32
+    /// The attempt whose output is wanted (version 7): the current one, or one that ended
+    /// and whose container is gone (the worker serves the copy it kept of its output).
+    public var attempt: UInt64
 
-    public init(streamID: UInt64, task: TaskID, tail: UInt32?, follow: Bool, credit: UInt32) {
+    public init(streamID: UInt64, task: TaskID, tail: UInt32?, follow: Bool, credit: UInt32, attempt: UInt64) {
         self.streamID = streamID
         self.task = task
         self.tail = tail
         self.follow = follow
         self.credit = credit
+        self.attempt = attempt
     }
 }
 

@@ -26,6 +26,13 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     public var healthyAt: Date?
     /// The replica of a service this task is, if it is one.
     public var replica: ServiceSlot?
+    /// The newest attempt that ended on its node (exited, failed to start, failed its health
+    /// check): whose output `logs --previous` reads, from that node.
+    public var lastEnded: EndedAttempt?
+    /// Where this task's attempts began: above the attempts of an earlier task of the same
+    /// id, now forgotten (attempts are fencing numbers, and only go up for an id). Users see
+    /// `attempt - attemptBase`, the placements of this task.
+    public var attemptBase: Int?
     /// The manager's revision when this record last changed (its state counter: every
     /// change of the manager's state gets the next value).
     public var revision: UInt64 = 0
@@ -34,7 +41,18 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     /// its own), so rows written before it existed still decode.
     enum CodingKeys: String, CodingKey {
         case id, spec, desiredState, state, node, containerID, attempt, restartCount, exitCode, error, health, hostPorts
-        case createdAt, updatedAt, startedAt, finishedAt, healthyAt, replica
+        case createdAt, updatedAt, startedAt, finishedAt, healthyAt, replica, lastEnded, attemptBase
+    }
+
+    /// An attempt that ended, and the node it ran on.
+    public struct EndedAttempt: Sendable, Hashable, Codable {
+        public var node: NodeID
+        public var attempt: Int
+
+        public init(node: NodeID, attempt: Int) {
+            self.node = node
+            self.attempt = attempt
+        }
     }
 
     /// A new task, pending, as accepted at `now`.
@@ -200,6 +218,12 @@ extension TaskRecord {
             }
             next.health = health
             if health != .healthy { next.healthyAt = nil } else if self.health != .healthy { next.healthyAt = now }
+        }
+        switch event {
+        case .exited, .startFailed, .healthFailed:
+            if let node = next.node, next.state.isTerminal { next.lastEnded = EndedAttempt(node: node, attempt: next.attempt) }
+        default:
+            break
         }
         next.updatedAt = now
         self = next
