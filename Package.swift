@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
@@ -92,7 +93,10 @@ let package = Package(
         // The manager's durable state: SQLite through GRDB (WAL), behind the ManagerStore protocol.
         .target(
             name: "OrchStore",
-            dependencies: ["OrchCore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "OrchCore", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The manager: nodes, placement, the control loop, the REST gateway.
@@ -222,7 +226,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "OrchStoreTests", dependencies: ["OrchCore", "OrchStore"], swiftSettings: swiftSettings),
+        .testTarget(name: "OrchStoreTests", dependencies: ["OrchCore", "OrchStore", "OrchTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OrchManagerTests",
             dependencies: [

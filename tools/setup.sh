@@ -28,6 +28,13 @@ command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 # wrk: the load of the mesh benchmark (tools/bench/run.sh mesh; its smoke run in CI).
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+# PostgreSQL's server programs, for the store's tests: each test starts its own server with
+# initdb in a temporary directory; the package is told to make no cluster of its own.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+  as_root mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   say "installing ${need[*]}"
   as_root apt-get update -qq

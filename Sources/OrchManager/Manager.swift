@@ -42,11 +42,20 @@ public final class Manager: Service, Sendable {
         } catch {
             throw ManagerError.dataDirectory("cannot use \(configuration.dataDirectory): \(error.localizedDescription)")
         }
-        let store: SQLiteStore
-        do {
-            store = try SQLiteStore(path: configuration.databasePath, durability: configuration.fsync ? .powerLoss : .processCrash)
-        } catch {
-            throw ManagerError.dataDirectory("cannot open \(configuration.databasePath): \(error)")
+        let store: any ManagerStore
+        switch configuration.storeLocation {
+        case .sqlite(let path):
+            do {
+                store = try SQLiteStore(path: path, durability: configuration.fsync ? .powerLoss : .processCrash)
+            } catch {
+                throw ManagerError.dataDirectory("cannot open \(path): \(error)")
+            }
+        case .postgres(let url):
+            do {
+                store = try await PostgresStore(url: url, logger: logger)
+            } catch {
+                throw ManagerError.store("\(error)")
+            }
         }
         self.store = store
         do {
@@ -72,7 +81,7 @@ public final class Manager: Service, Sendable {
         metrics = ManagerMetrics()
         cluster = Cluster(configuration: configuration, snapshot: snapshot, metrics: metrics, logger: logger)
         if !snapshot.tasks.isEmpty || !snapshot.nodes.isEmpty {
-            logger.info("resumed \(snapshot.tasks.count) tasks and \(snapshot.nodes.count) nodes from \(configuration.databasePath)")
+            logger.info("resumed \(snapshot.tasks.count) tasks and \(snapshot.nodes.count) nodes from \(configuration.storeLocation)")
         }
     }
 
@@ -247,10 +256,12 @@ public enum ManagerError: Error, Sendable, CustomStringConvertible {
     case exposed(String)
     /// The DNS port could not be bound.
     case dns(String)
+    /// The store (a PostgreSQL server) could not be opened.
+    case store(String)
 
     public var description: String {
         switch self {
-        case .dataDirectory(let text), .exposed(let text), .dns(let text): text
+        case .dataDirectory(let text), .exposed(let text), .dns(let text), .store(let text): text
         }
     }
 }

@@ -27,6 +27,8 @@ public struct ManagerConfiguration: Sendable {
     public var retainedEndedTasks = 100_000
     /// `synchronous = FULL`: survive power loss, not only a killed process.
     public var fsync = false
+    /// Where the state is kept: nil, the SQLite file in the data directory.
+    public var store: StoreLocation?
     public var maximumFrameBytes = 1 << 20
     /// How long the certificates issued to nodes (and the manager's own) are valid; nodes
     /// renew theirs at half of it.
@@ -60,6 +62,49 @@ public struct ManagerConfiguration: Sendable {
     }
 
     public var databasePath: String { "\(dataDirectory)/manager.sqlite" }
+    /// The store it opens: the one given, else the SQLite file in the data directory.
+    public var storeLocation: StoreLocation { store ?? .sqlite(databasePath) }
     /// The admin's REST token, written at the first start (0600).
     public var adminTokenPath: String { "\(dataDirectory)/admin.token" }
+}
+
+/// Where a manager keeps its state: `sqlite:PATH` (one manager; the default, in its data
+/// directory) or `postgres://USER@HOST:PORT/DATABASE` (a PostgreSQL server, which several
+/// managers can share).
+public enum StoreLocation: Sendable, Hashable, CustomStringConvertible {
+    case sqlite(String)
+    case postgres(String)
+
+    /// Reads `sqlite:PATH`, a bare path, or a `postgres://` (`postgresql://`) URL.
+    public init(_ text: String) throws(StoreLocationError) {
+        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            self = .postgres(text)
+        } else if text.hasPrefix("sqlite:") {
+            let path = String(text.dropFirst("sqlite:".count))
+            guard !path.isEmpty else { throw StoreLocationError(text: text, reason: "no path after sqlite:") }
+            self = .sqlite(path)
+        } else if text.contains("://") {
+            throw StoreLocationError(text: text, reason: "a store is sqlite:PATH or postgres://USER@HOST:PORT/DATABASE")
+        } else {
+            guard !text.isEmpty else { throw StoreLocationError(text: text, reason: "empty") }
+            self = .sqlite(text)
+        }
+    }
+
+    /// For messages: the file, or the URL without its password.
+    public var description: String {
+        switch self {
+        case .sqlite(let path): return path
+        case .postgres(let url):
+            guard var components = URLComponents(string: url), components.password != nil else { return url }
+            components.password = nil
+            return components.string ?? url
+        }
+    }
+}
+
+public struct StoreLocationError: Error, CustomStringConvertible, Sendable {
+    public var text: String
+    public var reason: String
+    public var description: String { "--store \(text): \(reason)" }
 }

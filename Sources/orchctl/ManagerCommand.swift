@@ -10,11 +10,12 @@ extension SchedulerKind: ExpressibleByArgument {}
 struct ManagerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "manager",
-        abstract: "Runs a manager: keeps tasks in SQLite, places them on workers, serves the REST API.",
+        abstract: "Runs a manager: keeps tasks in SQLite or PostgreSQL, places them on workers, serves the REST API.",
         discussion: """
             Workers dial the cluster address (--wire); people and programs use the REST API (--http).
-            State lives in --data; a manager started again on the same directory resumes every task
-            and node and reconciles with the workers as they reconnect.
+            State lives in --data (a SQLite file), or with --store in a PostgreSQL database; a manager
+            started again on the same state resumes every task and node and reconciles with the
+            workers as they reconnect.
 
             Security: the cluster port is mutual TLS, always; workers join with the join token in
             --data/join.token. The REST API needs a token (the admin's is in --data/admin.token and
@@ -24,6 +25,7 @@ struct ManagerCommand: AsyncParsableCommand {
             Examples:
               orchctl manager          (REST on 127.0.0.1:5555, workers on 127.0.0.1:5556)
               orchctl manager --data /var/lib/orch --scheduler spread
+              orchctl manager --store postgres://orch@127.0.0.1:5432/orch
               orchctl manager --http 127.0.0.1:0 --wire 127.0.0.1:0 --heartbeat-grace 3s
               orchctl manager --http 0.0.0.0:5555 --wire 0.0.0.0:5556 \\
                 --http-name manager.example.org
@@ -38,8 +40,11 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where DNS for NAME.service.orch is answered over UDP (port 0: any free port; off: not at all).", valueName: "host:port"))
     var dns: String = "127.0.0.1:8600"
 
-    @Option(help: ArgumentHelp("The state directory (default: ~/.orch/manager).", valueName: "dir"))
+    @Option(help: ArgumentHelp("The state directory (default: ~/.orch/manager): the cluster's CA, the join token, the admin token, and the SQLite store unless --store.", valueName: "dir"))
     var data: String?
+
+    @Option(help: ArgumentHelp("Where the state is kept: sqlite:PATH (default: DIR/manager.sqlite) or postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, which several managers can share (env ORCH_STORE).", valueName: "store"))
+    var store: String?
 
     @Option(help: "How tasks are placed: epvm, roundrobin, spread or binpack.")
     var scheduler: SchedulerKind = .epvm
@@ -83,7 +88,16 @@ struct ManagerCommand: AsyncParsableCommand {
             }
         }
         guard retainEnded >= 0 else { throw ValidationError("--retain-ended must be 0 or more") }
+        if let text = storeText {
+            do { _ = try StoreLocation(text) } catch { throw ValidationError(error.description) }
+            if fsync, case .postgres = try? StoreLocation(text) {
+                throw ValidationError("--fsync is SQLite's: PostgreSQL's durability is its own settings (synchronous_commit)")
+            }
+        }
     }
+
+    /// --store, else ORCH_STORE.
+    var storeText: String? { store ?? ProcessInfo.processInfo.environment["ORCH_STORE"].flatMap { $0.isEmpty ? nil : $0 } }
 
     func run() async throws {
         let logger = logging.logger(label: "orch.manager")
@@ -106,6 +120,7 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.retention = DurationText.parse(retention) ?? .seconds(24 * 3600)
         configuration.retainedEndedTasks = retainEnded
         configuration.fsync = fsync
+        configuration.store = try storeText.map { text throws(StoreLocationError) in try StoreLocation(text) }
         configuration.httpCertificatePath = httpCert
         configuration.httpKeyPath = httpKey
         configuration.httpNames = httpNames

@@ -1,0 +1,312 @@
+import Foundation
+import Logging
+import OrchCore
+import PostgresNIO
+
+/// The manager's state in PostgreSQL (postgres-nio), for several managers on one database:
+/// the same tables as ``SQLiteStore`` (tasks with their spec apart, their history, nodes,
+/// removed nodes, services, API tokens, the revision), each batch in one transaction.
+///
+/// Opened from a URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (the port defaults
+/// to 5432; `?sslmode=require` asks for TLS, without it the connection is plain, as on
+/// loopback). Its schema is migrated on open, one named step at a time, each in a
+/// transaction that also records it (`schema_migration`), so that managers starting at once
+/// on a new database do not run a step twice (an advisory lock serializes them).
+public final class PostgresStore: ManagerStore {
+    private let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let logger: Logger
+    /// Where it connects, without the password: for messages.
+    public let location: String
+
+    /// The parts of a store URL.
+    public struct Address: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+        public var user: String
+        public var password: String?
+        public var database: String
+        public var requireTLS: Bool
+
+        /// Parses `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require]`
+        /// (`postgresql://` too); the error says what is wrong.
+        public init(url text: String) throws(StoreURLError) {
+            guard let components = URLComponents(string: text), let scheme = components.scheme,
+                  scheme == "postgres" || scheme == "postgresql" else {
+                throw StoreURLError(text: text, reason: "not a postgres:// URL")
+            }
+            guard let host = components.host, !host.isEmpty else { throw StoreURLError(text: text, reason: "no host") }
+            guard let user = components.user, !user.isEmpty else { throw StoreURLError(text: text, reason: "no user (postgres://USER@HOST/DATABASE)") }
+            let database = String(components.path.drop { $0 == "/" })
+            guard !database.isEmpty, !database.contains("/") else { throw StoreURLError(text: text, reason: "no database (postgres://USER@HOST/DATABASE)") }
+            self.host = host
+            port = components.port ?? 5432
+            self.user = user.removingPercentEncoding ?? user
+            password = components.password.map { $0.removingPercentEncoding ?? $0 }
+            self.database = database
+            let mode = components.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
+            guard ["disable", "require"].contains(mode) else { throw StoreURLError(text: text, reason: "sslmode must be disable or require, not \(mode)") }
+            requireTLS = mode == "require"
+        }
+
+        /// The URL without its password.
+        public var description: String { "postgres://\(user)@\(host):\(port)/\(database)" }
+    }
+
+    /// Connects to the database at `url` and migrates it to the current schema. Fails when
+    /// the server does not answer within `timeout`, saying so.
+    public init(url: String, timeout: Duration = .seconds(10), logger: Logger = Logger(label: "orch.store")) async throws {
+        let address = try Address(url: url)
+        var configuration = PostgresClient.Configuration(
+            host: address.host, port: address.port, username: address.user, password: address.password, database: address.database,
+            tls: address.requireTLS ? .require(.makeClientConfiguration()) : .disable)
+        configuration.options.connectTimeout = timeout
+        configuration.options.maximumConnections = 8
+        self.logger = logger
+        location = address.description
+        // One connection of its own first: the pool retries a server that refuses for a
+        // while before it gives up, where this says at once what is wrong (refused, no such
+        // database, a bad password), and migrates the schema.
+        var first = PostgresConnection.Configuration(
+            host: address.host, port: address.port, username: address.user, password: address.password, database: address.database,
+            tls: address.requireTLS ? .require(try .init(configuration: .makeClientConfiguration())) : .disable)
+        first.options.connectTimeout = .nanoseconds(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        do {
+            let connection = try await PostgresConnection.connect(configuration: first, id: 0, logger: logger)
+            do {
+                try await Self.migrate(connection, logger: logger)
+                try await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        } catch {
+            throw StoreOpenError(location: location, reason: Self.describe(error))
+        }
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let client = client
+        runner = Task { await client.run() }
+    }
+
+    deinit { runner.cancel() }
+
+    /// Closes its connections.
+    public func close() { runner.cancel() }
+
+    // MARK: - The schema
+
+    /// The schema, one step per version, in order; never edit a step that has shipped.
+    static let migrations: [(name: String, sql: [String])] = [
+        ("v1: tasks, task history, nodes, removed nodes, services, tokens, meta", [
+            """
+            CREATE TABLE task (
+                id TEXT PRIMARY KEY, state TEXT NOT NULL, node TEXT, created_at TIMESTAMPTZ NOT NULL,
+                spec BYTEA NOT NULL, record BYTEA NOT NULL)
+            """,
+            "CREATE INDEX task_by_creation ON task (created_at, id)",
+            """
+            CREATE TABLE task_history (
+                id BIGSERIAL PRIMARY KEY, task_id TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL)
+            """,
+            "CREATE INDEX task_history_by_task ON task_history (task_id, id)",
+            "CREATE TABLE node (id TEXT PRIMARY KEY, name TEXT NOT NULL, record BYTEA NOT NULL)",
+            "CREATE TABLE removed_node (id TEXT PRIMARY KEY, removed_at TIMESTAMPTZ NOT NULL)",
+            "CREATE TABLE service (name TEXT PRIMARY KEY, record BYTEA NOT NULL)",
+            """
+            CREATE TABLE api_token (
+                name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at TIMESTAMPTZ NOT NULL,
+                last_used_at TIMESTAMPTZ, revoked_at TIMESTAMPTZ)
+            """,
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        ]),
+    ]
+
+    private static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.withTransaction(logger: logger) { connection in
+            // One manager migrates at a time; the others find the steps done.
+            try await connection.query("SELECT pg_advisory_xact_lock(7263540001)", logger: logger)
+            try await connection.query(
+                "CREATE TABLE IF NOT EXISTS schema_migration (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                logger: logger)
+            var applied = Set<String>()
+            for try await name in try await connection.query("SELECT name FROM schema_migration", logger: logger).decode(String.self) {
+                applied.insert(name)
+            }
+            for migration in migrations where !applied.contains(migration.name) {
+                for statement in migration.sql { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                try await connection.query("INSERT INTO schema_migration (name) VALUES (\(migration.name))", logger: logger)
+            }
+        }
+    }
+
+    /// The names of the migrations applied, in order.
+    public func appliedMigrations() async throws -> [String] {
+        var names: [String] = []
+        for try await name in try await client.query("SELECT name FROM schema_migration ORDER BY applied_at, name", logger: logger).decode(String.self) {
+            names.append(name)
+        }
+        return names
+    }
+
+    // MARK: - Reading
+
+    public func load() async throws -> StoreSnapshot {
+        try await client.withConnection { connection in
+            let decoder = JSONDecoder()
+            var tasks: [TaskRecord] = []
+            let taskRows = try await connection.query("SELECT id, spec, record FROM task ORDER BY created_at, id", logger: logger)
+            for try await (id, spec, record) in taskRows.decode((String, Data, Data).self) {
+                tasks.append(try decoder.decode(TaskStateRow.self, from: record)
+                    .record(id: TaskID(rawValue: id), spec: try decoder.decode(TaskSpec.self, from: spec)))
+            }
+            var nodes: [NodeRecord] = []
+            for try await record in try await connection.query("SELECT record FROM node ORDER BY id", logger: logger).decode(Data.self) {
+                nodes.append(try decoder.decode(NodeRecord.self, from: record))
+            }
+            var revision: UInt64 = 0
+            for try await value in try await connection.query("SELECT value FROM meta WHERE key = 'revision'", logger: logger).decode(Int64.self) {
+                revision = UInt64(max(0, value))
+            }
+            var removed = Set<NodeID>()
+            for try await id in try await connection.query("SELECT id FROM removed_node", logger: logger).decode(String.self) {
+                removed.insert(NodeID(rawValue: id))
+            }
+            var services: [ServiceRecord] = []
+            for try await record in try await connection.query("SELECT record FROM service ORDER BY name", logger: logger).decode(Data.self) {
+                services.append(try decoder.decode(ServiceRecord.self, from: record))
+            }
+            return StoreSnapshot(tasks: tasks, nodes: nodes, revision: revision, removedNodes: removed, services: services)
+        }
+    }
+
+    public func history(of task: TaskID) async throws -> [TaskHistoryEntry] {
+        var entries: [TaskHistoryEntry] = []
+        let rows = try await client.query(
+            "SELECT at, state, message FROM task_history WHERE task_id = \(task.rawValue) ORDER BY id", logger: logger)
+        for try await (at, state, message) in rows.decode((Date, String, String).self) {
+            entries.append(TaskHistoryEntry(task: task, at: at, state: TaskState(rawValue: state) ?? .pending, message: message))
+        }
+        return entries
+    }
+
+    // MARK: - Writing
+
+    public func apply(_ batches: [StoreBatch]) async throws {
+        guard let last = batches.last else { return }
+        let changes = batches.flatMap(\.changes).compacted()
+        let revision = Int64(clamping: last.sequence)
+        let logger = logger
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query(
+                """
+                INSERT INTO meta (key, value) VALUES ('revision', \(revision))
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                """, logger: logger)
+            let encoder = JSONEncoder()
+            for change in changes {
+                switch change {
+                case .insertTask(let task):
+                    let record = try encoder.encode(TaskStateRow(task)), spec = try encoder.encode(task.spec)
+                    try await connection.query(
+                        """
+                        INSERT INTO task (id, state, node, created_at, spec, record)
+                        VALUES (\(task.id.rawValue), \(task.state.rawValue), \(task.node?.rawValue), \(task.createdAt), \(spec), \(record))
+                        ON CONFLICT (id) DO UPDATE SET state = excluded.state, node = excluded.node, created_at = excluded.created_at,
+                            spec = excluded.spec, record = excluded.record
+                        """, logger: logger)
+                case .saveTask(let task):
+                    let record = try encoder.encode(TaskStateRow(task))
+                    try await connection.query(
+                        "UPDATE task SET state = \(task.state.rawValue), node = \(task.node?.rawValue), record = \(record) WHERE id = \(task.id.rawValue)",
+                        logger: logger)
+                case .appendHistory(let entry):
+                    try await connection.query(
+                        """
+                        INSERT INTO task_history (task_id, at, state, message)
+                        VALUES (\(entry.task.rawValue), \(entry.at), \(entry.state.rawValue), \(entry.message))
+                        """, logger: logger)
+                case .saveNode(let node):
+                    let record = try encoder.encode(node)
+                    try await connection.query(
+                        """
+                        INSERT INTO node (id, name, record) VALUES (\(node.id.rawValue), \(node.name), \(record))
+                        ON CONFLICT (id) DO UPDATE SET name = excluded.name, record = excluded.record
+                        """, logger: logger)
+                case .deleteNode(let id):
+                    try await connection.query("DELETE FROM node WHERE id = \(id.rawValue)", logger: logger)
+                    try await connection.query(
+                        "INSERT INTO removed_node (id, removed_at) VALUES (\(id.rawValue), now()) ON CONFLICT (id) DO NOTHING", logger: logger)
+                case .deleteTask(let id):
+                    try await connection.query("DELETE FROM task WHERE id = \(id.rawValue)", logger: logger)
+                    try await connection.query("DELETE FROM task_history WHERE task_id = \(id.rawValue)", logger: logger)
+                case .saveService(let service):
+                    let record = try encoder.encode(service)
+                    try await connection.query(
+                        """
+                        INSERT INTO service (name, record) VALUES (\(service.name), \(record))
+                        ON CONFLICT (name) DO UPDATE SET record = excluded.record
+                        """, logger: logger)
+                case .deleteService(let name):
+                    try await connection.query("DELETE FROM service WHERE name = \(name)", logger: logger)
+                }
+            }
+        }
+    }
+
+    // MARK: - Tokens
+
+    public func loadTokens() async throws -> [APITokenRecord] {
+        var tokens: [APITokenRecord] = []
+        let rows = try await client.query(
+            "SELECT name, role, hash, created_at, last_used_at, revoked_at FROM api_token ORDER BY created_at, name", logger: logger)
+        for try await (name, role, hash, created, used, revoked) in rows.decode((String, String, String, Date, Date?, Date?).self) {
+            tokens.append(APITokenRecord(
+                name: name, role: APIRole(rawValue: role) ?? .viewer, hash: hash, createdAt: created, lastUsedAt: used, revokedAt: revoked))
+        }
+        return tokens
+    }
+
+    public func saveToken(_ token: APITokenRecord) async throws {
+        // An upsert on the name: a clash on the hash is an error, never a replacement of the other token.
+        try await client.query(
+            """
+            INSERT INTO api_token (name, role, hash, created_at, last_used_at, revoked_at)
+            VALUES (\(token.name), \(token.role.rawValue), \(token.hash), \(token.createdAt), \(token.lastUsedAt), \(token.revokedAt))
+            ON CONFLICT (name) DO UPDATE SET role = excluded.role, hash = excluded.hash, created_at = excluded.created_at,
+                last_used_at = excluded.last_used_at, revoked_at = excluded.revoked_at
+            """, logger: logger)
+    }
+
+    public func recordTokenUse(name: String, hash: String, at date: Date) async throws {
+        try await client.query(
+            "UPDATE api_token SET last_used_at = \(date) WHERE name = \(name) AND hash = \(hash) AND revoked_at IS NULL", logger: logger)
+    }
+
+    // MARK: - Errors
+
+    /// What went wrong, for a person: the server's own message when it sent one.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            let underlying = error.underlying.map { "\($0)" } ?? ""
+            if underlying.contains("Connection refused") { return "connection refused (is PostgreSQL running there?)" }
+            if underlying.localizedCaseInsensitiveContains("timed out") || underlying.contains("connectTimeout") { return "no answer within the connect timeout" }
+            return "\(error.code)" + (underlying.isEmpty ? "" : ": \(underlying)")
+        }
+        return "\(error)"
+    }
+}
+
+/// A store URL that cannot be used, and why.
+public struct StoreURLError: Error, CustomStringConvertible, Sendable {
+    public var text: String
+    public var reason: String
+    public var description: String { "\(reason): \(text)" }
+}
+
+/// A store that could not be opened, and why.
+public struct StoreOpenError: Error, CustomStringConvertible, Sendable {
+    public var location: String
+    public var reason: String
+    public var description: String { "cannot open the store at \(location): \(reason)" }
+}

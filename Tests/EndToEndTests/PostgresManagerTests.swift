@@ -1,0 +1,47 @@
+import Foundation
+import OrchTestSupport
+import Testing
+
+/// A manager whose state is in PostgreSQL (`--store postgres://...`), as real processes on a
+/// server of the test's own: what it accepts is in the database, not in a file of its data
+/// directory; killed and started again, it resumes every task from the database and the
+/// worker's container goes on; a store it cannot open is one clear line and exit 1.
+@Suite("A manager on PostgreSQL (processes, Docker)", .serialized, .timeLimit(.minutes(3)))
+struct PostgresManagerTests {
+    @Test func aManagerKeepsItsStateInPostgresAndResumesFromIt() async throws {
+        try await PostgresServer.with { server in
+            try await ClusterProcesses.with(managerOptions: ["--store", server.url()]) { cluster in
+                try await cluster.startWorker("pg")
+                let id = try await cluster.submit(#"{"name": "kept", "image": "orch-busybox:latest", "command": ["sleep", "300"]}"#)
+                try await cluster.waitForTasks("kept running") { $0.contains { $0["id"] as? String == id && $0.state == "running" } }
+                let container = try #require(try await cluster.tasks().first { $0["id"] as? String == id }?["container"] as? String)
+                #expect(!FileManager.default.fileExists(atPath: cluster.data + "/manager.sqlite"), "no SQLite file: the state is in PostgreSQL")
+
+                try await cluster.restartManager()
+                try await cluster.waitForTasks("kept running after the restart") { tasks in
+                    tasks.contains { $0["id"] as? String == id && $0.state == "running" && $0["container"] as? String == container }
+                }
+                let events = try await http(.GET, "\(cluster.api)/tasks/\(id)")
+                #expect(events.body.contains("accepted") && events.body.contains("started as"), "its history is in the database: \(events.body)")
+                #expect(try dockerPS(label: "orch.task=\(id)", runningOnly: true).count == 1, "the same container, not restarted")
+            }
+        }
+    }
+
+    @Test func aStoreThatCannotBeOpenedIsOneClearLine() async throws {
+        let port = try freePort()
+        let data = temporaryDirectory("pg-refused")
+        let started = ContinuousClock.now
+        let refused = try await LaunchedProcess.run(orchctl: [
+            "manager", "--http", "127.0.0.1:0", "--wire", "127.0.0.1:0", "--dns", "off", "--data", data,
+            "--store", "postgres://orch@127.0.0.1:\(port)/orch",
+        ], within: .seconds(30))
+        #expect(refused.status == 1, "\(refused.stderr)")
+        #expect(refused.stderr.contains("cannot open the store at postgres://orch@127.0.0.1:\(port)/orch: connection refused"), "\(refused.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(15))
+        let wrong = try await LaunchedProcess.run(orchctl: ["manager", "--data", data, "--store", "mysql://orch@127.0.0.1/orch"], within: .seconds(30))
+        #expect(wrong.status == 64 && wrong.stderr.contains("a store is sqlite:PATH or postgres://"), "\(wrong.stderr)")
+        let both = try await LaunchedProcess.run(orchctl: ["manager", "--data", data, "--fsync", "--store", "postgres://orch@127.0.0.1/orch"], within: .seconds(30))
+        #expect(both.status == 64 && both.stderr.contains("--fsync is SQLite's"), "\(both.stderr)")
+    }
+}
