@@ -119,6 +119,13 @@ public final class PostgresStore: ManagerStore {
             """,
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
         ]),
+        ("v2: the managers' lease", [
+            """
+            CREATE TABLE lease (
+                id INT PRIMARY KEY CHECK (id = 1), holder TEXT, epoch BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)
+            """,
+            "INSERT INTO lease (id, holder, epoch, expires_at) VALUES (1, NULL, 0, '-infinity')",
+        ]),
     ]
 
     private static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
@@ -193,10 +200,29 @@ public final class PostgresStore: ManagerStore {
 
     public func apply(_ batches: [StoreBatch]) async throws {
         guard let last = batches.last else { return }
-        let changes = batches.flatMap(\.changes).compacted()
-        let revision = Int64(clamping: last.sequence)
+        try await write(batches.flatMap(\.changes).compacted(), revision: Int64(clamping: last.sequence), fence: nil)
+    }
+
+    /// One transaction: the fence checked first (when given), the revision, the changes.
+    private func write(_ changes: [StoreChange], revision: Int64, fence: Int64?) async throws {
+        do {
+            try await transaction(changes, revision: revision, fence: fence)
+        } catch let error as PostgresTransactionError {
+            // Rolled back: the fence's own error says why.
+            if let stale = error.closureError as? StaleEpochError { throw stale }
+            throw error
+        }
+    }
+
+    private func transaction(_ changes: [StoreChange], revision: Int64, fence: Int64?) async throws {
         let logger = logger
         try await client.withTransaction(logger: logger) { connection in
+            if let fence {
+                let rows = try await connection.query("SELECT epoch FROM lease WHERE id = 1 AND epoch = \(fence) FOR SHARE", logger: logger)
+                var held = false
+                for try await _ in rows.decode(Int64.self) { held = true }
+                guard held else { throw StaleEpochError(epoch: fence) }
+            }
             try await connection.query(
                 """
                 INSERT INTO meta (key, value) VALUES ('revision', \(revision))
@@ -282,6 +308,59 @@ public final class PostgresStore: ManagerStore {
             "UPDATE api_token SET last_used_at = \(date) WHERE name = \(name) AND hash = \(hash) AND revoked_at IS NULL", logger: logger)
     }
 
+    // MARK: - The lease
+
+    /// Takes the lease for `holder` when it is free or has expired by the database's clock
+    /// (or is `holder`'s own), with the next epoch, for `duration` from the database's now;
+    /// else says who holds it.
+    public func acquireLease(holder: String, for duration: Duration) async throws -> LeaseAnswer {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let rows = try await client.query(
+            """
+            UPDATE lease SET holder = \(holder), epoch = epoch + 1, expires_at = now() + make_interval(secs => \(seconds))
+            WHERE id = 1 AND (holder IS NULL OR expires_at < now() OR holder = \(holder))
+            RETURNING epoch
+            """, logger: logger)
+        for try await epoch in rows.decode(Int64.self) { return .held(epoch: epoch) }
+        return try await currentLease()
+    }
+
+    /// Renews the lease `holder` holds with `epoch`, for `duration` from the database's now;
+    /// else says who holds it now.
+    public func renewLease(holder: String, epoch: Int64, for duration: Duration) async throws -> LeaseAnswer {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let rows = try await client.query(
+            """
+            UPDATE lease SET expires_at = now() + make_interval(secs => \(seconds))
+            WHERE id = 1 AND holder = \(holder) AND epoch = \(epoch)
+            RETURNING epoch
+            """, logger: logger)
+        for try await epoch in rows.decode(Int64.self) { return .held(epoch: epoch) }
+        return try await currentLease()
+    }
+
+    /// Gives the lease up, if `holder` still holds it with `epoch`: another takes it at once.
+    public func releaseLease(holder: String, epoch: Int64) async throws {
+        try await client.query(
+            "UPDATE lease SET holder = NULL, expires_at = '-infinity' WHERE id = 1 AND holder = \(holder) AND epoch = \(epoch)", logger: logger)
+    }
+
+    /// Who holds the lease now (by the database's clock), if anyone.
+    public func currentLease() async throws -> LeaseAnswer {
+        let rows = try await client.query(
+            "SELECT holder, epoch FROM lease WHERE id = 1 AND holder IS NOT NULL AND expires_at >= now()", logger: logger)
+        for try await (holder, epoch) in rows.decode((String, Int64).self) { return .heldBy(holder: holder, epoch: epoch) }
+        return .free
+    }
+
+    /// Applies `batches` as ``apply(_:)`` does, only while `epoch` is the lease's: the check
+    /// is in the same transaction, and holds the lease row shared until the commit, so that
+    /// no other manager takes the lease in between. A deposed leader commits nothing.
+    public func apply(_ batches: [StoreBatch], fencedBy epoch: Int64) async throws {
+        guard let last = batches.last else { return }
+        try await write(batches.flatMap(\.changes).compacted(), revision: Int64(clamping: last.sequence), fence: epoch)
+    }
+
     // MARK: - Errors
 
     /// What went wrong, for a person: the server's own message when it sent one.
@@ -309,4 +388,20 @@ public struct StoreOpenError: Error, CustomStringConvertible, Sendable {
     public var location: String
     public var reason: String
     public var description: String { "cannot open the store at \(location): \(reason)" }
+}
+
+/// What the database says of the lease.
+public enum LeaseAnswer: Sendable, Hashable {
+    /// The caller holds it, with this epoch.
+    case held(epoch: Int64)
+    /// Another holds it, live.
+    case heldBy(holder: String, epoch: Int64)
+    /// Nobody holds it.
+    case free
+}
+
+/// A write fenced by an epoch that is no longer the lease's: nothing of it was committed.
+public struct StaleEpochError: Error, CustomStringConvertible, Sendable {
+    public var epoch: Int64
+    public var description: String { "epoch \(epoch) no longer holds the lease: nothing was written" }
 }
