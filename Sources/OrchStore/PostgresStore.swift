@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import OrchCore
 import PostgresNIO
 
@@ -229,29 +230,21 @@ public final class PostgresStore: ManagerStore {
                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
                 """, logger: logger)
             let encoder = JSONEncoder()
+            // The task rows and history lines of a run of changes go in one statement each
+            // (arrays, unnest), in the order insert, save, history: they touch different rows,
+            // or an insert comes before a save of its task. Any other change ends the run
+            // first, so that a removal stays after what came before it and before what follows.
+            var run = TaskRun()
             for change in changes {
                 switch change {
                 case .insertTask(let task):
-                    let record = try encoder.encode(TaskStateRow(task)), spec = try encoder.encode(task.spec)
-                    try await connection.query(
-                        """
-                        INSERT INTO task (id, state, node, created_at, spec, record)
-                        VALUES (\(task.id.rawValue), \(task.state.rawValue), \(task.node?.rawValue), \(task.createdAt), \(spec), \(record))
-                        ON CONFLICT (id) DO UPDATE SET state = excluded.state, node = excluded.node, created_at = excluded.created_at,
-                            spec = excluded.spec, record = excluded.record
-                        """, logger: logger)
+                    run.inserts.append((task, try encoder.encode(TaskStateRow(task)), try encoder.encode(task.spec)))
                 case .saveTask(let task):
-                    let record = try encoder.encode(TaskStateRow(task))
-                    try await connection.query(
-                        "UPDATE task SET state = \(task.state.rawValue), node = \(task.node?.rawValue), record = \(record) WHERE id = \(task.id.rawValue)",
-                        logger: logger)
+                    run.saves.append((task, try encoder.encode(TaskStateRow(task))))
                 case .appendHistory(let entry):
-                    try await connection.query(
-                        """
-                        INSERT INTO task_history (task_id, at, state, message)
-                        VALUES (\(entry.task.rawValue), \(entry.at), \(entry.state.rawValue), \(entry.message))
-                        """, logger: logger)
+                    run.history.append(entry)
                 case .saveNode(let node):
+                    try await run.flush(connection, logger: logger)
                     let record = try encoder.encode(node)
                     try await connection.query(
                         """
@@ -259,13 +252,16 @@ public final class PostgresStore: ManagerStore {
                         ON CONFLICT (id) DO UPDATE SET name = excluded.name, record = excluded.record
                         """, logger: logger)
                 case .deleteNode(let id):
+                    try await run.flush(connection, logger: logger)
                     try await connection.query("DELETE FROM node WHERE id = \(id.rawValue)", logger: logger)
                     try await connection.query(
                         "INSERT INTO removed_node (id, removed_at) VALUES (\(id.rawValue), now()) ON CONFLICT (id) DO NOTHING", logger: logger)
                 case .deleteTask(let id):
+                    try await run.flush(connection, logger: logger)
                     try await connection.query("DELETE FROM task WHERE id = \(id.rawValue)", logger: logger)
                     try await connection.query("DELETE FROM task_history WHERE task_id = \(id.rawValue)", logger: logger)
                 case .saveService(let service):
+                    try await run.flush(connection, logger: logger)
                     let record = try encoder.encode(service)
                     try await connection.query(
                         """
@@ -273,8 +269,59 @@ public final class PostgresStore: ManagerStore {
                         ON CONFLICT (name) DO UPDATE SET record = excluded.record
                         """, logger: logger)
                 case .deleteService(let name):
+                    try await run.flush(connection, logger: logger)
                     try await connection.query("DELETE FROM service WHERE name = \(name)", logger: logger)
                 }
+            }
+            try await run.flush(connection, logger: logger)
+        }
+    }
+
+    /// Task rows and history lines waiting to be written together.
+    private struct TaskRun {
+        var inserts: [(task: TaskRecord, record: Data, spec: Data)] = []
+        var saves: [(task: TaskRecord, record: Data)] = []
+        var history: [TaskHistoryEntry] = []
+
+        mutating func flush(_ connection: PostgresConnection, logger: Logger) async throws {
+            if !inserts.isEmpty {
+                let ids = inserts.map(\.task.id.rawValue), states = inserts.map(\.task.state.rawValue)
+                let nodes = inserts.map { $0.task.node?.rawValue ?? "" }, created = inserts.map(\.task.createdAt)
+                let specs = inserts.map { ByteBuffer(bytes: $0.spec) }, records = inserts.map { ByteBuffer(bytes: $0.record) }
+                try await connection.query(
+                    """
+                    INSERT INTO task (id, state, node, created_at, spec, record)
+                    SELECT id, state, NULLIF(node, ''), created_at, spec, record
+                    FROM unnest(\(ids)::text[], \(states)::text[], \(nodes)::text[], \(created)::timestamptz[], \(specs)::bytea[], \(records)::bytea[])
+                        AS row(id, state, node, created_at, spec, record)
+                    ON CONFLICT (id) DO UPDATE SET state = excluded.state, node = excluded.node, created_at = excluded.created_at,
+                        spec = excluded.spec, record = excluded.record
+                    """, logger: logger)
+                inserts = []
+            }
+            if !saves.isEmpty {
+                let ids = saves.map(\.task.id.rawValue), states = saves.map(\.task.state.rawValue)
+                let nodes = saves.map { $0.task.node?.rawValue ?? "" }, records = saves.map { ByteBuffer(bytes: $0.record) }
+                try await connection.query(
+                    """
+                    UPDATE task SET state = row.state, node = NULLIF(row.node, ''), record = row.record
+                    FROM unnest(\(ids)::text[], \(states)::text[], \(nodes)::text[], \(records)::bytea[]) AS row(id, state, node, record)
+                    WHERE task.id = row.id
+                    """, logger: logger)
+                saves = []
+            }
+            if !history.isEmpty {
+                let tasks = history.map(\.task.rawValue), at = history.map(\.at), states = history.map(\.state.rawValue), messages = history.map(\.message)
+                // WITH ORDINALITY, ordered: the lines keep their order (their ids follow it).
+                try await connection.query(
+                    """
+                    INSERT INTO task_history (task_id, at, state, message)
+                    SELECT task_id, at, state, message
+                    FROM unnest(\(tasks)::text[], \(at)::timestamptz[], \(states)::text[], \(messages)::text[])
+                        WITH ORDINALITY AS line(task_id, at, state, message, position)
+                    ORDER BY position
+                    """, logger: logger)
+                history = []
             }
         }
     }

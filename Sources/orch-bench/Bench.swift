@@ -23,10 +23,11 @@ struct Bench: AsyncParsableCommand {
               orch-bench recovery --tasks 100000
               orch-bench rolling --replicas 10 --runs 3
               orch-bench mesh
+              orch-bench store --placements 20000
             """,
         subcommands: [
             DockerBench.self, SchedulingBench.self, HeartbeatBench.self, FailoverBench.self, RESTBench.self, RecoveryBench.self,
-            RollingBench.self, MeshBench.self,
+            RollingBench.self, MeshBench.self, StoreBench.self,
             SimWorkersCommand.self, BareListenerCommand.self,
         ])
 }

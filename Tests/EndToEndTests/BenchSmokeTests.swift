@@ -38,6 +38,11 @@ struct BenchSmokeTests {
 
     @Test func recovery() async throws { _ = try await smoke("recovery", header: "tasks") }
 
+    @Test func store() async throws {
+        let out = try await smoke("store", header: "batch")
+        #expect(out.contains("PostgreSQL") && out.contains("SQLite (FULL, --fsync)") && out.contains("x NORMAL"), "\(out)")
+    }
+
     @Test func rolling() async throws {
         let out = try await smoke("rolling", header: "replicas")
         #expect(out.contains("ours/Swarm"))

@@ -26,7 +26,9 @@ public final class PostgresServer: Sendable {
         }
     }
 
-    public static func start() throws -> PostgresServer {
+    /// `durable`: PostgreSQL's own defaults (`fsync`, `synchronous_commit`), for benchmarks;
+    /// otherwise both off, for tests.
+    public static func start(durable: Bool = false) throws -> PostgresServer {
         let bin = try binDirectory()
         let directory = temporaryDirectory("postgres")
         let port = try freePort()
@@ -42,7 +44,7 @@ public final class PostgresServer: Sendable {
         try server.run("initdb", ["-D", "\(directory)/data", "-U", "orch", "-A", "trust", "-E", "UTF8", "--no-sync"])
         try server.run("pg_ctl", [
             "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "30",
-            "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=off -c synchronous_commit=off", "start",
+            "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory)" + (durable ? "" : " -c fsync=off -c synchronous_commit=off"), "start",
         ])
         try server.createDatabase("orch")
         return server
@@ -85,7 +87,7 @@ public final class PostgresServer: Sendable {
         // Its errors go to a file, not a pipe: the server that pg_ctl starts would inherit
         // the pipe and hold it open, and reading it to its end would never end.
         let errorPath = "\(directory)/\(program).err"
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         let errors = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
         defer { try? errors.close() }
         process.standardError = errors
