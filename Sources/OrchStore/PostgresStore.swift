@@ -19,6 +19,10 @@ public final class PostgresStore: ManagerStore {
     private let logger: Logger
     /// Where it connects, without the password: for messages.
     public let location: String
+    /// The longest one operation may take: past it, it fails (the pool would otherwise wait
+    /// for a connection to a server that is gone for about a minute, and so would the
+    /// manager's commits and the requests waiting on them).
+    public let operationTimeout: Duration
 
     /// The parts of a store URL.
     public struct Address: Sendable, Hashable {
@@ -56,7 +60,9 @@ public final class PostgresStore: ManagerStore {
 
     /// Connects to the database at `url` and migrates it to the current schema. Fails when
     /// the server does not answer within `timeout`, saying so.
-    public init(url: String, timeout: Duration = .seconds(10), logger: Logger = Logger(label: "orch.store")) async throws {
+    public init(
+        url: String, timeout: Duration = .seconds(10), operationTimeout: Duration = .seconds(5), logger: Logger = Logger(label: "orch.store")
+    ) async throws {
         let address = try Address(url: url)
         var configuration = PostgresClient.Configuration(
             host: address.host, port: address.port, username: address.user, password: address.password, database: address.database,
@@ -64,6 +70,7 @@ public final class PostgresStore: ManagerStore {
         configuration.options.connectTimeout = timeout
         configuration.options.maximumConnections = 8
         self.logger = logger
+        self.operationTimeout = operationTimeout
         location = address.description
         // One connection of its own first: the pool retries a server that refuses for a
         // while before it gives up, where this says at once what is wrong (refused, no such
@@ -159,6 +166,10 @@ public final class PostgresStore: ManagerStore {
     // MARK: - Reading
 
     public func load() async throws -> StoreSnapshot {
+        try await withDeadline("loading the state") { try await self.loadNow() }
+    }
+
+    private func loadNow() async throws -> StoreSnapshot {
         try await client.withConnection { connection in
             let decoder = JSONDecoder()
             var tasks: [TaskRecord] = []
@@ -188,6 +199,10 @@ public final class PostgresStore: ManagerStore {
     }
 
     public func history(of task: TaskID) async throws -> [TaskHistoryEntry] {
+        try await withDeadline("reading a task's history") { try await self.historyNow(of: task) }
+    }
+
+    private func historyNow(of task: TaskID) async throws -> [TaskHistoryEntry] {
         var entries: [TaskHistoryEntry] = []
         let rows = try await client.query(
             "SELECT at, state, message FROM task_history WHERE task_id = \(task.rawValue) ORDER BY id", logger: logger)
@@ -207,7 +222,7 @@ public final class PostgresStore: ManagerStore {
     /// One transaction: the fence checked first (when given), the revision, the changes.
     private func write(_ changes: [StoreChange], revision: Int64, fence: Int64?) async throws {
         do {
-            try await transaction(changes, revision: revision, fence: fence)
+            try await withDeadline("committing") { try await self.transaction(changes, revision: revision, fence: fence) }
         } catch let error as PostgresTransactionError {
             // Rolled back: the fence's own error says why.
             if let stale = error.closureError as? StaleEpochError { throw stale }
@@ -329,6 +344,10 @@ public final class PostgresStore: ManagerStore {
     // MARK: - Tokens
 
     public func loadTokens() async throws -> [APITokenRecord] {
+        try await withDeadline("loading the tokens") { try await self.loadTokensNow() }
+    }
+
+    private func loadTokensNow() async throws -> [APITokenRecord] {
         var tokens: [APITokenRecord] = []
         let rows = try await client.query(
             "SELECT name, role, hash, created_at, last_used_at, revoked_at FROM api_token ORDER BY created_at, name", logger: logger)
@@ -340,6 +359,10 @@ public final class PostgresStore: ManagerStore {
     }
 
     public func saveToken(_ token: APITokenRecord) async throws {
+        try await withDeadline("saving a token") { try await self.saveTokenNow(token) }
+    }
+
+    private func saveTokenNow(_ token: APITokenRecord) async throws {
         // An upsert on the name: a clash on the hash is an error, never a replacement of the other token.
         try await client.query(
             """
@@ -351,6 +374,10 @@ public final class PostgresStore: ManagerStore {
     }
 
     public func recordTokenUse(name: String, hash: String, at date: Date) async throws {
+        try await withDeadline("noting a token's use") { try await self.recordTokenUseNow(name: name, hash: hash, at: date) }
+    }
+
+    private func recordTokenUseNow(name: String, hash: String, at date: Date) async throws {
         try await client.query(
             "UPDATE api_token SET last_used_at = \(date) WHERE name = \(name) AND hash = \(hash) AND revoked_at IS NULL", logger: logger)
     }
@@ -408,6 +435,23 @@ public final class PostgresStore: ManagerStore {
         try await write(batches.flatMap(\.changes).compacted(), revision: Int64(clamping: last.sequence), fence: epoch)
     }
 
+    /// Runs `operation`, failing with ``StoreTimeoutError`` past ``operationTimeout`` (the
+    /// operation is cancelled: a commit cut short may or may not have been made, as with any
+    /// commit whose answer is lost, and the manager's retry writes it again).
+    private func withDeadline<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = operationTimeout, location = location
+        return try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw StoreTimeoutError(location: location, what: what, timeout: timeout)
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next() else { throw CancellationError() }
+            return first
+        }
+    }
+
     // MARK: - Errors
 
     /// What went wrong, for a person: the server's own message when it sent one.
@@ -451,4 +495,12 @@ public enum LeaseAnswer: Sendable, Hashable {
 public struct StaleEpochError: Error, CustomStringConvertible, Sendable {
     public var epoch: Int64
     public var description: String { "epoch \(epoch) no longer holds the lease: nothing was written" }
+}
+
+/// The database did not answer an operation in time.
+public struct StoreTimeoutError: Error, CustomStringConvertible, Sendable {
+    public var location: String
+    public var what: String
+    public var timeout: Duration
+    public var description: String { "\(location) did not answer within \(DurationText.format(timeout)) (\(what))" }
 }

@@ -28,6 +28,46 @@ struct PostgresManagerTests {
         }
     }
 
+    /// The database goes away under a running manager: writes are refused with 503
+    /// `store_unavailable` (reads still served), and once it is back the manager writes again
+    /// by itself; nothing answered 2xx is lost (a refused write may still be made: the
+    /// manager retries the batch that held it, as it does on SQLite).
+    @Test func aDatabaseThatGoesAwayIsRefusedWritesAndComesBackByItself() async throws {
+        // Durable as PostgreSQL is by default: the test stops it as a crash would.
+        try await PostgresServer.with(durable: true) { server in
+            try await ClusterProcesses.with(managerOptions: ["--store", server.url()]) { cluster in
+                let before = try await http(.POST, "\(cluster.api)/tasks", body: #"{"name": "before", "image": "orch-busybox:latest", "command": ["sleep", "300"]}"#)
+                #expect(before.status == 201, "\(before.body)")
+                try server.pause()
+                var refused: (status: Int, body: String) = (0, "")
+                let deadline = ContinuousClock.now + .seconds(20)
+                while ContinuousClock.now < deadline {
+                    let answer = try await http(.POST, "\(cluster.api)/tasks", body: #"{"name": "during", "image": "orch-busybox:latest", "command": ["sleep", "300"]}"#)
+                    refused = (answer.status, answer.body)
+                    if answer.status == 503 { break }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                #expect(refused.status == 503 && refused.body.contains("store_unavailable"), "\(refused)")
+                let read = try await http(.GET, "\(cluster.api)/tasks")
+                #expect(read.status == 200 && read.body.contains("before"), "reads are still served: \(read.status)")
+
+                try server.startAgain()
+                var accepted = 0
+                while ContinuousClock.now < deadline + .seconds(30) {
+                    accepted = try await http(.POST, "\(cluster.api)/tasks", body: #"{"name": "after", "image": "orch-busybox:latest", "command": ["sleep", "300"]}"#).status
+                    if accepted == 201 || accepted == 200 { break }
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+                #expect(accepted == 201 || accepted == 200, "accepted again once the database is back: \(accepted)")
+                print("fault: the database stopped under a manager: 503 while away, accepting again after it came back")
+
+                try await cluster.restartManager()
+                let names = try await cluster.tasks().compactMap { $0["name"] as? String }
+                #expect(names.contains("before") && names.contains("after"), "what was answered 2xx is in the database: \(names)")
+            }
+        }
+    }
+
     @Test func aStoreThatCannotBeOpenedIsOneClearLine() async throws {
         let port = try freePort()
         let data = temporaryDirectory("pg-refused")

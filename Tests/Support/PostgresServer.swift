@@ -14,8 +14,8 @@ public final class PostgresServer: Sendable {
     public func url(_ database: String = "orch") -> String { "postgres://orch@127.0.0.1:\(port)/\(database)" }
 
     /// Starts a server (about a second), runs `body` with it, and stops and removes it after.
-    public static func with<T>(_ body: (PostgresServer) async throws -> T) async throws -> T {
-        let server = try start()
+    public static func with<T>(durable: Bool = false, _ body: (PostgresServer) async throws -> T) async throws -> T {
+        let server = try start(durable: durable)
         do {
             let result = try await body(server)
             server.stop()
@@ -32,7 +32,7 @@ public final class PostgresServer: Sendable {
         let bin = try binDirectory()
         let directory = temporaryDirectory("postgres")
         let port = try freePort()
-        let server = PostgresServer(port: port, directory: directory, bin: bin)
+        let server = PostgresServer(port: port, directory: directory, bin: bin, durable: durable)
         if getuid() == 0 {
             guard let account = getpwnam("postgres") else {
                 throw PostgresServerError("no postgres user to run the test's server as (tools/setup.sh installs Debian's postgresql)")
@@ -42,18 +42,31 @@ public final class PostgresServer: Sendable {
             }
         }
         try server.run("initdb", ["-D", "\(directory)/data", "-U", "orch", "-A", "trust", "-E", "UTF8", "--no-sync"])
-        try server.run("pg_ctl", [
-            "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "30",
-            "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory)" + (durable ? "" : " -c fsync=off -c synchronous_commit=off"), "start",
-        ])
+        try server.startAgain()
         try server.createDatabase("orch")
         return server
     }
 
-    private init(port: Int, directory: String, bin: String) {
+    private let durable: Bool
+
+    private init(port: Int, directory: String, bin: String, durable: Bool) {
         self.port = port
         self.directory = directory
         self.bin = bin
+        self.durable = durable
+    }
+
+    /// Starts the server (again, after ``pause()``) on its port, with its data.
+    public func startAgain() throws {
+        try run("pg_ctl", [
+            "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "30",
+            "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory)" + (durable ? "" : " -c fsync=off -c synchronous_commit=off"), "start",
+        ])
+    }
+
+    /// Stops the server at once (its clients' connections drop), keeping its data.
+    public func pause() throws {
+        try run("pg_ctl", ["-D", "\(directory)/data", "-m", "immediate", "-w", "-t", "20", "stop"])
     }
 
     /// Makes another database on the server; its URL.
