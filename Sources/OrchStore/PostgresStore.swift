@@ -388,6 +388,10 @@ public final class PostgresStore: ManagerStore {
     /// (or is `holder`'s own), with the next epoch, for `duration` from the database's now;
     /// else says who holds it.
     public func acquireLease(holder: String, for duration: Duration) async throws -> LeaseAnswer {
+        try await withDeadline("taking the lease") { try await self.acquireLeaseNow(holder: holder, for: duration) }
+    }
+
+    private func acquireLeaseNow(holder: String, for duration: Duration) async throws -> LeaseAnswer {
         let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         let rows = try await client.query(
             """
@@ -396,12 +400,16 @@ public final class PostgresStore: ManagerStore {
             RETURNING epoch
             """, logger: logger)
         for try await epoch in rows.decode(Int64.self) { return .held(epoch: epoch) }
-        return try await currentLease()
+        return try await currentLeaseNow()
     }
 
     /// Renews the lease `holder` holds with `epoch`, for `duration` from the database's now;
     /// else says who holds it now.
     public func renewLease(holder: String, epoch: Int64, for duration: Duration) async throws -> LeaseAnswer {
+        try await withDeadline("renewing the lease") { try await self.renewLeaseNow(holder: holder, epoch: epoch, for: duration) }
+    }
+
+    private func renewLeaseNow(holder: String, epoch: Int64, for duration: Duration) async throws -> LeaseAnswer {
         let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         let rows = try await client.query(
             """
@@ -410,17 +418,25 @@ public final class PostgresStore: ManagerStore {
             RETURNING epoch
             """, logger: logger)
         for try await epoch in rows.decode(Int64.self) { return .held(epoch: epoch) }
-        return try await currentLease()
+        return try await currentLeaseNow()
     }
 
     /// Gives the lease up, if `holder` still holds it with `epoch`: another takes it at once.
     public func releaseLease(holder: String, epoch: Int64) async throws {
+        try await withDeadline("releasing the lease") { try await self.releaseLeaseNow(holder: holder, epoch: epoch) }
+    }
+
+    private func releaseLeaseNow(holder: String, epoch: Int64) async throws {
         try await client.query(
             "UPDATE lease SET holder = NULL, expires_at = '-infinity' WHERE id = 1 AND holder = \(holder) AND epoch = \(epoch)", logger: logger)
     }
 
     /// Who holds the lease now (by the database's clock), if anyone.
     public func currentLease() async throws -> LeaseAnswer {
+        try await withDeadline("reading the lease") { try await self.currentLeaseNow() }
+    }
+
+    private func currentLeaseNow() async throws -> LeaseAnswer {
         let rows = try await client.query(
             "SELECT holder, epoch FROM lease WHERE id = 1 AND holder IS NOT NULL AND expires_at >= now()", logger: logger)
         for try await (holder, epoch) in rows.decode((String, Int64).self) { return .heldBy(holder: holder, epoch: epoch) }
