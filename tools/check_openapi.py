@@ -988,6 +988,8 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     c.call("GET", "/events", "/events?since=999999999&wait=1ms", 200, note="after a restart: from the oldest, with a gap",
            check=lambda r: None if r.json()["gap"] else "no gap")
     c.call("GET", "/events", "/events?since=-1", 400, code="invalid_query", request_valid=False)
+    c.call("GET", "/events", "/events?since=9223372036854775808", 400, code="invalid_query", request_valid=False,
+           note="past the largest id (2^63 - 1): found by schemathesis")
     c.call("GET", "/events", "/events?limit=0", 400, code="invalid_query", request_valid=False)
     c.call("GET", "/events", "/events?follow=maybe", 400, code="invalid_query", request_valid=False)
     c.call("GET", "/events", f"/events?task={missing_id}", 404, code="task_not_found")

@@ -245,7 +245,8 @@ struct RESTGateway: Sendable {
         let query = request.uri.queryParameters
         var since: UInt64?
         if let text = request.headers[HTTPField.Name("Last-Event-ID")!] ?? query.get("since") {
-            guard let value = UInt64(text) else {
+            // Event ids are at most 2^63 - 1, as the document says (a larger one names none).
+            guard let value = UInt64(text), value <= UInt64(Int64.max) else {
                 throw APIError(.badRequest, code: "invalid_query", message: "since must be the id of an event (a whole number), not \(String(text.prefix(40)))")
             }
             since = value
