@@ -315,9 +315,12 @@ def run(checker: Checker, wait: float, remove_down_nodes: bool) -> None:
     # -- health and metrics
 
     response, _ = c.call("GET", "/healthz", "/healthz", 200,
-                         check=lambda r: None if r.json() == {"status": "ok"} else f"unexpected body {r.text!r}")
+                         check=lambda r: None if r.json().get("status") == "ok" and r.json().get("role") == "leader"
+                         else f"unexpected body {r.text!r}")
     if response is None:
         raise Unreachable()
+    c.call("GET", "/managers", "/managers", 200,
+           check=lambda r: None if [m.get("role") for m in r.json()].count("leader") == 1 else f"not one leader: {r.text!r}")
 
     def metrics_check(r) -> Optional[str]:
         missing = [name for name in ("orch_tasks{state=\"pending\"}", "orch_nodes{state=\"up\"}",

@@ -24,12 +24,25 @@ final class APITokens: Sendable {
 
     init(store: any ManagerStore) async throws {
         self.store = store
+        try await reload()
+    }
+
+    /// Reads the tokens from the store again: another manager sharing it may have made or
+    /// revoked some. Uses noted since the last flush are kept.
+    func reload() async throws {
         let records = try await store.loadTokens()
         state.withLock { state in
-            for record in records {
-                state.byName[record.name] = record
-                if record.revokedAt == nil { state.byHash[record.hash] = record }
+            var byName: [String: APITokenRecord] = [:], byHash: [String: APITokenRecord] = [:]
+            for var record in records {
+                if let known = state.byName[record.name], known.hash == record.hash, let used = known.lastUsedAt,
+                   record.lastUsedAt.map({ $0 < used }) ?? true {
+                    record.lastUsedAt = used
+                }
+                byName[record.name] = record
+                if record.revokedAt == nil { byHash[record.hash] = record }
             }
+            state.byName = byName
+            state.byHash = byHash
         }
     }
 

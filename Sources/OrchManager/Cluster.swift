@@ -42,23 +42,113 @@ public actor Cluster {
     /// Set when the manager stops: readers of the events stream end.
     private(set) var closing = false
 
-    init(configuration: ManagerConfiguration, snapshot: StoreSnapshot, metrics: ManagerMetrics, logger: Logger) {
+    /// Whether this manager acts: alone (its store is its own), as the leader of a term, or
+    /// not at all (it follows another, or nobody leads).
+    enum Term: Sendable, Hashable {
+        case alone
+        case leading(epoch: Int64)
+        case following
+    }
+    private(set) var term: Term
+    /// The epoch whose state is being loaded: ``lead(snapshot:epoch:)`` takes over only for it.
+    private var takingOver: Int64?
+    /// One more at every change of term: answers of the committer from an older term are
+    /// ignored.
+    private var generation: UInt64 = 0
+
+    /// Who leads, for the gateways: updated here when this manager starts or stops acting.
+    nonisolated let directory: LeaderDirectory
+
+    init(configuration: ManagerConfiguration, snapshot: StoreSnapshot, directory: LeaderDirectory, metrics: ManagerMetrics, logger: Logger) {
         self.configuration = configuration
+        self.directory = directory
         self.logger = logger
         self.metrics = metrics
         (journalReady, journalSignal) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let maximumFrameBytes = configuration.maximumFrameBytes
+        term = directory.info.alone ? .alone : .following
+        machine = Self.makeMachine(configuration, snapshot: snapshot, epoch: 0)
+        wakeAt = machine.nextWake()
+    }
+
+    private static func makeMachine(_ configuration: ManagerConfiguration, snapshot: StoreSnapshot, epoch: UInt64) -> ManagerMachine {
         var machineConfiguration = ManagerMachine.Configuration(
             scheduler: configuration.scheduler, heartbeatInterval: configuration.heartbeatInterval,
             heartbeatGrace: configuration.heartbeatGrace, restartWindow: configuration.restartWindow,
-            maximumFrameBytes: maximumFrameBytes,
+            maximumFrameBytes: configuration.maximumFrameBytes,
             assignmentBytes: { id, spec in Frame.encode(.assignTask(AssignTask(task: id, attempt: 1, spec: spec))).readableBytes - 4 })
         machineConfiguration.retention = configuration.retention
         machineConfiguration.retainedEndedTasks = configuration.retainedEndedTasks
-        machine = ManagerMachine(
+        machineConfiguration.epoch = epoch
+        // A new leader keeps the tasks of its nodes for the restart window while they dial it.
+        if epoch > 0 { machineConfiguration.resumeGrace = max(configuration.restartWindow, configuration.heartbeatGrace) }
+        return ManagerMachine(
             configuration: machineConfiguration,
             snapshot: snapshot, now: .zero, wallOrigin: Date(), seed: UInt64.random(in: .min ... .max))
+    }
+
+    // MARK: - Terms
+
+    /// Whether this manager acts (it leads, alone or by the lease).
+    var isActing: Bool { term != .following }
+
+    /// The lease was taken with `epoch`: its state is being loaded. Until
+    /// ``lead(snapshot:epoch:)``, nothing is served.
+    func takeOver(epoch: Int64) { takingOver = epoch }
+
+    /// Leads with `epoch` from `snapshot` (loaded after the lease was taken): a new machine,
+    /// as after a restart; the workers are reconciled as they dial. False when this term
+    /// ended meanwhile.
+    func lead(snapshot: StoreSnapshot, epoch: Int64) -> Bool {
+        guard takingOver == epoch, term == .following else { return false }
+        takingOver = nil
+        generation += 1
+        batches = []
+        committing = false
+        machine = Self.makeMachine(configuration, snapshot: snapshot, epoch: UInt64(epoch))
         wakeAt = machine.nextWake()
+        term = .leading(epoch: epoch)
+        directory.update {
+            $0.acting = true
+            $0.epoch = epoch
+            $0.leader = $0.name
+            $0.leaderEpoch = epoch
+        }
+        lastEventWoken = machine.lastEvent
+        wakeEventWatchers()
+        return true
+    }
+
+    /// Stops acting at once: every worker's connection is closed (they dial the new leader),
+    /// every request waiting is refused, nothing more is sent or written; what was not yet
+    /// committed is dropped (the next leader works from the store).
+    func stepDown(reason: String) {
+        takingOver = nil
+        guard case .leading = term else { return }
+        term = .following
+        directory.update {
+            $0.acting = false
+            $0.epoch = nil
+            if $0.leader == $0.name { $0.leader = nil }
+        }
+        generation += 1
+        let dropped = batches.count
+        batches = []
+        committing = false
+        for link in links.values { link.close() }
+        links = [:]
+        refuseWaiting("this manager stopped leading (\(reason)); ask the leader")
+        logStreams.finishAll(reason: "this manager stopped leading")
+        machine = Self.makeMachine(configuration, snapshot: StoreSnapshot(tasks: [], nodes: []), epoch: 0)
+        wakeAt = nil
+        logger.warning("stopped leading: \(reason)\(dropped > 0 ? "; \(dropped) batches not written are dropped" : "")")
+    }
+
+    private func refuseWaiting(_ reason: String) {
+        for (_, waiter) in waiters { waiter.resume(returning: .refused(.unavailable(reason))) }
+        waiters = [:]
+        for watcher in catalogWatchers.values.flatMap(\.values) { watcher.resume() }
+        catalogWatchers = [:]
+        wakeEventWatchers()
     }
 
     /// The machine's clock: monotonic, from this shell's start.
@@ -87,6 +177,7 @@ public actor Cluster {
     private func ask<Value>(
         _ make: (RequestID) -> ManagerMachine.Input, _ expected: (ManagerMachine.Answer) -> Value?
     ) async throws(ClusterError) -> Value {
+        guard isActing else { throw .unavailable("this manager does not lead") }
         let request = RequestID(rawValue: nextRequest)
         nextRequest += 1
         let answer = await withCheckedContinuation { continuation in
@@ -134,8 +225,10 @@ public actor Cluster {
         try await ask({ .removeService($0, name, by: caller) }) { if case .service(let record, _, let revision) = $0 { (record, revision) } else { nil } }
     }
 
-    /// A new connection: the machine gives it an id and a deadline for its hello.
-    func connected(_ channel: any Channel) -> ConnectionID {
+    /// A new connection: the machine gives it an id and a deadline for its hello. Nil while
+    /// this manager does not act: the gateway refuses it, naming the leader.
+    func connected(_ channel: any Channel) -> ConnectionID? {
+        guard isActing else { return nil }
         let id = ConnectionID(rawValue: nextConnection)
         nextConnection += 1
         links[id] = NodeLink(connection: id, channel: channel)
@@ -167,7 +260,7 @@ public actor Cluster {
 
     /// The timer's work: fires when the earliest wake the machine asked for has come.
     func tick() {
-        guard let due = wakeAt, due <= now else { return }
+        guard isActing, let due = wakeAt, due <= now else { return }
         wakeAt = nil
         feed(.timer)
     }
@@ -189,6 +282,7 @@ public actor Cluster {
             case .close(let connection):
                 links.removeValue(forKey: connection)?.close()
             case .persist(let batch):
+                guard isActing else { continue }
                 batches.append(batch)
                 journalSignal.yield()
             case .answer(let request, let answer):
@@ -253,25 +347,37 @@ public actor Cluster {
 
     // MARK: - The commit path
 
-    /// The batches to write next (all of them: one transaction), or nil when none wait.
-    func takeBatches() -> [StoreBatch]? {
-        guard !batches.isEmpty else {
+    /// What the committer writes next: every batch waiting (one transaction), the epoch
+    /// that fences it (nil when this manager leads alone), and the term's generation.
+    struct Commit: Sendable {
+        var batches: [StoreBatch]
+        var fence: Int64?
+        var generation: UInt64
+    }
+
+    /// The batches to write next, or nil when none wait.
+    func takeBatches() -> Commit? {
+        guard !batches.isEmpty, isActing else {
             committing = false
             return nil
         }
         committing = true
         defer { batches = [] }
-        return batches
+        var fence: Int64?
+        if case .leading(let epoch) = term { fence = epoch }
+        return Commit(batches: batches, fence: fence, generation: generation)
     }
 
-    func committed(through sequence: UInt64) {
-        feed(.committed(through: sequence))
+    func committed(_ commit: Commit) {
+        guard commit.generation == generation else { return }
+        feed(.committed(through: commit.batches.last?.sequence ?? 0))
     }
 
-    /// The write failed: the batches go back in front, to be tried again.
-    func commitFailed(_ failed: [StoreBatch], reason: String) {
-        batches = failed + batches
-        feed(.commitFailed(through: failed.last?.sequence ?? 0, reason: reason))
+    /// The write failed: the batches go back in front, to be tried again (in the same term).
+    func commitFailed(_ commit: Commit, reason: String) {
+        guard commit.generation == generation else { return }
+        batches = commit.batches + batches
+        feed(.commitFailed(through: commit.batches.last?.sequence ?? 0, reason: reason))
     }
 
     /// Whether every batch handed out so far is written.
@@ -279,12 +385,8 @@ public actor Cluster {
 
     /// Answers every request still waiting (the manager is stopping).
     func abandonRequests(reason: String) {
-        for (_, waiter) in waiters { waiter.resume(returning: .refused(.unavailable(reason))) }
-        waiters = [:]
-        for watcher in catalogWatchers.values.flatMap(\.values) { watcher.resume() }
-        catalogWatchers = [:]
         closing = true
-        wakeEventWatchers()
+        refuseWaiting(reason)
     }
 
     // MARK: - Views

@@ -84,3 +84,11 @@ final class LogStreams: Sendable {
         for id in ids { finish(id, error: reason) }
     }
 }
+
+extension LogStreams {
+    /// Ends every open stream, with `reason` (this manager stopped leading).
+    func finishAll(reason: String) {
+        let ids = state.withLock { Array($0.open.keys) }
+        for id in ids { finish(id, error: reason) }
+    }
+}

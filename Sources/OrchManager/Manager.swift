@@ -5,6 +5,7 @@ import HummingbirdTLS
 import Logging
 import NIOSSL
 import OrchCore
+import OrchHTTP
 import OrchSecurity
 import OrchStore
 import OrchWire
@@ -25,6 +26,11 @@ public final class Manager: Service, Sendable {
     /// The cluster's certificate authority and the join token's secret (data directory).
     let ca: ClusterCA
     let joinSecret: JoinSecret
+    /// Who leads (this manager alone on SQLite; by the lease on PostgreSQL).
+    let directory: LeaderDirectory
+    /// The lease, when the store is shared (PostgreSQL).
+    private let keeper: LeaseKeeper?
+    private let startedAt = Date()
     let logger: Logger
     /// The real addresses once listening (port 0 becomes the chosen port).
     public let httpAddress = Mutex<String?>(nil)
@@ -58,30 +64,110 @@ public final class Manager: Service, Sendable {
             }
         }
         self.store = store
-        do {
-            ca = try ClusterCA.loadOrCreate(in: configuration.dataDirectory)
-            joinSecret = try JoinSecret(in: configuration.dataDirectory, ca: ca)
-        } catch {
-            throw ManagerError.dataDirectory("cannot keep the cluster's CA and join token in \(configuration.dataDirectory): \(error)")
+        let shared = store as? PostgresStore
+        if let shared {
+            // Managers on one PostgreSQL share the cluster's CA and join token through it.
+            do {
+                let bundle = try await shared.secret("ca") { Array(try ClusterCA.create().pemBundle.utf8) }
+                ca = try ClusterCA(pemBundle: String(decoding: bundle, as: UTF8.self))
+                joinSecret = try await JoinSecret(in: configuration.dataDirectory, ca: ca, sharedIn: shared)
+            } catch {
+                throw ManagerError.store("cannot keep the cluster's CA and join token in \(configuration.storeLocation): \(error)")
+            }
+        } else {
+            do {
+                ca = try ClusterCA.loadOrCreate(in: configuration.dataDirectory)
+                joinSecret = try JoinSecret(in: configuration.dataDirectory, ca: ca)
+            } catch {
+                throw ManagerError.dataDirectory("cannot keep the cluster's CA and join token in \(configuration.dataDirectory): \(error)")
+            }
         }
         tokens = try await APITokens(store: store)
-        if tokens.isEmpty {
-            // The first start: the admin's token, in a file only this user can read, written
-            // before the token is stored (a start that fails between the two starts over).
-            let token = LocalTokens.newToken()
-            do {
-                try LocalTokens.writePrivately(token + "\n", to: configuration.adminTokenPath)
-            } catch {
-                throw ManagerError.dataDirectory("cannot write the admin token to \(configuration.adminTokenPath): \(error)")
-            }
-            _ = try await tokens.create(name: "admin", role: .admin, token: token)
-            logger.info("made the admin token; it is in \(configuration.adminTokenPath)")
-        }
-        let snapshot = try await store.load()
+        if tokens.isEmpty { try await Self.makeAdminToken(tokens, configuration: configuration, logger: logger) }
         metrics = ManagerMetrics()
-        cluster = Cluster(configuration: configuration, snapshot: snapshot, metrics: metrics, logger: logger)
-        if !snapshot.tasks.isEmpty || !snapshot.nodes.isEmpty {
-            logger.info("resumed \(snapshot.tasks.count) tasks and \(snapshot.nodes.count) nodes from \(configuration.storeLocation)")
+        let name = configuration.name ?? Self.keptName(in: configuration.dataDirectory, logger: logger)
+        directory = LeaderDirectory(name: name, alone: shared == nil)
+        if let shared {
+            // A follower loads nothing: the state is loaded when it takes the lease.
+            let cluster = Cluster(
+                configuration: configuration, snapshot: StoreSnapshot(tasks: [], nodes: []), directory: directory, metrics: metrics, logger: logger)
+            self.cluster = cluster
+            let box = TakeOver()
+            keeper = LeaseKeeper(
+                store: shared, name: name, configuration: configuration.lease, cluster: cluster, logger: logger,
+                takeOver: { epoch in await box.manager?.takeOver(epoch: epoch) })
+            box.manager = self
+        } else {
+            let snapshot = try await store.load()
+            cluster = Cluster(configuration: configuration, snapshot: snapshot, directory: directory, metrics: metrics, logger: logger)
+            keeper = nil
+            if !snapshot.tasks.isEmpty || !snapshot.nodes.isEmpty {
+                logger.info("resumed \(snapshot.tasks.count) tasks and \(snapshot.nodes.count) nodes from \(configuration.storeLocation)")
+            }
+        }
+    }
+
+    /// The first start: the admin's token, in a file only this user can read, written
+    /// before the token is stored (a start that fails between the two starts over). When
+    /// another manager on the same store made it first, this one's file is removed.
+    private static func makeAdminToken(_ tokens: APITokens, configuration: ManagerConfiguration, logger: Logger) async throws {
+        let token = LocalTokens.newToken()
+        do {
+            try LocalTokens.writePrivately(token + "\n", to: configuration.adminTokenPath)
+        } catch {
+            throw ManagerError.dataDirectory("cannot write the admin token to \(configuration.adminTokenPath): \(error)")
+        }
+        do {
+            _ = try await tokens.create(name: "admin", role: .admin, token: token)
+        } catch let error as APIError where error.status == .conflict {
+            try? FileManager.default.removeItem(atPath: configuration.adminTokenPath)
+            try await tokens.reload()
+            logger.info("another manager made the admin token (it is in its data directory)")
+            return
+        }
+        logger.info("made the admin token; it is in \(configuration.adminTokenPath)")
+    }
+
+    /// The name of a manager not given one: the host's and a few random characters, made at
+    /// its first start and kept in its data directory (`manager-name`), so that the same
+    /// manager started again is the lease's same holder and takes its own lease back at once.
+    static func keptName(in directory: String, logger: Logger) -> String {
+        let path = "\(directory)/manager-name"
+        if let kept = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !kept.isEmpty {
+            return kept
+        }
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "manager"
+        let name = "\(host)-\(String(UInt32.random(in: 0 ... .max), radix: 36))"
+        do {
+            try LocalTokens.writePrivately(name + "\n", to: path)
+        } catch {
+            logger.warning("cannot keep this manager's name in \(path) (\(error)); it is \(name) until it stops")
+        }
+        return name
+    }
+
+    /// Set once the manager is made, for the lease keeper's call back into it.
+    private final class TakeOver: @unchecked Sendable {
+        weak var manager: Manager?
+    }
+
+    /// Leads with `epoch`: the tokens, join token and whole state are loaded from the store,
+    /// then the cluster acts. A load that fails gives the lease up for now (it is taken
+    /// again at the next turn, with the next epoch).
+    func takeOver(epoch: Int64) async {
+        let started = ContinuousClock.now
+        do {
+            try await tokens.reload()
+            try await joinSecret.reload()
+            let snapshot = try await store.load()
+            try Task.checkCancellation()
+            guard await cluster.lead(snapshot: snapshot, epoch: epoch) else { return }
+            logger.notice("leading with epoch \(epoch): \(snapshot.tasks.count) tasks and \(snapshot.nodes.count) nodes loaded in \((ContinuousClock.now - started).milliseconds) ms")
+        } catch is CancellationError {
+            return
+        } catch {
+            logger.error("cannot load the state to lead with epoch \(epoch): \(error)")
+            keeper?.deposed()
         }
     }
 
@@ -105,7 +191,9 @@ public final class Manager: Service, Sendable {
             ? try .tls(.http1WithAPIErrors(), tlsConfiguration: try restTLS())
             : .http1WithAPIErrors()
         let app = Application(
-            router: RESTGateway(cluster: cluster, store: store, metrics: metrics, tokens: tokens, joinSecret: joinSecret).router(),
+            router: RESTGateway(
+                cluster: cluster, store: store, metrics: metrics, tokens: tokens, joinSecret: joinSecret, directory: directory,
+                startedAt: startedAt, apiURL: { [weak self] in self?.apiURL }).router(),
             server: server,
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in
@@ -120,7 +208,7 @@ public final class Manager: Service, Sendable {
         do {
             try await serve(app: app, listener: listener, gateway: gateway, serverTLS: serverTLS)
         } catch is ShutdownRequested {
-            logger.info("stopping; the state is in \(configuration.databasePath)")
+            logger.info("stopping; the state is in \(configuration.storeLocation)")
         }
         await tokens.flushLastUse()
         await cluster.abandonRequests(reason: "the manager is stopping")
@@ -154,6 +242,11 @@ public final class Manager: Service, Sendable {
             group.addTask { try await app.runService() }
             group.addTask { try await listener.run { await gateway.serve($0) } }
             group.addTask { try await self.controlLoop() }
+            if let keeper, let shared = store as? PostgresStore {
+                group.addTask { await keeper.run() }
+                group.addTask { try await self.announceLoop(shared) }
+                group.addTask { await self.listenForReleases(shared, keeper: keeper) }
+            }
             group.addTask {
                 while true {
                     try await Task.sleep(for: .seconds(10))
@@ -164,8 +257,74 @@ public final class Manager: Service, Sendable {
                 try? await gracefulShutdown()
                 // The last batches are written before the group ends (within a bound).
                 await self.awaitCommitted(within: .seconds(5))
+                if let keeper = self.keeper, let shared = self.store as? PostgresStore {
+                    // A planned stop hands over at once: the lease is released, and the
+                    // standbys listening take it.
+                    await keeper.stop()
+                    try? await shared.forgetManager(self.directory.info.name)
+                }
                 throw ShutdownRequested()
             }
+        }
+    }
+
+    /// Where clients reach this manager's REST gateway: the address given, or the one it
+    /// listens on (nil until it listens).
+    var apiURL: String? {
+        if let given = configuration.advertiseAPI { return given }
+        guard let address = httpAddress.withLock({ $0 }) else { return nil }
+        let wildcard = ["0.0.0.0", "::", ""].contains(configuration.httpHost)
+        let port = address.split(separator: ":").last.map(String.init) ?? "\(configuration.httpPort)"
+        let host = wildcard ? ProcessInfo.processInfo.hostName : configuration.httpHost
+        return "\(configuration.httpTLS ? "https" : "http")://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
+
+    /// Where workers reach this manager's cluster port: the address given, or the one it
+    /// listens on.
+    var wireURL: String? {
+        if let given = configuration.advertiseWire { return given }
+        return wireAddress.withLock { $0 }
+    }
+
+    /// Every second: says in the store that this manager runs and where it serves, and
+    /// reads who leads and where the others serve. A follower also reads the API tokens
+    /// again (the leader may have made or revoked some).
+    private func announceLoop(_ shared: PostgresStore) async throws {
+        var failing = false
+        while true {
+            do {
+                if let api = apiURL, let wire = wireURL {
+                    try await shared.announce(ManagerAnnouncement(name: directory.info.name, apiURL: api, wireAddress: wire, startedAt: startedAt))
+                }
+                let (managers, leader) = try await shared.managers()
+                directory.update { info in
+                    info.managers = managers
+                    if !info.acting || leader?.name != info.name {
+                        info.leader = leader?.name
+                        info.leaderEpoch = leader?.epoch
+                    }
+                }
+                if !directory.info.acting { try await tokens.reload() }
+                if failing { logger.notice("the store answers again") }
+                failing = false
+            } catch {
+                if !failing { logger.warning("cannot announce this manager in the store: \(error)") }
+                failing = true
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// Wakes the lease keeper whenever a holder releases the lease; listens again when the
+    /// connection it listens on is lost.
+    private func listenForReleases(_ shared: PostgresStore, keeper: LeaseKeeper) async {
+        while !Task.isCancelled {
+            do {
+                try await shared.listenForReleases { keeper.released() }
+            } catch {
+                logger.debug("listening for the lease's release: \(error)")
+            }
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 
@@ -217,13 +376,22 @@ public final class Manager: Service, Sendable {
     private func commitJournal() async throws {
         var delay: Duration = .milliseconds(50)
         for await _ in cluster.journalReady {
-            while let batches = await cluster.takeBatches() {
+            while let commit = await cluster.takeBatches() {
                 do {
-                    try await store.apply(batches)
+                    if let fence = commit.fence, let shared = store as? PostgresStore {
+                        // The leader's writes are fenced by its epoch: a deposed one commits nothing.
+                        try await shared.apply(commit.batches, fencedBy: fence)
+                    } else {
+                        try await store.apply(commit.batches)
+                    }
                     delay = .milliseconds(50)
-                    await cluster.committed(through: batches.last?.sequence ?? 0)
+                    await cluster.committed(commit)
+                } catch let error as StaleEpochError {
+                    logger.warning("\(error)")
+                    keeper?.deposed()
+                    await cluster.commitFailed(commit, reason: "\(error)")
                 } catch {
-                    await cluster.commitFailed(batches, reason: "\(error)")
+                    await cluster.commitFailed(commit, reason: "\(error)")
                     try await Task.sleep(for: delay)
                     delay = min(delay * 2, .seconds(5))
                 }

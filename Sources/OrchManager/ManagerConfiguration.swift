@@ -1,4 +1,5 @@
 import Foundation
+import OrchControl
 import OrchCore
 
 /// How a manager is run (`orchctl manager`).
@@ -39,6 +40,15 @@ public struct ManagerConfiguration: Sendable {
     public var httpKeyPath: String?
     /// More names (DNS or IP) for the certificate the CA makes for the REST gateway.
     public var httpNames: [String] = []
+    /// This manager's name among several on one store (the lease's holder); nil: the
+    /// host's name and a few random characters.
+    public var name: String?
+    /// Where clients and workers reach this manager, as the others tell them (redirects,
+    /// refusals naming the leader); nil: the addresses it listens on.
+    public var advertiseAPI: String?
+    public var advertiseWire: String?
+    /// The lease's timings (renewed every 2 s, 6 s long, acting for 4 s after a renewal).
+    public var lease = LeaseMachine.Configuration()
 
     /// TLS on the REST gateway: whenever it binds off loopback, or is given a certificate.
     public var httpTLS: Bool { httpCertificatePath != nil || !LoopbackAddress.contains(httpHost) }

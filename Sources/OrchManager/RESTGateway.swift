@@ -19,6 +19,10 @@ struct RESTGateway: Sendable {
     let metrics: ManagerMetrics
     let tokens: APITokens
     let joinSecret: JoinSecret
+    let directory: LeaderDirectory
+    let startedAt: Date
+    /// Where clients reach this manager (known once it listens).
+    let apiURL: @Sendable () -> String?
 
     static let defaultLimit = 1000
     static let maximumLimit = 1_000_000
@@ -31,11 +35,34 @@ struct RESTGateway: Sendable {
         ) { [tokens] token in
             tokens.authenticate(token).map { ($0.name, $0.role) }
         })
+        routes.add(middleware: FollowerMiddleware(directory: directory, ownURL: apiURL))
         routes.get("healthz") { _, _ in
+            let info = directory.info
+            guard info.acting else {
+                // A follower is healthy while it answers: it says who leads.
+                let leader = directory.otherLeader
+                return JSONBody(HealthDTO(status: "ok", role: "follower", manager: info.name, leader: info.leader, leaderURL: leader?.apiURL, epoch: info.leaderEpoch))
+            }
             if let problem = await cluster.storeProblem {
                 throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the state cannot be written: \(problem)")
             }
-            return JSONBody(["status": "ok"], headers: await revisionHeader())
+            return JSONBody(
+                HealthDTO(status: "ok", role: "leader", manager: info.name, leader: info.name, leaderURL: apiURL(), epoch: info.epoch),
+                headers: await revisionHeader())
+        }
+        routes.get("managers") { _, _ in
+            let info = directory.info
+            if info.alone {
+                return JSONBody([ManagerDTO(name: info.name, apiURL: apiURL() ?? "", role: "leader", epoch: nil, startedAt: startedAt, seenSecondsAgo: 0)])
+            }
+            return JSONBody(info.managers.map { row in
+                let leads = row.name == info.leader
+                // A manager not heard from for a few seconds is likely gone (its row stays an hour).
+                let role = leads ? "leader" : row.seenSecondsAgo > 5 ? "silent" : "follower"
+                return ManagerDTO(
+                    name: row.name, apiURL: row.apiURL, wireAddress: row.wireAddress, role: role,
+                    epoch: leads ? info.leaderEpoch : nil, startedAt: row.startedAt, seenSecondsAgo: row.seenSecondsAgo)
+            })
         }
         routes.get("metrics") { _, _ in
             let (tasks, nodes) = await cluster.counts()
@@ -162,7 +189,7 @@ struct RESTGateway: Sendable {
         }
         routes.post("join-token/rotate") { _, _ in
             do {
-                let token = try joinSecret.rotate()
+                let token = try await joinSecret.rotate()
                 return JSONBody(["token": token.description], status: .created)
             } catch {
                 throw APIError(.serviceUnavailable, code: "store_unavailable", message: "the new join token could not be written: \(error)")

@@ -19,7 +19,10 @@ struct WireGateway: Sendable {
     let logger: Logger
 
     func serve(_ connection: WireChannel) async {
-        let id = await cluster.connected(connection.channel)
+        guard let id = await cluster.connected(connection.channel) else {
+            await refuseAsFollower(connection)
+            return
+        }
         do {
             try await connection.executeThenClose { inbound, _ in
                 var first = true
@@ -44,6 +47,25 @@ struct WireGateway: Sendable {
             logger.debug("connection ended: \(error)")
         }
         await cluster.disconnected(id)
+    }
+
+    /// A follower's answer to whatever comes first (a hello, a join request): refused for
+    /// now, naming the leader's cluster port when it is known; then closed.
+    private func refuseAsFollower(_ connection: WireChannel) async {
+        let leader = cluster.directory.otherLeader
+        let reason = leader.map { "this manager does not lead; \($0.name) does, at \($0.wireAddress)" }
+            ?? "this manager does not lead, and no manager leads right now"
+        do {
+            try await connection.executeThenClose { inbound, _ in
+                for try await _ in inbound {
+                    try await WireSender(connection).write(.refused(Refused(
+                        code: .notLeader, permanent: false, reason: reason, leader: leader?.wireAddress)))
+                    return
+                }
+            }
+        } catch {
+            logger.debug("connection to a follower ended: \(error)")
+        }
     }
 
     /// The answer to a `join_request`: a joiner (no certificate) must bring the join

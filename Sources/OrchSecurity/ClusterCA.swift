@@ -46,6 +46,31 @@ public struct ClusterCA: Sendable {
         return ca
     }
 
+    /// The key and the certificate as one PEM text (the key first), as several managers
+    /// share the CA through their store.
+    public var pemBundle: String {
+        get throws { try key.serializeAsPEM().pemString + "\n" + certificate.serializeAsPEM().pemString + "\n" }
+    }
+
+    init(certificate: Certificate, key: Certificate.PrivateKey) {
+        self.certificate = certificate
+        self.key = key
+    }
+
+    /// The CA from ``pemBundle``'s text.
+    public init(pemBundle text: String) throws {
+        guard let split = text.range(of: "-----BEGIN CERTIFICATE-----") else {
+            throw SecurityError.invalidFile("the store's CA", "no certificate in it")
+        }
+        do {
+            key = try Certificate.PrivateKey(pemEncoded: String(text[..<split.lowerBound]))
+            certificate = try Certificate(pemEncoded: String(text[split.lowerBound...]))
+        } catch {
+            throw SecurityError.invalidFile("the store's CA", "it cannot be read: \(error)")
+        }
+        guard certificate.publicKey == key.publicKey else { throw SecurityError.invalidFile("the store's CA", "its certificate does not belong to its key") }
+    }
+
     /// A new CA, valid for 10 years.
     public static func create(now: Date = Date()) throws -> ClusterCA {
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())

@@ -20,18 +20,23 @@ import X509
 ///   current certificate; the connection to the manager held meanwhile is not touched.
 public final class ClusterMembership: Sendable {
     public let node: NodeID
-    public let host: String
-    public let port: Int
+    /// The managers it may ask (the leader answers; a follower names it).
+    public let managers: ManagerAddresses
+    public var host: String { managers.current.host }
+    public var port: Int { managers.current.port }
     private let directory: String?
     private let state: Mutex<(credentials: NodeCredentials, context: NIOSSLContext?)>
 
     /// The credentials kept in `directory` (the node's key is made there when there is none);
     /// with no directory, a new key kept in memory only.
-    public init(node: NodeID, directory: String?, host: String, port: Int) throws {
+    public convenience init(node: NodeID, directory: String?, host: String, port: Int) throws {
+        try self.init(node: node, directory: directory, managers: ManagerAddresses(host: host, port: port))
+    }
+
+    public init(node: NodeID, directory: String?, managers: ManagerAddresses) throws {
         self.node = node
         self.directory = directory
-        self.host = host
-        self.port = port
+        self.managers = managers
         let credentials = try directory.map(NodeCredentials.loadOrCreate(in:)) ?? .ephemeral()
         let context = credentials.certificate == nil ? nil : try? ClusterTLS.memberContext(credentials: credentials)
         state = Mutex((credentials, context))
@@ -41,8 +46,7 @@ public final class ClusterMembership: Sendable {
     public init(node: NodeID, host: String, port: Int) {
         self.node = node
         directory = nil
-        self.host = host
-        self.port = port
+        managers = ManagerAddresses(host: host, port: port)
         state = Mutex((NodeCredentials.ephemeral(), nil))
     }
 
@@ -79,7 +83,7 @@ public final class ClusterMembership: Sendable {
         guard let token else {
             throw SecurityError.invalidJoinToken("this worker must join the cluster (\(why)): give it the manager's join token with --join-token, ORCH_JOIN_TOKEN or --join-token-file (the manager keeps it in join.token in its data directory)")
         }
-        logger.info("joining the cluster at \(host):\(port) as node \(node) (\(why))")
+        logger.info("joining the cluster at \(managers.all.map(\.description).joined(separator: ", ")) as node \(node) (\(why))")
         var backoff = backoff
         var random = SystemRandomNumberGenerator()
         var warned = false
@@ -155,15 +159,34 @@ public final class ClusterMembership: Sendable {
         state.withLock { $0 = (credentials, context) }
     }
 
-    /// One `join_request` on a connection of its own, answered within 10 s.
+    /// One `join_request`, to the leader: a manager that does not answer or does not lead
+    /// passes it to the next (the leader a follower names first), once round the list.
     private func exchange(
+        _ request: JoinRequest, tls: @escaping WireListener.TLSHandlerMaker, rejected: @escaping @Sendable () -> String?
+    ) async throws -> JoinResult {
+        var failure = JoinFailure(reason: "no manager to ask")
+        for _ in 0 ..< managers.all.count + 1 {
+            do {
+                return try await exchangeOnce(request, tls: tls, rejected: rejected)
+            } catch let refused as JoinFailure {
+                failure = refused
+                if let leader = refused.leader, managers.follow(leader: leader) { continue }
+                managers.advance()
+            }
+        }
+        throw failure
+    }
+
+    /// One `join_request` on a connection of its own to the current manager, answered within 10 s.
+    private func exchangeOnce(
         _ request: JoinRequest, tls: @escaping WireListener.TLSHandlerMaker, rejected: @Sendable () -> String?
     ) async throws -> JoinResult {
         let channel: WireChannel
+        let address = managers.current
         do {
-            channel = try await WireDialer.connect(host: host, port: port, tls: tls)
+            channel = try await WireDialer.connect(host: address.host, port: address.port, tls: tls)
         } catch {
-            throw JoinFailure(reason: WireClient.describe(error))
+            throw JoinFailure(reason: "\(address): \(WireClient.describe(error))")
         }
         let timer = channel.channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.channel.close(promise: nil) }
         defer { timer.cancel() }
@@ -181,7 +204,8 @@ public final class ClusterMembership: Sendable {
         switch answer {
         case .joinResult(let result)?: return result
         case .refused(let refused)? where refused.permanent: throw WireClientError.refused(refused)
-        case .refused(let refused)?: throw JoinFailure(reason: "refused for now: \(refused.reason)")
+        case .refused(let refused)?:
+            throw JoinFailure(reason: "refused for now: \(refused.reason)", leader: refused.code == .notLeader ? refused.leader : nil)
         case let other?: throw JoinFailure(reason: "the manager answered \(other.kind), not join_result")
         case nil:
             if let reason = rejected() { throw SecurityError.untrustedPeer(reason) }
@@ -193,5 +217,11 @@ public final class ClusterMembership: Sendable {
 /// A join or renewal that did not happen this time, worth trying again.
 public struct JoinFailure: Error, CustomStringConvertible {
     public var reason: String
+    /// A follower named the leader's cluster port.
+    public var leader: String?
+    public init(reason: String, leader: String? = nil) {
+        self.reason = reason
+        self.leader = leader
+    }
     public var description: String { reason }
 }

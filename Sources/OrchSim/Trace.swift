@@ -159,6 +159,7 @@ struct TraceRecord {
             case .ignoredStaleAssignment(let task, let attempt, let current): "note: ignores \(task.short)#\(attempt) (holds #\(current))"
             case .healthPortNotPublished(let task, let port): "note: \(task.short) port \(port) not published"
             case .adopted(let task, let attempt, let state): "note: adopted \(task.short)#\(attempt) \(state.rawValue)"
+            case .ignoredStaleEpoch(let kind, let epoch, let newest): "note: ignores \(kind) of epoch \(epoch) (newest \(newest))"
             case .running, .exited, .failedToStart: nil
             }
         }

@@ -134,6 +134,14 @@ public final class PostgresStore: ManagerStore {
             """,
             "INSERT INTO lease (id, holder, epoch, expires_at) VALUES (1, NULL, 0, '-infinity')",
         ]),
+        ("v3: the managers, and the secrets they share", [
+            """
+            CREATE TABLE manager (
+                name TEXT PRIMARY KEY, api_url TEXT NOT NULL, wire_address TEXT NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL, seen_at TIMESTAMPTZ NOT NULL)
+            """,
+            "CREATE TABLE cluster_secret (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+        ]),
     ]
 
     private static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
@@ -429,6 +437,98 @@ public final class PostgresStore: ManagerStore {
     private func releaseLeaseNow(holder: String, epoch: Int64) async throws {
         try await client.query(
             "UPDATE lease SET holder = NULL, expires_at = '-infinity' WHERE id = 1 AND holder = \(holder) AND epoch = \(epoch)", logger: logger)
+        // The standbys listening take it at once, instead of at their next try.
+        try await client.query("SELECT pg_notify(\(Self.leaseChannel), \(holder))", logger: logger)
+    }
+
+    /// The channel a released lease is announced on (LISTEN/NOTIFY).
+    static let leaseChannel = "orch_lease_released"
+
+    /// Calls `released` each time a holder releases the lease, until cancelled; throws when
+    /// the connection it listens on is lost (the caller listens again).
+    public func listenForReleases(_ released: @escaping @Sendable () async -> Void) async throws {
+        try await client.withConnection { connection in
+            try await connection.listen(on: Self.leaseChannel) { notifications in
+                for try await _ in notifications { await released() }
+            }
+        }
+    }
+
+    // MARK: - Managers
+
+    /// Says that `manager` is running, and where it serves (its row's `seen_at` is the
+    /// database's now); rows not seen for an hour are removed.
+    public func announce(_ manager: ManagerAnnouncement) async throws {
+        try await withDeadline("announcing this manager") {
+            try await self.client.query(
+                """
+                INSERT INTO manager (name, api_url, wire_address, started_at, seen_at)
+                VALUES (\(manager.name), \(manager.apiURL), \(manager.wireAddress), \(manager.startedAt), now())
+                ON CONFLICT (name) DO UPDATE SET api_url = excluded.api_url, wire_address = excluded.wire_address,
+                    started_at = excluded.started_at, seen_at = now()
+                """, logger: self.logger)
+            try await self.client.query("DELETE FROM manager WHERE seen_at < now() - interval '1 hour'", logger: self.logger)
+        }
+    }
+
+    /// Removes `name`'s row (a planned stop).
+    public func forgetManager(_ name: String) async throws {
+        try await withDeadline("forgetting this manager") {
+            try await self.client.query("DELETE FROM manager WHERE name = \(name)", logger: self.logger)
+        }
+    }
+
+    /// Every manager announced, with how long ago each was last seen by the database's
+    /// clock, and who leads (the lease's live holder and epoch).
+    public func managers() async throws -> (managers: [ManagerRow], leader: (name: String, epoch: Int64)?) {
+        try await withDeadline("listing the managers") {
+            var rows: [ManagerRow] = []
+            let query = try await self.client.query(
+                """
+                SELECT name, api_url, wire_address, started_at, EXTRACT(EPOCH FROM now() - seen_at)::float8
+                FROM manager ORDER BY name
+                """, logger: self.logger)
+            for try await (name, api, wire, started, seen) in query.decode((String, String, String, Date, Double).self) {
+                rows.append(ManagerRow(name: name, apiURL: api, wireAddress: wire, startedAt: started, seenSecondsAgo: seen))
+            }
+            let leader: (name: String, epoch: Int64)?
+            if case .heldBy(let holder, let epoch) = try await self.currentLeaseNow() { leader = (holder, epoch) } else { leader = nil }
+            return (rows, leader)
+        }
+    }
+
+    // MARK: - Shared secrets
+
+    /// The secret named `name`, made by `make` and stored when there is none; when several
+    /// managers make it at once, the first stored wins and every one gets that one.
+    public func secret(_ name: String, orMake make: @escaping @Sendable () throws -> [UInt8]) async throws -> [UInt8] {
+        try await withDeadline("reading the secret \(name)") {
+            if let stored = try await self.storedSecret(name) { return stored }
+            let made = try make()
+            try await self.client.query(
+                "INSERT INTO cluster_secret (name, value) VALUES (\(name), \(ByteBuffer(bytes: made))) ON CONFLICT (name) DO NOTHING",
+                logger: self.logger)
+            return try await self.storedSecret(name) ?? made
+        }
+    }
+
+    /// Replaces the secret named `name` (a rotation).
+    public func setSecret(_ name: String, to value: [UInt8]) async throws {
+        try await withDeadline("writing the secret \(name)") {
+            try await self.client.query(
+                """
+                INSERT INTO cluster_secret (name, value) VALUES (\(name), \(ByteBuffer(bytes: value)))
+                ON CONFLICT (name) DO UPDATE SET value = excluded.value
+                """, logger: self.logger)
+        }
+    }
+
+    /// The secret named `name`, if it is stored.
+    public func storedSecret(_ name: String) async throws -> [UInt8]? {
+        for try await value in try await client.query("SELECT value FROM cluster_secret WHERE name = \(name)", logger: logger).decode(ByteBuffer.self) {
+            return Array(buffer: value)
+        }
+        return nil
     }
 
     /// Who holds the lease now (by the database's clock), if anyone.
@@ -495,6 +595,33 @@ public struct StoreOpenError: Error, CustomStringConvertible, Sendable {
     public var location: String
     public var reason: String
     public var description: String { "cannot open the store at \(location): \(reason)" }
+}
+
+/// A manager as it announces itself to the others.
+public struct ManagerAnnouncement: Sendable, Hashable {
+    public var name: String
+    /// Its REST gateway, as clients reach it (`http://HOST:PORT`).
+    public var apiURL: String
+    /// Its cluster port, as workers reach it (`HOST:PORT`).
+    public var wireAddress: String
+    public var startedAt: Date
+
+    public init(name: String, apiURL: String, wireAddress: String, startedAt: Date) {
+        self.name = name
+        self.apiURL = apiURL
+        self.wireAddress = wireAddress
+        self.startedAt = startedAt
+    }
+}
+
+/// A manager's row, as the store lists them.
+public struct ManagerRow: Sendable, Hashable {
+    public var name: String
+    public var apiURL: String
+    public var wireAddress: String
+    public var startedAt: Date
+    /// How long ago it last announced itself, by the database's clock.
+    public var seenSecondsAgo: Double
 }
 
 /// What the database says of the lease.

@@ -65,8 +65,10 @@ public struct WireClientHandlers: Sendable {
 /// Writes from many tasks go through this actor one message at a time; each write waits
 /// while the connection is not writable (backpressure), so nothing piles up without bound.
 public actor WireClient {
-    public let host: String
-    public let port: Int
+    /// The managers it may dial; it dials one at a time, and follows the leader a follower names.
+    public nonisolated let managers: ManagerAddresses
+    public nonisolated var host: String { managers.current.host }
+    public nonisolated var port: Int { managers.current.port }
     private var hello: Hello
     private let handshakeTimeout: Duration
     private let tls: WireListener.TLSHandlerMaker?
@@ -84,9 +86,17 @@ public actor WireClient {
         handshakeTimeout: Duration = .seconds(10), tls: WireListener.TLSHandlerMaker? = nil,
         logger: Logger = Logger(label: "orch.wire.client")
     ) {
+        self.init(managers: ManagerAddresses(host: host, port: port), hello: hello, backoff: backoff,
+                  handshakeTimeout: handshakeTimeout, tls: tls, logger: logger)
+    }
+
+    public init(
+        managers: ManagerAddresses, hello: Hello, backoff: ReconnectBackoff = ReconnectBackoff(),
+        handshakeTimeout: Duration = .seconds(10), tls: WireListener.TLSHandlerMaker? = nil,
+        logger: Logger = Logger(label: "orch.wire.client")
+    ) {
         self.tls = tls
-        self.host = host
-        self.port = port
+        self.managers = managers
         self.hello = hello
         self.backoff = backoff
         self.handshakeTimeout = handshakeTimeout
@@ -108,14 +118,24 @@ public actor WireClient {
         var random = SystemRandomNumberGenerator()
         var attempt = 0
         var warned = false
+        /// The last manager that could not be dialed at all: a follower naming it as the
+        /// leader has not yet seen its lease expire, and is not followed there.
+        var unreachable: ManagerAddresses.Address?
         while !Task.isCancelled {
             setState(.connecting(attempt: attempt))
             let reason: String
             var welcomed = false
+            var follower = false
+            var leader: String?
+            let dialed = managers.current
             do {
                 reason = try await session(handlers, welcomed: &welcomed)
                 attempt = 0
                 warned = false
+            } catch let failure as HandshakeFailure {
+                reason = failure.reason
+                follower = failure.follower
+                leader = failure.leader
             } catch let error as WireClientError {
                 if case .refused(let refused) = error { setState(.refused(refused)) }
                 stateStream.continuation.finish()
@@ -125,17 +145,32 @@ public actor WireClient {
                 break
             } catch {
                 reason = dropReason ?? Self.describe(error)
+                if !welcomed { unreachable = dialed }
             }
             let wasUp = writer != nil || welcomed
             detach()
             if wasUp { await handlers.disconnected() }
             if Task.isCancelled { break }
             attempt += 1
-            let delay = backoff.nextDelay(using: &random)
+            if follower {
+                // A manager answered: the cluster is there, a leader is being chosen or named.
+                backoff.reset()
+            }
+            var delay = backoff.nextDelay(using: &random)
+            if let leader, let named = ManagerAddresses.Address(leader), named != dialed, named != unreachable {
+                // A follower named the leader: dialed next, at once.
+                managers.follow(leader: leader)
+                delay = min(delay, .milliseconds(50))
+                logger.info("\(dialed) does not lead; dialing the leader at \(named)")
+            } else if !welcomed {
+                // Not answered, or not the leader: the next manager in the list.
+                managers.advance()
+                if follower { delay = min(delay, .milliseconds(250)) }
+            }
             setState(.disconnected(reason: reason, retryIn: delay))
             // Said once per outage, not on every try.
             if !warned {
-                logger.warning("no connection to the manager at \(host):\(port): \(reason); retrying with backoff")
+                logger.warning("no connection to the manager at \(dialed): \(reason); retrying with backoff")
                 warned = true
             } else {
                 logger.debug("reconnect attempt \(attempt) failed: \(reason)")
@@ -220,7 +255,7 @@ public actor WireClient {
             logger.error("the manager refused this worker: \(refused.reason)")
             throw WireClientError.refused(refused)
         case .refused(let refused)?:
-            throw HandshakeFailure(reason: "refused for now: \(refused.reason)")
+            throw HandshakeFailure(reason: "refused for now: \(refused.reason)", follower: refused.code == .notLeader, leader: refused.code == .notLeader ? refused.leader : nil)
         case .error(let error)?:
             throw HandshakeFailure(reason: "the manager answered an error: \(error.message)")
         case let other?:
@@ -241,6 +276,9 @@ public actor WireClient {
 /// A handshake that did not end in welcome, worth retrying.
 struct HandshakeFailure: Error, CustomStringConvertible {
     var reason: String
+    /// A manager that does not lead refused it, naming the leader's cluster port when known.
+    var follower = false
+    var leader: String?
     var description: String { reason }
 }
 

@@ -65,9 +65,9 @@ extension WireWriter {
         case .joinResult(let m):
             u16(m.version); string(m.nodeID.rawValue); bytes(m.certificate); bytes(m.caCertificate)
         case .welcome(let m):
-            u16(m.version); duration(m.heartbeatInterval); u32(m.serviceTables)
+            u16(m.version); duration(m.heartbeatInterval); u32(m.serviceTables); u64(m.epoch)
         case .refused(let m):
-            u16(m.code.rawValue); bool(m.permanent); string(m.reason)
+            u16(m.code.rawValue); bool(m.permanent); string(m.reason); optional(m.leader) { $0.string($1) }
         case .heartbeat(let m):
             u64(m.sequence)
             let metrics = m.metrics
@@ -77,9 +77,9 @@ extension WireWriter {
             u32(metrics.runningTasks)
             optional(m.engineError) { $0.string($1) }
         case .assignTask(let m):
-            string(m.task.rawValue); u64(m.attempt); spec(m.spec)
+            string(m.task.rawValue); u64(m.attempt); spec(m.spec); u64(m.epoch)
         case .stopTask(let m):
-            string(m.task.rawValue); u64(m.attempt)
+            string(m.task.rawValue); u64(m.attempt); u64(m.epoch)
         case .taskStatus(let m):
             u64(m.statusID); string(m.task.rawValue); u64(m.attempt); u8(m.state.wireValue)
             optional(m.container) { $0.string($1.rawValue) }
@@ -184,11 +184,12 @@ extension WireReader {
         case .welcome:
             return .welcome(Welcome(
                 version: try u16("welcome.version"), heartbeatInterval: try duration("welcome.heartbeatInterval"),
-                serviceTables: try u32("welcome.serviceTables")))
+                serviceTables: try u32("welcome.serviceTables"), epoch: try u64("welcome.epoch")))
         case .refused:
             return .refused(Refused(
                 code: try enum16("refused.code", as: Refused.Code.self), permanent: try bool("refused.permanent"),
-                reason: try string("refused.reason")))
+                reason: try string("refused.reason"),
+                leader: try optional("refused.leader") { (r: inout WireReader) throws(WireError) in try r.string("refused.leader") }))
         case .heartbeat:
             let sequence = try u64("heartbeat.sequence")
             let metrics = MachineMetrics(
@@ -201,9 +202,10 @@ extension WireReader {
             return .heartbeat(Heartbeat(sequence: sequence, metrics: metrics, engineError: engineError))
         case .assignTask:
             return .assignTask(AssignTask(
-                task: try taskID("assign.task"), attempt: try u64("assign.attempt"), spec: try spec("assign.spec")))
+                task: try taskID("assign.task"), attempt: try u64("assign.attempt"), spec: try spec("assign.spec"),
+                epoch: try u64("assign.epoch")))
         case .stopTask:
-            return .stopTask(StopTask(task: try taskID("stop.task"), attempt: try u64("stop.attempt")))
+            return .stopTask(StopTask(task: try taskID("stop.task"), attempt: try u64("stop.attempt"), epoch: try u64("stop.epoch")))
         case .taskStatus:
             let statusID = try u64("status.statusID"), task = try taskID("status.task"), attempt = try u64("status.attempt")
             let state = try taskState("status.state")

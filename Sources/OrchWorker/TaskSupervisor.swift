@@ -379,6 +379,8 @@ public actor TaskSupervisor {
             logger.warning("stopping attempt \(attempt): no word from the manager for \(DurationText.format(after))", metadata: ["task": "\(task)"])
         case .healthPortNotPublished(let task, let port):
             logger.warning("\(task): health check port \(port) is not published", metadata: ["task": "\(task)"])
+        case .ignoredStaleEpoch(let kind, let epoch, let newest):
+            logger.warning("ignoring \(kind) from a deposed leader (epoch \(epoch); the newest is \(newest))")
         }
     }
 

@@ -66,10 +66,10 @@ public final class Worker: Service, Sendable {
         let hello = Hello(
             nodeID: node, name: configuration.name, addresses: ["\(configuration.httpHost):\(configuration.httpPort)"],
             capacity: capacity, labels: labels)
-        membership = try ClusterMembership(
-            node: node, directory: configuration.stateDirectory, host: configuration.managerHost, port: configuration.managerPort)
-        let client = WireClient(
-            host: configuration.managerHost, port: configuration.managerPort, hello: hello, tls: membership.tlsHandler, logger: logger)
+        let managers = ManagerAddresses(
+            ([(configuration.managerHost, configuration.managerPort)] + configuration.otherManagers).map { ManagerAddresses.Address(host: $0.host, port: $0.port) })
+        membership = try ClusterMembership(node: node, directory: configuration.stateDirectory, managers: managers)
+        let client = WireClient(managers: managers, hello: hello, tls: membership.tlsHandler, logger: logger)
         self.client = client
         supervisor = TaskSupervisor(
             node: node, runtime: runtime, publishAddress: configuration.publishAddress,

@@ -5,6 +5,9 @@ import OrchCore
 public struct WorkerConfiguration: Sendable {
     public var managerHost = "127.0.0.1"
     public var managerPort = 5556
+    /// More managers sharing one store (`--manager A,B,C`): the worker dials the one that
+    /// leads, and follows a change of leader.
+    public var otherManagers: [(host: String, port: Int)] = []
     /// The worker's own HTTP API (port 0: any free port).
     public var httpHost = "127.0.0.1"
     public var httpPort = 5557

@@ -114,6 +114,9 @@ struct APIClient: Sendable {
                 // A manager that is not there is said at once (connection refused), not after
                 // the connect timeout's retries.
                 configuration.connectionPool.retryConnectionEstablishment = false
+                // A follower's redirects to the leader are followed here, keeping the token
+                // (the client's own would drop it for another origin).
+                configuration.redirectConfiguration = .disallow
                 if case .ca(let pem, let checkHostName) = trust {
                     var tls = TLSConfiguration.makeClientConfiguration()
                     do {
@@ -146,21 +149,38 @@ struct APIClient: Sendable {
     }
 
     func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, timeout: TimeAmount = .seconds(30)) async throws -> Answer {
-        var request = HTTPClientRequest(url: base + path)
-        request.method = method
-        authorize(&request)
-        if let body {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: body))
-        }
-        let response: HTTPClientResponse
-        do {
-            response = try await try http.execute(request, timeout: timeout)
-        } catch {
-            throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
+        let response = try await execute(path, timeout: timeout) { request in
+            request.method = method
+            if let body {
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(bytes: body))
+            }
         }
         let bytes = try await response.body.collect(upTo: 64 << 20)
         return Answer(status: Int(response.status.code), body: bytes, headers: response.headers)
+    }
+
+    /// Sends the request made by `make` for `path`, with the token; a follower's
+    /// `307`/`308` to the leader is followed (the same method, body and token), at most
+    /// three times.
+    private func execute(_ path: String, timeout: TimeAmount, _ make: (inout HTTPClientRequest) -> Void) async throws -> HTTPClientResponse {
+        var url = base + path
+        for _ in 0 ..< 4 {
+            var request = HTTPClientRequest(url: url)
+            make(&request)
+            authorize(&request)
+            let response: HTTPClientResponse
+            do {
+                response = try await try http.execute(request, timeout: timeout)
+            } catch {
+                let manager = url == base + path ? base : url
+                throw CommandFailure(description: "cannot reach the manager at \(manager) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
+            }
+            guard [307, 308].contains(response.status.code), let location = response.headers.first(name: "Location") else { return response }
+            _ = try? await response.body.collect(upTo: 1 << 20)
+            url = location
+        }
+        throw CommandFailure(description: "the managers redirected \(path) more than three times (is a leader changing?); try again")
     }
 
     private func authorize(_ request: inout HTTPClientRequest) {
@@ -231,15 +251,9 @@ struct APIClient: Sendable {
     /// A GET whose body is read as it arrives (no deadline once the answer has begun: a
     /// stream lasts as long as it is read); any other answer than 200 is the server's error.
     func open(_ path: String, headers: [(String, String)] = []) async throws -> HTTPClientResponse.Body {
-        var request = HTTPClientRequest(url: base + path)
-        request.method = .GET
-        authorize(&request)
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
-        let response: HTTPClientResponse
-        do {
-            response = try await try http.execute(request, timeout: .hours(24 * 365))
-        } catch {
-            throw CommandFailure(description: "cannot reach the manager at \(base) (\(Self.describe(error))); is `orchctl manager` running? (--api or ORCH_API)")
+        let response = try await execute(path, timeout: .hours(24 * 365)) { request in
+            request.method = .GET
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
         }
         guard response.status == .ok else {
             let bytes = try await response.body.collect(upTo: 1 << 20)

@@ -615,3 +615,35 @@ extension TaskDTO {
         return "-"
     }
 }
+
+struct ManagersCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "managers",
+        abstract: "Shows the managers sharing this cluster's store: who leads (and with which epoch), where each serves.",
+        discussion: """
+            Any manager answers, the leader or a follower. A manager alone on its own SQLite
+            store is the only one, and leads.
+
+            Examples:
+              orchctl managers
+              orchctl managers --api http://127.0.0.1:5565 --json
+            """.reflowed)
+
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        try await runClient {
+            let client = try options.client
+            let answer = try await client.request(.GET, "/managers")
+            let managers = try client.decode([ManagerDTO].self, from: answer)
+            if options.json { printJSON(answer); return }
+            printTable(
+                ["NAME", "ROLE", "EPOCH", "API", "CLUSTER PORT", "STARTED", "SEEN"],
+                managers.map { manager in
+                    [manager.name, manager.role, manager.epoch.map(String.init) ?? "-", manager.apiURL, manager.wireAddress ?? "-",
+                     age(since: manager.startedAt) + " ago", manager.seenSecondsAgo < 1 ? "now" : "\(Int(manager.seenSecondsAgo))s ago"]
+                })
+            if !managers.contains(where: { $0.role == "leader" }) { print("no manager leads right now") }
+        }
+    }
+}

@@ -22,10 +22,18 @@ struct ManagerCommand: AsyncParsableCommand {
             left for this user's orchctl); bound off loopback it serves TLS, with --http-cert and
             --http-key or else a certificate from the cluster's CA (orchctl: --ca-file DATA/ca.crt).
 
+            Several managers: start each with the same --store postgres://... (and its own --data,
+            --name, --http and --wire). One leads by a lease in the database; the others follow:
+            they redirect REST requests to the leader (orchctl follows) and send workers to it.
+            Workers take every manager's address: --manager A,B,C. The CA, the join token and the
+            API tokens are shared through the database; `orchctl managers` lists who leads.
+
             Examples:
               orchctl manager          (REST on 127.0.0.1:5555, workers on 127.0.0.1:5556)
               orchctl manager --data /var/lib/orch --scheduler spread
               orchctl manager --store postgres://orch@127.0.0.1:5432/orch
+              orchctl manager --store postgres://orch@db/orch --name m2 \\
+                --data ~/.orch/m2 --http 127.0.0.1:5565 --wire 127.0.0.1:5566
               orchctl manager --http 127.0.0.1:0 --wire 127.0.0.1:0 --heartbeat-grace 3s
               orchctl manager --http 0.0.0.0:5555 --wire 0.0.0.0:5556 \\
                 --http-name manager.example.org
@@ -73,6 +81,15 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(name: .customLong("http-name"), help: ArgumentHelp("A DNS name or IP address clients reach the REST API by, for its certificate from the cluster's CA (repeatable).", valueName: "name"))
     var httpNames: [String] = []
 
+    @Option(help: ArgumentHelp("This manager's name among several on one store (default: the host's name and a few random characters, kept in --data).", valueName: "name"))
+    var name: String?
+
+    @Option(name: .customLong("advertise-http"), help: ArgumentHelp("The URL clients reach this REST API by, as other managers redirect to it (default: from --http).", valueName: "url"))
+    var advertiseHTTP: String?
+
+    @Option(name: .customLong("advertise-wire"), help: ArgumentHelp("The address workers reach this cluster port by, as other managers name it (default: from --wire).", valueName: "host:port"))
+    var advertiseWire: String?
+
     @Flag(help: "Make every write survive a power loss, not only a crash (slower).")
     var fsync = false
 
@@ -88,6 +105,11 @@ struct ManagerCommand: AsyncParsableCommand {
             }
         }
         guard retainEnded >= 0 else { throw ValidationError("--retain-ended must be 0 or more") }
+        if let name, name.isEmpty || name.contains(where: \.isWhitespace) { throw ValidationError("--name: \"\(name)\" must be a word without spaces") }
+        if let advertiseHTTP, !(advertiseHTTP.hasPrefix("http://") || advertiseHTTP.hasPrefix("https://")) {
+            throw ValidationError("--advertise-http: \"\(advertiseHTTP)\" is not an http:// or https:// URL")
+        }
+        if let advertiseWire { _ = try HostPort.parse(advertiseWire, option: "--advertise-wire") }
         if let text = storeText {
             do { _ = try StoreLocation(text) } catch { throw ValidationError(error.description) }
             if fsync, case .postgres = try? StoreLocation(text) {
@@ -124,6 +146,9 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.httpCertificatePath = httpCert
         configuration.httpKeyPath = httpKey
         configuration.httpNames = httpNames
+        configuration.name = name
+        configuration.advertiseAPI = advertiseHTTP.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        configuration.advertiseWire = advertiseWire
         do {
             let manager = try await Manager(configuration: configuration, logger: logger)
             let group = ServiceGroup(configuration: .init(

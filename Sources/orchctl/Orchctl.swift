@@ -19,7 +19,7 @@ struct Orchctl: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             ManagerCommand.self, WorkerCommand.self, DevCommand.self, RunCommand.self, StatusCommand.self, StopCommand.self, RemoveCommand.self,
-            ServiceCommand.self, DeployCommand.self, NodesCommand.self, LogsCommand.self, EventsCommand.self, TokenCommand.self, ValidateCommand.self,
+            ServiceCommand.self, DeployCommand.self, NodesCommand.self, ManagersCommand.self, LogsCommand.self, EventsCommand.self, TokenCommand.self, ValidateCommand.self,
         ])
 
     /// The client's options may come before the command too (`orchctl --api URL status`):

@@ -28,10 +28,13 @@ struct WorkerCommand: AsyncParsableCommand {
             Examples:
               orchctl worker --join-token-file ~/.orch/manager/join.token
               orchctl worker --manager 10.0.0.5:5556 --name w1 --join-token ORCH1-...
+              orchctl worker --manager 10.0.0.5:5556,10.0.0.6:5556,10.0.0.7:5556 --name w1
               orchctl worker --name w2 --http 127.0.0.1:0 --cpus 1 --memory 2GiB
             """.reflowed)
 
-    @Option(help: ArgumentHelp("The manager's cluster address (env ORCH_MANAGER).", valueName: "host:port"))
+    @Option(help: ArgumentHelp(
+        "The manager's cluster address; several managers sharing one store, comma-separated: the worker dials the leader and follows it (env ORCH_MANAGER).",
+        valueName: "host:port[,host:port...]"))
     var manager: String = ProcessInfo.processInfo.environment["ORCH_MANAGER"] ?? "127.0.0.1:5556"
 
     @Option(help: ArgumentHelp("Where the worker's HTTP API listens (port 0: any free port).", valueName: "host:port"))
@@ -76,8 +79,17 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var logging: LogOptions
 
+    /// `--manager`'s addresses, in order (at least one).
+    func managerAddresses() throws -> [(host: String, port: Int)] {
+        let parts = manager.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        return try parts.map { part in
+            let address = try HostPort.parse(part, option: "--manager")
+            return (address.host, address.port)
+        }
+    }
+
     func validate() throws {
-        _ = try HostPort.parse(manager, option: "--manager")
+        _ = try managerAddresses()
         _ = try HostPort.parse(http, option: "--http")
         if let memory, ByteCount.parse(memory) == nil { throw ValidationError("--memory: \"\(memory)\" is not a size such as 512MiB or 2GiB") }
         if let cpus, !(cpus > 0) { throw ValidationError("--cpus must be more than 0") }
@@ -109,11 +121,12 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.logger(label: "orch.worker")
-        let managerAddress = try HostPort.parse(manager, option: "--manager")
+        let managers = try managerAddresses()
         let httpAddress = try HostPort.parse(http, option: "--http")
         var configuration = WorkerConfiguration(name: name, stateDirectory: stateDir)
-        configuration.managerHost = managerAddress.host
-        configuration.managerPort = managerAddress.port
+        configuration.managerHost = managers[0].host
+        configuration.managerPort = managers[0].port
+        configuration.otherManagers = Array(managers.dropFirst())
         configuration.httpHost = httpAddress.host
         configuration.httpPort = httpAddress.port
         do {

@@ -35,6 +35,12 @@ final class ClusterProcesses: @unchecked Sendable {
         manager = try Self.launchManager(
             http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost, dns: dnsPort)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
+        try await waitUntilLeading()
+    }
+
+    /// On PostgreSQL a manager serves once it holds the lease (at once when it is alone).
+    func waitUntilLeading() async throws {
+        if managerOptions.contains(where: { $0.hasPrefix("postgres") }) { try await manager.waitForOutput("leading with epoch") }
     }
 
     /// Runs `body` with a manager started; everything is killed and removed afterwards,
@@ -83,6 +89,7 @@ final class ClusterProcesses: @unchecked Sendable {
         manager = try Self.launchManager(
             http: httpPort, wire: wirePort, data: data, grace: grace, restartWindow: restartWindow, options: managerOptions, wireHost: wireHost, dns: dnsPort)
         try await manager.waitForOutput("listening on 127.0.0.1:\(httpPort)")
+        try await waitUntilLeading()
     }
 
     /// Starts (or starts again) the worker `name` offering a share of the machine; inside

@@ -29,8 +29,9 @@ struct PostgresManagerTests {
     }
 
     /// The database goes away under a running manager: writes are refused with 503
-    /// `store_unavailable` (reads still served), and once it is back the manager writes again
-    /// by itself; nothing answered 2xx is lost (a refused write may still be made: the
+    /// `store_unavailable`, then everything with 503 `no_leader` once it has not renewed
+    /// its lease for 4 s; once the database is back it takes its lease again and writes
+    /// again by itself; nothing answered 2xx is lost (a refused write may still be made: the
     /// manager retries the batch that held it, as it does on SQLite).
     @Test func aDatabaseThatGoesAwayIsRefusedWritesAndComesBackByItself() async throws {
         // Durable as PostgreSQL is by default: the test stops it as a crash would.
@@ -48,8 +49,17 @@ struct PostgresManagerTests {
                     try await Task.sleep(for: .milliseconds(200))
                 }
                 #expect(refused.status == 503 && refused.body.contains("store_unavailable"), "\(refused)")
-                let read = try await http(.GET, "\(cluster.api)/tasks")
-                #expect(read.status == 200 && read.body.contains("before"), "reads are still served: \(read.status)")
+                // A manager on PostgreSQL leads by a lease in it: one that cannot renew it for
+                // 4 s stops acting, and answers 503 no_leader until it holds it again.
+                let stepDown = ContinuousClock.now + .seconds(10)
+                var read = (status: 0, body: "")
+                while ContinuousClock.now < stepDown {
+                    read = try await http(.GET, "\(cluster.api)/tasks")
+                    if read.status == 503 { break }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                #expect(read.status == 503 && read.body.contains("no_leader"), "it stopped leading without its database: \(read)")
+                #expect(cluster.manager.output.contains("stopped leading: no renewal of the lease"), "\(cluster.manager.output.suffix(2000))")
 
                 try server.startAgain()
                 var accepted = 0

@@ -27,6 +27,18 @@ import Testing
         #expect(machine.isLeader)
     }
 
+    @Test func aReleasedLeaseIsTriedAtOnceByAFollowerAndIgnoredByTheLeader() {
+        var machine = LeaseMachine()
+        _ = machine.handle(.timer, now: at(0))
+        _ = machine.handle(.heldBy(holder: "m2", epoch: 4), now: at(0.01))
+        #expect(attempts(machine.handle(.timer, now: at(0.5))).isEmpty, "not its turn yet")
+        #expect(attempts(machine.handle(.released, now: at(0.6))) == [.acquire], "m2 released it: tried at once")
+        #expect(attempts(machine.handle(.released, now: at(0.7))).isEmpty, "one attempt out at a time")
+        _ = machine.handle(.acquired(epoch: 5, startedAt: at(0.6)), now: at(0.65))
+        #expect(attempts(machine.handle(.released, now: at(1))).isEmpty, "a leader renews on its own turn")
+        #expect(attempts(machine.handle(.timer, now: at(2.7))) == [.renew(epoch: 5)])
+    }
+
     @Test func aLeaderWhoseRenewalsGoUnansweredStopsActingAfterFourSeconds() {
         var machine = LeaseMachine()
         _ = machine.handle(.timer, now: at(0))

@@ -106,6 +106,33 @@ import Testing
         return nil
     }
 
+    // MARK: - Epochs
+
+    @Test func theWelcomeEveryAssignmentAndEveryStopCarryTheLeadersEpoch() throws {
+        var configuration = ManagerMachine.Configuration(scheduler: .spread)
+        configuration.epoch = 12
+        var h = Harness(configuration: configuration)
+        let c1 = h.join("w1", connection: 1)
+        guard case .welcome(let welcome)? = Self.sent(h.effects, on: c1).first else {
+            Issue.record("no welcome: \(h.effects)")
+            return
+        }
+        #expect(welcome.epoch == 12)
+        h.commitAll()
+        let submit = h.request()
+        h.feed(.submit(submit, Self.spec("t1")))
+        let assign = try #require(Self.assignment(h.commitAll(), on: c1))
+        #expect(assign.epoch == 12)
+        h.feed(.received(c1, .taskStatus(TaskStatus(statusID: 1, task: assign.task, attempt: assign.attempt, state: .running, container: ContainerID(rawValue: "c")))))
+        h.commitAll()
+        h.feed(.stop(h.request(), assign.task))
+        let stops = (h.effects + h.commitAll()).compactMap { effect -> StopTask? in
+            if case .send(c1, .stopTask(let stop)) = effect { return stop }
+            return nil
+        }
+        #expect(!stops.isEmpty && stops.allSatisfy { $0.epoch == 12 }, "\(stops)")
+    }
+
     // MARK: - Acknowledgements
 
     @Test func aResentTerminalStatusIsAcknowledgedAgainAndTheConnectionStillServed() throws {

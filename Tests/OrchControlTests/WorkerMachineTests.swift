@@ -38,6 +38,38 @@ import Testing
         ])
     }
 
+    // MARK: - Several managers
+
+    @Test func aCommandFromAnOlderEpochThanTheNewestSeenIsIgnored() {
+        var worker = Worker()
+        _ = worker.at(0, .found([]))
+        _ = worker.at(0, .connected(Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(1), epoch: 4)))
+        #expect(worker.machine.newestEpoch == 4)
+        // A deposed leader (epoch 3) still sends: neither its assignment nor its stop is taken.
+        let stale = worker.at(0.1, .received(.assignTask(AssignTask(task: task("t1"), attempt: 1, spec: spec(), epoch: 3))))
+        #expect(stale.starts.isEmpty)
+        #expect(stale.withoutWakes == [.note(.ignoredStaleEpoch(.assignTask, epoch: 3, newest: 4))])
+        #expect(worker.at(0.2, .received(.assignTask(AssignTask(task: task("t2"), attempt: 1, spec: spec(), epoch: 4)))).starts == [task("t2")])
+        _ = worker.at(0.3, .containerStarted(task("t2"), attempt: 1, container: container("c2"), ports: []))
+        let staleStop = worker.at(0.4, .received(.stopTask(StopTask(task: task("t2"), attempt: 1, epoch: 2))))
+        #expect(staleStop.stops.isEmpty, "a deposed leader's stop stops nothing")
+        // A newer epoch in a command is taken as the newest (a leader of a later term).
+        #expect(worker.at(0.5, .received(.stopTask(StopTask(task: task("t2"), attempt: 1, epoch: 5)))).stops == [container("c2")])
+        #expect(worker.machine.newestEpoch == 5)
+    }
+
+    @Test func aWelcomeFromAnOlderEpochDropsThatConnection() {
+        var worker = Worker()
+        _ = worker.at(0, .found([]))
+        _ = worker.at(0, .connected(Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(1), epoch: 7)))
+        _ = worker.at(1, .disconnected)
+        let old = worker.at(2, .connected(Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(1), epoch: 6)))
+        #expect(old.dropsConnection)
+        #expect(old.sent.isEmpty, "nothing is sent to a deposed leader")
+        let current = worker.at(3, .connected(Welcome(version: ProtocolVersion.newest, heartbeatInterval: .seconds(1), epoch: 8)))
+        #expect(!current.dropsConnection && current.sent.first.map { if case .taskList = $0 { true } else { false } } == true)
+    }
+
     @Test func anAdoptedContainerLearnsItsSpecFromTheReSentAssignment() {
         var worker = Worker()
         _ = worker.at(0, .found([found("t1", 3, "c1", running: true, ports: [port(8080, 0, "0.0.0.0", 32000)])]))

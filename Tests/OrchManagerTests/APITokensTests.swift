@@ -85,7 +85,7 @@ final class GatedTokenStore: ManagerStore, Sendable {
         let ca = try ClusterCA.loadOrCreate(in: data)
         let secret = try JoinSecret(in: data, ca: ca)
         await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<16 { group.addTask { _ = try? secret.rotate() } }
+            for _ in 0..<16 { group.addTask { _ = try? await secret.rotate() } }
         }
         let token = try JoinToken(parsing: try String(contentsOfFile: data + "/join.token", encoding: .utf8))
         let stored = try String(contentsOfFile: data + "/join.sha256", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -230,7 +230,7 @@ struct ManagerTests {
 
         let future = WireClient(
             host: "127.0.0.1", port: harness.wirePort,
-            hello: Hello(oldestVersion: 8, newestVersion: 9, nodeID: NodeID(rawValue: "future"), name: "future", addresses: [],
+            hello: Hello(oldestVersion: 9, newestVersion: 10, nodeID: NodeID(rawValue: "future"), name: "future", addresses: [],
                          capacity: Capacity(millicores: 1000, memoryBytes: 1 << 30, diskBytes: 0)),
             tls: one.membership.tlsHandler)
         let refusedVersion = await withDeadline(ContinuousClock.now + .seconds(10)) {

@@ -26,22 +26,23 @@ func vectorBytes(_ url: URL) throws -> [UInt8] {
 /// What each vector must decode to, written from the vector's own comment.
 let expectedMessages: [String: WireMessage] = [
     "hello": .hello(Hello(
-        oldestVersion: 7, newestVersion: 7, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
+        oldestVersion: 8, newestVersion: 8, nodeID: NodeID(rawValue: "n1"), name: "w", addresses: ["127.0.0.1:5557"],
         capacity: Capacity(millicores: 2000, memoryBytes: 1 << 30, diskBytes: 10 << 30), labels: ["zone": "a"])),
-    "welcome": .welcome(Welcome(version: 7, heartbeatInterval: .seconds(1), serviceTables: 2)),
+    "welcome": .welcome(Welcome(version: 8, heartbeatInterval: .seconds(1), serviceTables: 2, epoch: 3)),
     "join_request": .joinRequest(JoinRequest(
-        oldestVersion: 7, newestVersion: 7, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 8, newestVersion: 8, nodeID: NodeID(rawValue: "n1"), secret: "s3", csr: [0x30, 0x02, 0x05, 0x00])),
     "join_request_renewal": .joinRequest(JoinRequest(
-        oldestVersion: 7, newestVersion: 7, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
+        oldestVersion: 8, newestVersion: 8, nodeID: NodeID(rawValue: "n1"), secret: nil, csr: [0x30, 0x02, 0x05, 0x00])),
     "join_result": .joinResult(JoinResult(
-        version: 7, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
+        version: 8, nodeID: NodeID(rawValue: "n1"), certificate: [0x30, 0x01, 0x00], caCertificate: [0x30, 0x00])),
     "refused_removed": .refused(Refused(code: .nodeRemoved, permanent: true, reason: "n1 was removed")),
     "refused_duplicate": .refused(Refused(code: .duplicateNode, permanent: false, reason: "n1 is connected")),
+    "refused_not_leader": .refused(Refused(code: .notLeader, permanent: false, reason: "this manager does not lead", leader: "127.0.0.1:5556")),
     "heartbeat_answer": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics())),
     "heartbeat_engine_down": .heartbeat(Heartbeat(
         sequence: 8, metrics: MachineMetrics(runningTasks: 2), engineError: "engine: connection refused")),
     "assign_task_disconnect": .assignTask(AssignTask(task: TaskID(rawValue: "t1"), attempt: 1, spec: TaskSpec(
-        id: TaskID(rawValue: "t1"), image: "img", disconnect: DisconnectPolicy(stopAfter: .seconds(10))))),
+        id: TaskID(rawValue: "t1"), image: "img", disconnect: DisconnectPolicy(stopAfter: .seconds(10))), epoch: 3)),
     "refused": .refused(Refused(code: .noCommonVersion, permanent: true, reason: "no common version")),
     "heartbeat": .heartbeat(Heartbeat(sequence: 7, metrics: MachineMetrics(
         cpuMillicoresUsed: 1500, memoryUsedBytes: 256 << 20, memoryTotalBytes: 1 << 30, diskUsedBytes: 1 << 30,
@@ -51,8 +52,8 @@ let expectedMessages: [String: WireMessage] = [
         ports: [PortSpec(containerPort: 8080)],
         resources: Resources(millicores: 100, memoryBytes: 64 << 20, cpuLimitMillicores: 200, memoryMaxBytes: 128 << 20),
         restartPolicy: RestartPolicy(mode: .onFailure, maxRestarts: 3),
-        healthCheck: HealthCheck(path: "/h", port: 8080, interval: .seconds(10), timeout: .seconds(2), failureThreshold: 3)))),
-    "stop_task": .stopTask(StopTask(task: TaskID(rawValue: "t1"), attempt: 2)),
+        healthCheck: HealthCheck(path: "/h", port: 8080, interval: .seconds(10), timeout: .seconds(2), failureThreshold: 3)), epoch: 3)),
+    "stop_task": .stopTask(StopTask(task: TaskID(rawValue: "t1"), attempt: 2, epoch: 3)),
     "task_status": .taskStatus(TaskStatus(
         statusID: 5, task: TaskID(rawValue: "t1"), attempt: 2, state: .running, container: ContainerID(rawValue: "c1"),
         ports: [PublishedPort(containerPort: 8080, protocol: .tcp, hostIP: "127.0.0.1", hostPort: 32768)], health: .healthy)),
@@ -129,8 +130,9 @@ func errorName(_ error: WireError) -> String {
     }
 
     @Test func versionNegotiationPicksTheHighestCommonVersion() {
-        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 8) == 7)
-        #expect(ProtocolVersion.negotiate(peerOldest: 8, peerNewest: 9) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 1, peerNewest: 9) == 8)
+        #expect(ProtocolVersion.negotiate(peerOldest: 9, peerNewest: 10) == nil)
+        #expect(ProtocolVersion.negotiate(peerOldest: 7, peerNewest: 7) == nil, "version 7 carries no leader's epoch")
         #expect(ProtocolVersion.negotiate(peerOldest: 6, peerNewest: 6) == nil, "version 6 names no attempt in its log requests")
         #expect(ProtocolVersion.negotiate(peerOldest: 5, peerNewest: 5) == nil, "version 5 has no CPU cap or memory maximum in its specs")
         #expect(ProtocolVersion.negotiate(peerOldest: 4, peerNewest: 4) == nil, "version 4 has no service tables")

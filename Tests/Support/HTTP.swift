@@ -74,6 +74,23 @@ public func http(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body
     return HTTPAnswer(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
 }
 
+/// One request that does not follow a redirect (the answer is the 3xx itself).
+public func httpOnce(_ method: HTTPMethod, _ url: String, body: String? = nil, token: TestToken = .local) async throws -> HTTPAnswer {
+    var request = HTTPClientRequest(url: url)
+    request.method = method
+    if let authorization = token.authorization(for: url) { request.headers.add(name: "Authorization", value: authorization) }
+    if let body { request.body = .bytes(ByteBuffer(string: body)) }
+    let response = try await notFollowing.execute(request, timeout: .seconds(30))
+    let bytes = try await response.body.collect(upTo: 16 << 20)
+    return HTTPAnswer(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
+}
+
+private let notFollowing: HTTPClient = {
+    var configuration = HTTPClient.Configuration()
+    configuration.redirectConfiguration = .disallow
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+}()
+
 /// GET `url` until it answers 200 (the server in a fresh container may not listen yet), within 10 s.
 public func httpWhenUp(_ url: String) async throws -> String {
     let deadline = ContinuousClock.now + .seconds(10)

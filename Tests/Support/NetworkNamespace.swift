@@ -36,6 +36,9 @@ public struct NetworkNamespace: Sendable {
         return space
     }
 
+    /// The inside end: where the host reaches processes inside.
+    public var insideAddress: String { String(hostAddress.dropLast()) + "2" }
+
     /// The command line that runs `arguments` inside the namespace.
     public func command(_ executable: String, _ arguments: [String]) -> (executable: String, arguments: [String]) {
         (Self.ipPath, ["netns", "exec", name, executable] + arguments)

@@ -14,8 +14,10 @@ public final class PostgresServer: Sendable {
     public func url(_ database: String = "orch") -> String { "postgres://orch@127.0.0.1:\(port)/\(database)" }
 
     /// Starts a server (about a second), runs `body` with it, and stops and removes it after.
-    public static func with<T>(durable: Bool = false, _ body: (PostgresServer) async throws -> T) async throws -> T {
-        let server = try start(durable: durable)
+    public static func with<T>(
+        durable: Bool = false, alsoOn addresses: [String] = [], trusting networks: [String] = [], _ body: (PostgresServer) async throws -> T
+    ) async throws -> T {
+        let server = try start(durable: durable, alsoOn: addresses, trusting: networks)
         do {
             let result = try await body(server)
             server.stop()
@@ -28,11 +30,13 @@ public final class PostgresServer: Sendable {
 
     /// `durable`: PostgreSQL's own defaults (`fsync`, `synchronous_commit`), for benchmarks;
     /// otherwise both off, for tests.
-    public static func start(durable: Bool = false) throws -> PostgresServer {
+    /// `alsoOn`: more addresses to listen on than 127.0.0.1 (a test's network namespace's
+    /// host end, say); `trusting`: networks (CIDR) from which `orch` may connect too.
+    public static func start(durable: Bool = false, alsoOn addresses: [String] = [], trusting networks: [String] = []) throws -> PostgresServer {
         let bin = try binDirectory()
         let directory = temporaryDirectory("postgres")
         let port = try freePort()
-        let server = PostgresServer(port: port, directory: directory, bin: bin, durable: durable)
+        let server = PostgresServer(port: port, directory: directory, bin: bin, durable: durable, listen: ["127.0.0.1"] + addresses)
         if getuid() == 0 {
             guard let account = getpwnam("postgres") else {
                 throw PostgresServerError("no postgres user to run the test's server as (tools/setup.sh installs Debian's postgresql)")
@@ -42,25 +46,38 @@ public final class PostgresServer: Sendable {
             }
         }
         try server.run("initdb", ["-D", "\(directory)/data", "-U", "orch", "-A", "trust", "-E", "UTF8", "--no-sync"])
+        if !networks.isEmpty {
+            let hba = "\(directory)/data/pg_hba.conf"
+            let lines = networks.map { "host all orch \($0) trust\n" }.joined()
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: hba))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(lines.utf8))
+            try handle.close()
+        }
         try server.startAgain()
         try server.createDatabase("orch")
         return server
     }
 
     private let durable: Bool
+    private let listen: [String]
 
-    private init(port: Int, directory: String, bin: String, durable: Bool) {
+    private init(port: Int, directory: String, bin: String, durable: Bool, listen: [String]) {
         self.port = port
         self.directory = directory
         self.bin = bin
         self.durable = durable
+        self.listen = listen
     }
+
+    /// The URL of `database` at `host` (one of the addresses it listens on).
+    public func url(_ database: String = "orch", host: String) -> String { "postgres://orch@\(host):\(port)/\(database)" }
 
     /// Starts the server (again, after ``pause()``) on its port, with its data.
     public func startAgain() throws {
         try run("pg_ctl", [
             "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "30",
-            "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory)" + (durable ? "" : " -c fsync=off -c synchronous_commit=off"), "start",
+            "-o", "-p \(port) -c listen_addresses=\(listen.joined(separator: ",")) -k \(directory)" + (durable ? "" : " -c fsync=off -c synchronous_commit=off"), "start",
         ])
     }
 

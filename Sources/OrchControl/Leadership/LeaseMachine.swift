@@ -45,6 +45,9 @@ public struct LeaseMachine: Sendable {
         case failed(String)
         /// A planned stop: release the lease, so that a standby takes it at once.
         case stopping
+        /// Another holder released the lease (LISTEN/NOTIFY): a follower tries to take it at
+        /// once instead of at its next turn.
+        case released
     }
 
     public enum Effect: Sendable, Hashable {
@@ -107,6 +110,8 @@ public struct LeaseMachine: Sendable {
             if isLeader { effects.append(contentsOf: stepDown(holder.map { "the lease went to \($0)" } ?? "the lease was lost")) }
         case .failed:
             attemptOut = false
+        case .released:
+            if !isLeader, !attemptOut { nextAttempt = min(nextAttempt, self.now) }
         case .stopping:
             stopped = true
             if case .leader(let epoch) = role {

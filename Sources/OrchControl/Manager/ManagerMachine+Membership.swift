@@ -180,7 +180,7 @@ extension ManagerMachine {
         note(.nodeJoined(hello.nodeID, name: hello.name, addresses: hello.addresses))
         nodeEvent(hello.nodeID, "joined from \(hello.addresses.joined(separator: ", "))")
         emit(.send(connection, .welcome(Welcome(
-            version: version, heartbeatInterval: configuration.heartbeatInterval, serviceTables: UInt32(meshTables.count)))))
+            version: version, heartbeatInterval: configuration.heartbeatInterval, serviceTables: UInt32(meshTables.count), epoch: configuration.epoch))))
         sendMeshTables(to: connection)
         wake(at: now + livenessCheckPeriod)
     }
@@ -235,7 +235,7 @@ extension ManagerMachine {
             // Moved at once; the node, while still connected, is told to stop the old attempts.
             for id in entry.tasks.sorted() {
                 guard let record = tasks[id] else { continue }
-                send(.stopTask(StopTask(task: id, attempt: UInt64(record.attempt))), to: node)
+                send(.stopTask(StopTask(task: id, attempt: UInt64(record.attempt), epoch: configuration.epoch)), to: node)
             }
             loseTasks(of: node, honouringDisconnect: false)
         }
@@ -375,7 +375,7 @@ extension ManagerMachine {
         if drain && move {
             for task in entry.tasks.sorted() {
                 guard let record = tasks[task], record.desiredState == .run else { continue }
-                send(.stopTask(StopTask(task: task, attempt: UInt64(record.attempt))), to: id)
+                send(.stopTask(StopTask(task: task, attempt: UInt64(record.attempt), epoch: configuration.epoch)), to: id)
                 moveTask(task, off: id, named: entry.record.name)
             }
         }

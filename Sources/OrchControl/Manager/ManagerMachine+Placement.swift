@@ -98,7 +98,7 @@ extension ManagerMachine {
         // Sent once the placement is durable: a manager that crashed before would place the
         // task again under the same attempt number, and the fencing number would not be unique.
         guard let connection = nodes[node]?.connection else { return }
-        afterCommit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec))))
+        afterCommit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec, epoch: configuration.epoch))))
     }
 
     // MARK: - The scheduler's view of the nodes

@@ -103,7 +103,7 @@ extension ManagerMachine {
         guard let before = tasks[id]?.state else { return }
         if change(id, .stopRequested, by: caller), let after = tasks[id] {
             if after.state == .stopping, let node = after.node {
-                send(.stopTask(StopTask(task: id, attempt: UInt64(after.attempt))), to: node)
+                send(.stopTask(StopTask(task: id, attempt: UInt64(after.attempt), epoch: configuration.epoch)), to: node)
             }
             if after.state == .completed && (before == .pending || before == .lost) {
                 backoff[id] = nil
@@ -121,7 +121,7 @@ extension ManagerMachine {
         let id = status.task
         let ack = WireMessage.ack(Ack(statusID: status.statusID))
         guard let record = tasks[id], record.attempt == Int(status.attempt), record.node == node else {
-            if !status.state.isTerminal { emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt)))) }
+            if !status.state.isTerminal { emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt, epoch: configuration.epoch)))) }
             afterCommit(.send(connection, ack))
             return
         }
@@ -136,15 +136,15 @@ extension ManagerMachine {
             } else if record.state.isTerminal || record.state == .pending {
                 // The manager has ended this attempt (its exit was recorded, or it was given
                 // up on): a container still running for it is an orphan.
-                emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
+                emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt, epoch: configuration.epoch))))
             } else if record.state == .stopping && record.desiredState == .stop {
                 // Still running after the stop was asked (e.g. the stop was lost): ask again.
-                emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
+                emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt, epoch: configuration.epoch))))
             }
             if let current = tasks[id], current.state == .running, current.spec.healthCheck != nil, status.health != current.health {
                 if status.health == .unhealthy {
                     // The manager decides: the attempt is ended and its policy restarts it.
-                    emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt))))
+                    emit(.send(connection, .stopTask(StopTask(task: id, attempt: status.attempt, epoch: configuration.epoch))))
                     if change(id, .healthFailed(reason: status.error)) { endWhenStopped(id, node: node) }
                 } else if status.health != .none {
                     change(id, .healthChanged(status.health))
@@ -182,28 +182,28 @@ extension ManagerMachine {
         for entry in list.entries {
             guard let record = tasks[entry.task], record.attempt == Int(entry.attempt), record.node == node else {
                 if !entry.state.isTerminal || entry.container != nil {
-                    emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
+                    emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt, epoch: configuration.epoch))))
                 }
                 continue
             }
             held.insert(entry.task)
             if (record.desiredState == .stop || movingOff[entry.task]?.attempt == record.attempt) && !entry.state.isTerminal {
-                emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
+                emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt, epoch: configuration.epoch))))
             } else if !record.state.isTerminal && record.state != .pending {
                 // Sent again so that the worker reports the attempt's full status (ports,
                 // health, an exit it saw while away) and learns its spec if it adopted the
                 // container after a restart.
-                afterCommit(.send(connection, .assignTask(AssignTask(task: entry.task, attempt: entry.attempt, spec: record.spec))))
+                afterCommit(.send(connection, .assignTask(AssignTask(task: entry.task, attempt: entry.attempt, spec: record.spec, epoch: configuration.epoch))))
             } else if record.state.isTerminal && entry.container != nil {
                 // Ended here already: its container has no more use.
-                emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt))))
+                emit(.send(connection, .stopTask(StopTask(task: entry.task, attempt: entry.attempt, epoch: configuration.epoch))))
             }
         }
         for id in nodes[node]?.tasks.sorted() ?? [] where !held.contains(id) {
             guard let record = tasks[id], record.node == node else { continue }
             switch record.state {
             case .scheduled:
-                afterCommit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec))))
+                afterCommit(.send(connection, .assignTask(AssignTask(task: id, attempt: UInt64(record.attempt), spec: record.spec, epoch: configuration.epoch))))
             case .running:
                 if change(id, .startFailed(reason: "the worker no longer has this task")) { attemptEnded(id) }
             case .stopping:

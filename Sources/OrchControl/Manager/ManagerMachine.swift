@@ -116,7 +116,7 @@ public struct ManagerMachine: Sendable {
         self.now = now
         removed = snapshot.removedNodes
         for record in snapshot.nodes {
-            nodes[record.id] = NodeEntry(record: record, state: .down, tasksLostAt: now + configuration.heartbeatGrace)
+            nodes[record.id] = NodeEntry(record: record, state: .down, tasksLostAt: now + (configuration.resumeGrace ?? configuration.heartbeatGrace))
         }
         for record in snapshot.tasks {
             tasks[record.id] = record
@@ -230,6 +230,13 @@ extension ManagerMachine {
         public var retention: Duration = .seconds(24 * 3600)
         /// At most this many ended tasks (not a service's) are kept; the oldest go first.
         public var retainedEndedTasks = 100_000
+        /// The epoch of the leadership term this machine acts in: sent in every welcome,
+        /// assignment and stop, so that workers ignore a deposed leader (0: leads alone).
+        public var epoch: UInt64 = 0
+        /// How long the tasks of the nodes loaded from the store are kept for them to dial
+        /// again; nil: the heartbeat grace (a restarted manager). A new leader waits longer:
+        /// its workers first find that the old one is gone.
+        public var resumeGrace: Duration?
 
         public init(
             scheduler: SchedulerKind = .epvm, heartbeatInterval: Duration = .seconds(1), heartbeatGrace: Duration = .seconds(5),

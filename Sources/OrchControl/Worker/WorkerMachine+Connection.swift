@@ -34,6 +34,12 @@ extension WorkerMachine {
     /// the terminal statuses it has not acknowledged (under their original ids, so that a
     /// status it recorded already is recognised as a duplicate); then the heartbeats.
     private mutating func welcomed(_ welcome: Welcome) {
+        guard welcome.epoch >= newestEpoch else {
+            // A deposed leader that still answers: another has led since.
+            emit(.dropConnection(reason: "the manager leads with epoch \(welcome.epoch), older than \(newestEpoch): it was deposed"))
+            return
+        }
+        newestEpoch = welcome.epoch
         connected = welcome
         lastHeard = now
         // Every table follows the welcome at once: a service removed meanwhile is not among them.
@@ -56,8 +62,12 @@ extension WorkerMachine {
         lastHeard = now
         switch message {
         case .ack(let ack): outbox.acknowledge(ack.statusID)
-        case .assignTask(let assignment): assign(assignment)
-        case .stopTask(let stop): stopAsked(stop)
+        case .assignTask(let assignment):
+            guard fromCurrentLeader(.assignTask, epoch: assignment.epoch) else { return }
+            assign(assignment)
+        case .stopTask(let stop):
+            guard fromCurrentLeader(.stopTask, epoch: stop.epoch) else { return }
+            stopAsked(stop)
         case .serviceTable(let table): mesh.apply(table)
         case .heartbeat:
             break   // the manager's answer to ours: it only shows the manager is there
@@ -65,6 +75,16 @@ extension WorkerMachine {
              .logRequest, .logChunk, .logCredit, .logEnd, .goodbye, .error:
             break   // the handshake, logs and submissions are the shell's
         }
+    }
+
+    /// Whether a command's epoch is the newest seen (or newer: it is taken as the newest).
+    private mutating func fromCurrentLeader(_ kind: WireMessage.Kind, epoch: UInt64) -> Bool {
+        guard epoch >= newestEpoch else {
+            note(.ignoredStaleEpoch(kind, epoch: epoch, newest: newestEpoch))
+            return false
+        }
+        newestEpoch = epoch
+        return true
     }
 
     // MARK: - Timers

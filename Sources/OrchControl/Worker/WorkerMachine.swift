@@ -53,6 +53,9 @@ public struct WorkerMachine: Sendable {
     /// The routing mesh's tables, as far as stops go: which tasks are endpoints behind a
     /// published port, and how long each is drained before it is stopped.
     var mesh = MeshDrains()
+    /// The newest leader's epoch seen in a welcome: a command from an older one comes from
+    /// a deposed leader, and is ignored.
+    public internal(set) var newestEpoch: UInt64 = 0
 
     var now: Moment
     var effects: [Effect] = []
@@ -193,6 +196,8 @@ extension WorkerMachine {
         case failedToStart(TaskID, attempt: UInt64, String)
         case adopted(TaskID, attempt: UInt64, TaskState)
         case ignoredStaleAssignment(TaskID, attempt: UInt64, current: UInt64)
+        /// An assignment or a stop from a deposed leader (its epoch older than the newest seen).
+        case ignoredStaleEpoch(WireMessage.Kind, epoch: UInt64, newest: UInt64)
         case stoppedForDisconnect(TaskID, attempt: UInt64, after: Duration)
         case healthPortNotPublished(TaskID, port: Int)
     }

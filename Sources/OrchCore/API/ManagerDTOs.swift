@@ -143,3 +143,50 @@ public struct NodeDTO: Codable, Sendable, Hashable {
         self.lastHeartbeat = lastHeartbeat
     }
 }
+
+/// `GET /healthz`: the manager answers; whether it leads, and who does.
+public struct HealthDTO: Codable, Sendable, Hashable {
+    public var status: String
+    /// `leader` (it acts: alone on its own store, or by the lease) or `follower`.
+    public var role: String?
+    /// This manager's name.
+    public var manager: String?
+    /// Who leads, when known, where its REST gateway is, and its epoch (by the lease).
+    public var leader: String?
+    public var leaderURL: String?
+    public var epoch: Int64?
+
+    public init(status: String, role: String? = nil, manager: String? = nil, leader: String? = nil, leaderURL: String? = nil, epoch: Int64? = nil) {
+        self.status = status
+        self.role = role
+        self.manager = manager
+        self.leader = leader
+        self.leaderURL = leaderURL
+        self.epoch = epoch
+    }
+}
+
+/// A manager as `GET /managers` lists them.
+public struct ManagerDTO: Codable, Sendable, Hashable {
+    public var name: String
+    /// Its REST gateway and its cluster port, as it announced them.
+    public var apiURL: String
+    public var wireAddress: String?
+    /// `leader` or `follower`.
+    public var role: String
+    /// The leader's epoch (the leader only; none for a manager alone on its own store).
+    public var epoch: Int64?
+    public var startedAt: Date
+    /// How long ago it last said it runs (every second while it does).
+    public var seenSecondsAgo: Double
+
+    public init(name: String, apiURL: String, wireAddress: String? = nil, role: String, epoch: Int64?, startedAt: Date, seenSecondsAgo: Double) {
+        self.name = name
+        self.apiURL = apiURL
+        self.wireAddress = wireAddress
+        self.role = role
+        self.epoch = epoch
+        self.startedAt = startedAt
+        self.seenSecondsAgo = seenSecondsAgo
+    }
+}

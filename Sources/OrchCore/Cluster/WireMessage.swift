@@ -64,8 +64,8 @@ public enum WireMessage: Sendable, Hashable {
 
 /// The protocol versions this build speaks.
 public enum ProtocolVersion {
-    public static let oldest: UInt16 = 7
-    public static let newest: UInt16 = 7
+    public static let oldest: UInt16 = 8
+    public static let newest: UInt16 = 8
 
     /// The highest version in both ranges, or nil when they do not meet.
     public static func negotiate(peerOldest: UInt16, peerNewest: UInt16) -> UInt16? {
@@ -160,11 +160,16 @@ public struct Welcome: Sendable, Hashable {
     /// How many `service_table`s follow at once: every service that publishes a port, so
     /// that the worker's load balancer knows when it has them all (version 5).
     public var serviceTables: UInt32
+    /// The leader's epoch (version 8): every assignment and stop on this connection carries
+    /// it, and a worker ignores a command from an epoch older than the newest it has seen.
+    /// 0 for a manager that leads alone (a SQLite store).
+    public var epoch: UInt64
 
-    public init(version: UInt16, heartbeatInterval: Duration, serviceTables: UInt32 = 0) {
+    public init(version: UInt16, heartbeatInterval: Duration, serviceTables: UInt32 = 0, epoch: UInt64 = 0) {
         self.version = version
         self.heartbeatInterval = heartbeatInterval
         self.serviceTables = serviceTables
+        self.epoch = epoch
     }
 }
 
@@ -174,16 +179,22 @@ public struct Refused: Sendable, Hashable {
         case noCommonVersion = 1, badToken = 2, duplicateNode = 3, shuttingDown = 4, invalidHello = 5
         /// The node was removed from the cluster: its certificate is no longer honoured.
         case nodeRemoved = 6
+        /// This manager does not lead (transient): `leader` says where the leader listens.
+        case notLeader = 7
     }
     public var code: Code
     /// A permanent refusal ends the worker; a transient one is retried.
     public var permanent: Bool
     public var reason: String
+    /// With `notLeader`: the cluster port (`HOST:PORT`) of the manager that leads, when
+    /// this one knows it (version 8).
+    public var leader: String?
 
-    public init(code: Code, permanent: Bool, reason: String) {
+    public init(code: Code, permanent: Bool, reason: String, leader: String? = nil) {
         self.code = code
         self.permanent = permanent
         self.reason = reason
+        self.leader = leader
     }
 }
 
@@ -239,11 +250,14 @@ public struct AssignTask: Sendable, Hashable {
     public var task: TaskID
     public var attempt: UInt64
     public var spec: TaskSpec
+    /// The epoch of the leader that sent it (version 8; 0 from a manager that leads alone).
+    public var epoch: UInt64
 
-    public init(task: TaskID, attempt: UInt64, spec: TaskSpec) {
+    public init(task: TaskID, attempt: UInt64, spec: TaskSpec, epoch: UInt64 = 0) {
         self.task = task
         self.attempt = attempt
         self.spec = spec
+        self.epoch = epoch
     }
 }
 
@@ -251,10 +265,13 @@ public struct AssignTask: Sendable, Hashable {
 public struct StopTask: Sendable, Hashable {
     public var task: TaskID
     public var attempt: UInt64
+    /// The epoch of the leader that sent it (version 8).
+    public var epoch: UInt64
 
-    public init(task: TaskID, attempt: UInt64) {
+    public init(task: TaskID, attempt: UInt64, epoch: UInt64 = 0) {
         self.task = task
         self.attempt = attempt
+        self.epoch = epoch
     }
 }
 
