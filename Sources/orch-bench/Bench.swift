@@ -24,10 +24,11 @@ struct Bench: AsyncParsableCommand {
               orch-bench rolling --replicas 10 --runs 3
               orch-bench mesh
               orch-bench store --placements 20000
+              orch-bench leader --kills 20 --handovers 20
             """,
         subcommands: [
             DockerBench.self, SchedulingBench.self, HeartbeatBench.self, FailoverBench.self, RESTBench.self, RecoveryBench.self,
-            RollingBench.self, MeshBench.self, StoreBench.self,
+            RollingBench.self, MeshBench.self, StoreBench.self, LeaderBench.self,
             SimWorkersCommand.self, BareListenerCommand.self,
         ])
 }

@@ -43,6 +43,11 @@ struct BenchSmokeTests {
         #expect(out.contains("PostgreSQL") && out.contains("SQLite (FULL, --fsync)") && out.contains("x NORMAL"), "\(out)")
     }
 
+    @Test func leader() async throws {
+        let out = try await smoke("leader", header: "leader stopped by")
+        #expect(out.contains("SIGKILL") && out.contains("SIGTERM") && out.contains("none restarted"), "\(out)")
+    }
+
     @Test func rolling() async throws {
         let out = try await smoke("rolling", header: "replicas")
         #expect(out.contains("ours/Swarm"))

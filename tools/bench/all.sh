@@ -15,5 +15,6 @@ out="tools/bench/results-$(date +%Y%m%d-%H%M).txt"
   tools/bench/run.sh rolling --replicas 10 --runs 3
   tools/bench/run.sh mesh --replicas 3 --runs 3 --kills 20
   tools/bench/run.sh store --placements 20000 --runs 3
+  tools/bench/run.sh leader --kills 20 --handovers 20
 } 2>&1 | tee "$out"
 echo "results in $out"
