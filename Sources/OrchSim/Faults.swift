@@ -135,6 +135,19 @@ extension Simulation {
         guard manager != nil, incarnation == managerIncarnation, token == store.commitToken, store.commitScheduled else { return nil }
         store.commitScheduled = false
         guard let last = store.queued.last else { return nil }
+        if let epoch = manager?.epoch, epoch < store.epoch, !sabotage.storeIgnoresFence {
+            // The fence: the lease's epoch has moved on, nothing of this is written (the
+            // shell retries until the machine is stopped: it does not know yet).
+            store.failures += 1
+            store.fencedCommits += 1
+            counters.fencedCommits += 1
+            let backoff = min(Duration.milliseconds(50) * (1 << min(store.failures, 6)), .seconds(2))
+            scheduleCommit(after: backoff.scaled(by: 0.5 + storeRandom.unit()))
+            return feedManager(.commitFailed(through: last.sequence, reason: "simulated: epoch \(epoch) no longer holds the lease (\(store.epoch) does)"))
+        }
+        if let epoch = manager?.epoch, epoch < store.epoch {
+            violate(.noStaleCommit, "batches \(store.queued.first!.sequence)...\(last.sequence) of epoch \(epoch) committed while epoch \(store.epoch) holds the lease")
+        }
         let outage = store.failingUntil.map { now < $0 } ?? false
         if outage || (phase == .faults && faults.storeFailures && storeRandom.chance(0.02)) {
             store.failures += 1
@@ -203,6 +216,48 @@ extension Simulation {
         managerRestartPending = true
         let down = chaosRandom.chance(0.8) ? chaosRandom.duration(.milliseconds(200)...(.seconds(5))) : chaosRandom.duration(.seconds(5)...(.seconds(20)))
         schedule(.managerRestart, at: now + down)
+    }
+
+    // MARK: - Leader changes
+
+    /// Another manager takes the lease (``FaultProfile/leaderChanges``): the leader is
+    /// deposed without knowing it yet (paused, cut off from the database, or slow: its
+    /// renewals go unanswered), and keeps acting, with its connections, until it stops by its
+    /// own clock (up to the 4 s a leader acts after its last renewal). The new leader starts
+    /// from the store with the next epoch, at once. Every commit of the deposed one is fenced
+    /// off by the store; what it sends still reaches the workers connected to it.
+    func changeLeader() -> TraceRecord? {
+        guard let old = manager, deposed == nil, !managerRestartPending else { return nil }
+        counters.leaderChanges += 1
+        deposed = DeposedManager(
+            process: old, incarnation: managerIncarnation,
+            queue: SimStore.Queue(store))
+        // Requests in flight to the old leader are never answered as done (their commits are
+        // fenced off); its clients give up on them, as on a crash.
+        clients.pending = [:]
+        serviceClient.pending = [:]
+        operatorRequestsLost()
+        store.managerCrashed()
+        store.epoch += 1
+        startManager(fresh: false)
+        let actsFor = chaosRandom.duration(.zero...(.seconds(4)))
+        schedule(.deposedStepsDown(incarnation: old.incarnation), at: now + actsFor)
+        return simRecord("fault: manager \(old.incarnation) is deposed (acts \(DurationText.format(actsFor)) more); manager \(managerIncarnation) leads with epoch \(store.epoch) from revision \(store.revision)")
+    }
+
+    /// The deposed leader's own clock says stop: it closes every connection (its workers
+    /// dial the new leader) and acts no more.
+    func deposedStepsDown(incarnation: Int) -> TraceRecord? {
+        guard let old = deposed, old.incarnation == incarnation else { return nil }
+        deposed = nil
+        for id in connections.keys.sorted() {
+            guard var connection = connections[id], connection.managerIncarnation == incarnation, connection.managerOpen else { continue }
+            connection.managerOpen = false
+            connections[id] = connection
+            reset(id)
+            forgetIfClosed(id)
+        }
+        return simRecord("manager \(incarnation) stops acting: its lease is gone; its connections close")
     }
 
     func restartManager() -> TraceRecord? {
@@ -283,7 +338,7 @@ extension Simulation {
         let weights = [
             faults.connectionResets ? 20 : 0, faults.partitions ? 15 : 0, faults.workerCrashes ? 8 : 0, faults.workerStops ? 5 : 0,
             faults.managerCrashes ? 4 : 0, faults.storeFailures ? 5 : 0, faults.eventStreamLosses ? 4 : 0,
-            faults.halfOpens ? 5 : 0, 12,
+            faults.halfOpens ? 5 : 0, 12, faults.leaderChanges ? 6 : 0,
         ]
         switch chaosRandom.weighted(weights) {
         case 0:
@@ -342,6 +397,8 @@ extension Simulation {
             guard manager != nil else { return nil }
             crashManager(silently: true)
             return simRecord("fault: the manager's host goes away silently (store at revision \(store.revision)); the workers are not told")
+        case 9:
+            return changeLeader()
         default:
             return nil
         }
@@ -427,7 +484,7 @@ extension Simulation {
     /// Nothing more is planned: no process to come back, no start, exit, verdict or commit
     /// pending, no partition, every worker in contact.
     var isSettled: Bool {
-        guard manager != nil, !managerRestartPending, store.queued.isEmpty, (manager?.machine.heldCount ?? 0) == 0 else { return false }
+        guard manager != nil, deposed == nil, !managerRestartPending, store.queued.isEmpty, (manager?.machine.heldCount ?? 0) == 0 else { return false }
         for node in nodes {
             guard node.process != nil, node.partition == nil, node.eventsLost == nil, node.starts.isEmpty, contactSince(node.index) != nil else { return false }
             if node.containers.values.contains(where: { $0.isRunning && $0.exitAt != nil }) { return false }

@@ -26,6 +26,35 @@ struct SimStore {
     var failures = 0
     var commits = 0
     var failedCommits = 0
+    /// The lease's epoch: the leader's commits carry theirs, and an older one is fenced off.
+    var epoch: UInt64 = 1
+    var fencedCommits = 0
+
+    /// One manager's part of the commit path (its queue and retry state), kept aside while a
+    /// deposed leader still runs beside the new one.
+    struct Queue {
+        var queued: [StoreBatch]
+        var lastSequence: UInt64
+        var commitScheduled: Bool
+        var commitToken: Int
+        var failures: Int
+
+        init(_ store: SimStore) {
+            queued = store.queued
+            lastSequence = store.lastSequence
+            commitScheduled = store.commitScheduled
+            commitToken = store.commitToken
+            failures = store.failures
+        }
+
+        func restore(into store: inout SimStore) {
+            store.queued = queued
+            store.lastSequence = lastSequence
+            store.commitScheduled = commitScheduled
+            store.commitToken = commitToken
+            store.failures = failures
+        }
+    }
 
     /// Applies committed batches, in order.
     mutating func apply(_ batches: [StoreBatch]) {

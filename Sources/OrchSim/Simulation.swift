@@ -60,6 +60,8 @@ public final class Simulation {
 
     var manager: ManagerProcess?
     var managerIncarnation = 0
+    /// A leader deposed by a leader change that has not noticed yet (``FaultProfile/leaderChanges``).
+    var deposed: DeposedManager?
     var managerRestartPending = false
     var store = SimStore()
     var nodes: [SimNode] = []
@@ -171,7 +173,45 @@ public final class Simulation {
     }
 
     /// One event: what happened, as a trace record, or nil when it was stale and changed nothing.
+    /// An event of the deposed leader's is handled with it in the manager's place.
     func handle(_ event: Event) -> TraceRecord? {
+        if let deposed, managerIncarnation(of: event) == deposed.incarnation {
+            return asDeposed { handleEvent(event) }
+        }
+        return handleEvent(event)
+    }
+
+    /// The manager process an event is for, when it is for one.
+    func managerIncarnation(of event: Event) -> Int? {
+        switch event {
+        case .managerTimer(_, let incarnation), .managerInput(_, let incarnation), .commit(let incarnation, _): return incarnation
+        case .pump(let id, .toManager): return connections[id]?.managerIncarnation
+        case .resetNotice(let id, .manager): return connections[id]?.managerIncarnation
+        default: return nil
+        }
+    }
+
+    /// Runs `body` with the deposed leader in the manager's place (its machine, incarnation
+    /// and commit queue), and puts the leader back after.
+    func asDeposed<T>(_ body: () -> T) -> T {
+        guard let old = deposed else { return body() }
+        let leader = manager, leaderIncarnation = managerIncarnation, leaderQueue = SimStore.Queue(store)
+        manager = old.process
+        managerIncarnation = old.incarnation
+        old.queue.restore(into: &store)
+        let result = body()
+        if let process = manager {
+            deposed = DeposedManager(process: process, incarnation: old.incarnation, queue: SimStore.Queue(store))
+        } else {
+            deposed = nil
+        }
+        manager = leader
+        managerIncarnation = leaderIncarnation
+        leaderQueue.restore(into: &store)
+        return result
+    }
+
+    func handleEvent(_ event: Event) -> TraceRecord? {
         switch event {
         case .pump(let connection, let direction): return pump(connection, direction)
         case .established(let connection): return established(connection)
@@ -179,8 +219,8 @@ public final class Simulation {
         case .handshakeDeadline(let connection): return handshakeDeadline(connection)
         case .dial(let node, let incarnation): return dial(node, incarnation: incarnation)
         case .dialFailed(let node, let incarnation, let reason): return dialFailed(node, incarnation: incarnation, reason: reason)
-        case .managerTimer(let token):
-            guard let process = manager, process.timerToken == token else { return nil }
+        case .managerTimer(let token, let incarnation):
+            guard let process = manager, incarnation == managerIncarnation, process.timerToken == token else { return nil }
             manager?.timerAt = nil
             return feedManager(.timer)
         case .workerTimer(let node, let token):
@@ -198,6 +238,7 @@ public final class Simulation {
         case .healthChange(let node, let watch): return healthChange(node, watch: watch)
         case .commit(let incarnation, let token): return commit(incarnation: incarnation, token: token)
         case .managerRestart: return restartManager()
+        case .deposedStepsDown(let incarnation): return deposedStepsDown(incarnation: incarnation)
         case .workerRestart(let node): return restartWorker(node)
         case .heal(let node, let partition): return heal(node, partition: partition)
         case .eventsRestored(let node, let generation): return eventsRestored(node, generation: generation)
@@ -216,8 +257,10 @@ public final class Simulation {
     func startManager(fresh: Bool) {
         managerIncarnation += 1
         let snapshot = fresh ? StoreSnapshot(tasks: [], nodes: []) : store.snapshot
-        let machine = ManagerMachine(configuration: managerConfiguration, snapshot: snapshot, now: now, wallOrigin: wallOrigin, seed: random.next())
-        manager = ManagerProcess(machine: machine, incarnation: managerIncarnation)
+        var configuration = managerConfiguration
+        configuration.epoch = store.epoch
+        let machine = ManagerMachine(configuration: configuration, snapshot: snapshot, now: now, wallOrigin: wallOrigin, seed: random.next())
+        manager = ManagerProcess(machine: machine, incarnation: managerIncarnation, epoch: store.epoch)
         store.lastSequence = store.revision
         // A machine asks for its timers in its effects; the first call has to come from the
         // shell: one timer at start, as a shell starts its timer loop.
@@ -257,7 +300,7 @@ public final class Simulation {
         process.timerAt = at
         manager?.timerToken = process.timerToken
         manager?.timerAt = at
-        schedule(.managerTimer(token: process.timerToken), at: at)
+        schedule(.managerTimer(token: process.timerToken, incarnation: managerIncarnation), at: at)
     }
 
     // MARK: - Worker processes
@@ -364,6 +407,7 @@ public enum Invariant: String, Sendable, Hashable, CaseIterable {
     case engineDownGetsNothing = "engine-down-gets-nothing"
     case drainedNodeGetsNothing = "drained-node-gets-nothing"
     case impostorsRefused = "impostors-refused"
+    case noStaleCommit = "no-stale-commit"
     case oneTaskPerSlotVersion = "one-task-per-slot-version"
     case serviceReplicasKept = "service-replicas-kept"
     case terminalStatusesAcknowledged = "terminal-statuses-acknowledged"
@@ -425,6 +469,9 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
     public var drains = 0
     public var undrains = 0
     public var purges = 0
+    /// Leaders deposed while still running (``FaultProfile/leaderChanges``), and their commits fenced off.
+    public var leaderChanges = 0
+    public var fencedCommits = 0
     public var quietTime: Duration = .zero
 
     public init() {}
@@ -440,6 +487,7 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
                     + "policies \(servicePolicies), rollbacks \(serviceRollbacks), removals \(serviceRemovals) (answered \(serviceAnswers)), "
                 : "")
             + (drains + undrains + purges > 0 ? "operator: drains \(drains), undrains \(undrains), purges \(purges), " : "")
+            + (leaderChanges > 0 ? "leader changes \(leaderChanges) (commits fenced off \(fencedCommits)), " : "")
             + "quiet \(DurationText.format(quietTime))"
     }
 }
@@ -459,7 +507,7 @@ enum Event {
     case handshakeDeadline(ConnectionID)
     case dial(node: Int, incarnation: Int)
     case dialFailed(node: Int, incarnation: Int, reason: String)
-    case managerTimer(token: UInt64)
+    case managerTimer(token: UInt64, incarnation: Int)
     case workerTimer(node: Int, token: UInt64)
     case managerInput(ManagerMachine.Input, incarnation: Int)
     case workerInput(node: Int, incarnation: Int, WorkerMachine.Input)
@@ -468,6 +516,7 @@ enum Event {
     case healthChange(node: Int, watch: Int)
     case commit(incarnation: Int, token: Int)
     case managerRestart
+    case deposedStepsDown(incarnation: Int)
     case workerRestart(node: Int)
     case heal(node: Int, partition: Int)
     case eventsRestored(node: Int, generation: Int)
@@ -482,8 +531,18 @@ enum Event {
 struct ManagerProcess {
     var machine: ManagerMachine
     var incarnation: Int
+    /// The lease's epoch it leads with.
+    var epoch: UInt64 = 1
     var timerAt: Moment?
     var timerToken: UInt64 = 0
+}
+
+/// A leader deposed that has not noticed yet: it runs beside the new one, with its own
+/// connections and commit queue, until its clock says stop.
+struct DeposedManager {
+    var process: ManagerProcess
+    var incarnation: Int
+    var queue: SimStore.Queue
 }
 
 struct WorkerProcess {
@@ -569,6 +628,10 @@ public struct FaultProfile: Sendable, Hashable {
     /// ended tasks with their history (off by default, with a stream of its own, for the
     /// same reason as ``impostors``).
     public var operators = false
+    /// Several managers on one store: now and then another takes the lease while the leader
+    /// still runs and acts, not knowing yet (off by default, for the same reason as
+    /// ``impostors``; it draws from the chaos stream only when on).
+    public var leaderChanges = false
     /// The longest a crashed or stopped worker process stays down.
     public var maximumWorkerDowntime: Duration = .seconds(45)
 
@@ -618,4 +681,6 @@ struct Sabotage {
     /// The store keeps nodes but not their drains (a manager that restarts from it has
     /// forgotten every drain).
     var storeForgetsDrains = false
+    /// The store commits a deposed leader's batches (no fence on the epoch).
+    var storeIgnoresFence = false
 }

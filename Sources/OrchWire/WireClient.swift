@@ -132,6 +132,7 @@ public actor WireClient {
                 reason = try await session(handlers, welcomed: &welcomed)
                 attempt = 0
                 warned = false
+                unreachable = nil
             } catch let failure as HandshakeFailure {
                 reason = failure.reason
                 follower = failure.follower

@@ -49,6 +49,9 @@ struct ClusterOptions: ParsableArguments {
     @Flag(help: "Add an operator who drains and undrains nodes and removes ended tasks (invariant drained-node-gets-nothing).")
     var operators = false
 
+    @Flag(help: "Several managers: another now and then takes the lease while the leader still acts, not knowing yet (invariant no-stale-commit).")
+    var leaderChanges = false
+
     @Option(name: .customLong("ignore"), parsing: .upToNextOption,
             help: "Invariants not checked (to explore past a known violation).")
     var ignore: [String] = []
@@ -73,6 +76,7 @@ struct ClusterOptions: ParsableArguments {
         profile.impostors = impostors
         profile.services = services
         profile.operators = operators
+        profile.leaderChanges = leaderChanges
         if let seconds = maxWorkerDowntime { profile.maximumWorkerDowntime = .milliseconds(Int(seconds * 1000)) }
         return profile
     }

@@ -104,6 +104,19 @@ struct InvariantFailureTests {
         #expect(!violations.isEmpty && violations.allSatisfy { $0.invariant == .drainedNodeGetsNothing }, "\(violations.prefix(3).map(\.description))")
     }
 
+    // MARK: - no-stale-commit
+
+    @Test("no-stale-commit: a store that commits a deposed leader's batches")
+    func storeIgnoresTheFence() {
+        let results = runSeeds(0..<40, steps: 1500) { simulation in
+            simulation.faults.leaderChanges = true
+            simulation.sabotage.storeIgnoresFence = true
+        }
+        let violations = results.compactMap(\.violations.first)
+        #expect(!violations.isEmpty, "no run had a deposed leader commit")
+        #expect(violations.contains { $0.invariant == .noStaleCommit }, "\(violations.prefix(3).map(\.description))")
+    }
+
     // MARK: - one-task-per-slot-version
 
     @Test("one-task-per-slot-version: a store that keeps every new replica twice")
