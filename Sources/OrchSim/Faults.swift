@@ -40,6 +40,7 @@ extension Simulation {
         let burst = now < Moment.zero + .seconds(2)
         schedule(.client, at: now + (burst ? clientRandom.duration(.milliseconds(50)...(.milliseconds(400))) : clientRandom.duration(.milliseconds(300)...(.seconds(4)))))
         guard manager != nil else { return simRecord("client: the manager is down (connection refused)") }
+        guard !leaderPaused else { return simRecord("client: the manager does not answer (paused); the client gives up") }
         let request = RequestID(rawValue: clients.nextRequest)
         clients.nextRequest += 1
         let choice = burst ? 0 : clientRandom.weighted([clients.known.count < 30 ? 45 : 0, clients.known.count < 30 ? 15 : 0, 15, 25])
@@ -148,7 +149,7 @@ extension Simulation {
         if let epoch = manager?.epoch, epoch < store.epoch {
             violate(.noStaleCommit, "batches \(store.queued.first!.sequence)...\(last.sequence) of epoch \(epoch) committed while epoch \(store.epoch) holds the lease")
         }
-        let outage = store.failingUntil.map { now < $0 } ?? false
+        let outage = (store.failingUntil.map { now < $0 } ?? false) || (manager?.slot.map(isCutOff) ?? false)
         if outage || (phase == .faults && faults.storeFailures && storeRandom.chance(0.02)) {
             store.failures += 1
             store.failedCommits += 1
@@ -199,6 +200,7 @@ extension Simulation {
     /// silence themselves.
     func crashManager(silently: Bool = false) {
         guard manager != nil else { return }
+        if let slot = manager?.slot { leaseSlotCrashed(slot) }
         manager = nil
         counters.managerCrashes += 1
         if silently { counters.halfOpens += 1 }
@@ -218,49 +220,11 @@ extension Simulation {
         schedule(.managerRestart, at: now + down)
     }
 
-    // MARK: - Leader changes
-
-    /// Another manager takes the lease (``FaultProfile/leaderChanges``): the leader is
-    /// deposed without knowing it yet (paused, cut off from the database, or slow: its
-    /// renewals go unanswered), and keeps acting, with its connections, until it stops by its
-    /// own clock (up to the 4 s a leader acts after its last renewal). The new leader starts
-    /// from the store with the next epoch, at once. Every commit of the deposed one is fenced
-    /// off by the store; what it sends still reaches the workers connected to it.
-    func changeLeader() -> TraceRecord? {
-        guard let old = manager, deposed == nil, !managerRestartPending else { return nil }
-        counters.leaderChanges += 1
-        deposed = DeposedManager(
-            process: old, incarnation: managerIncarnation,
-            queue: SimStore.Queue(store))
-        // Requests in flight to the old leader are never answered as done (their commits are
-        // fenced off); its clients give up on them, as on a crash.
-        clients.pending = [:]
-        serviceClient.pending = [:]
-        operatorRequestsLost()
-        store.managerCrashed()
-        store.epoch += 1
-        startManager(fresh: false)
-        let actsFor = chaosRandom.duration(.zero...(.seconds(4)))
-        schedule(.deposedStepsDown(incarnation: old.incarnation), at: now + actsFor)
-        return simRecord("fault: manager \(old.incarnation) is deposed (acts \(DurationText.format(actsFor)) more); manager \(managerIncarnation) leads with epoch \(store.epoch) from revision \(store.revision)")
-    }
-
-    /// The deposed leader's own clock says stop: it closes every connection (its workers
-    /// dial the new leader) and acts no more.
-    func deposedStepsDown(incarnation: Int) -> TraceRecord? {
-        guard let old = deposed, old.incarnation == incarnation else { return nil }
-        deposed = nil
-        for id in connections.keys.sorted() {
-            guard var connection = connections[id], connection.managerIncarnation == incarnation, connection.managerOpen else { continue }
-            connection.managerOpen = false
-            connections[id] = connection
-            reset(id)
-            forgetIfClosed(id)
-        }
-        return simRecord("manager \(incarnation) stops acting: its lease is gone; its connections close")
-    }
-
     func restartManager() -> TraceRecord? {
+        if leases != nil {
+            managerRestartPending = false
+            return restartLeaseSlots()
+        }
         guard manager == nil else { return nil }
         managerRestartPending = false
         startManager(fresh: false)
@@ -398,7 +362,7 @@ extension Simulation {
             crashManager(silently: true)
             return simRecord("fault: the manager's host goes away silently (store at revision \(store.revision)); the workers are not told")
         case 9:
-            return changeLeader()
+            return leaseFault()
         default:
             return nil
         }
@@ -409,7 +373,7 @@ extension Simulation {
     func impostor() -> TraceRecord? {
         guard phase == .faults else { return nil }
         schedule(.impostor, at: now + impostorRandom.duration(.milliseconds(500)...(.seconds(4))))
-        guard manager != nil else { return nil }
+        guard manager != nil, !leaderPaused else { return nil }
         let claimed = impostorRandom.int(0...(workerCount - 1))
         let claimedID = nodes[claimed].id
         let other = (claimed + 1) % workerCount
@@ -443,6 +407,13 @@ extension Simulation {
         phase = .quiet
         quietSince = now
         store.failingUntil = nil
+        if leases != nil {
+            for slot in 0..<LeaseBook.slotCount {
+                leases!.slots[slot].pausedUntil = nil
+                leases!.slots[slot].cutOffUntil = nil
+            }
+            leases!.slowUntil = nil
+        }
         for index in nodes.indices {
             if let partition = nodes[index].partition {
                 schedule(.heal(node: index, partition: partition.id), at: now)

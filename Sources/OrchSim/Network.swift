@@ -83,6 +83,7 @@ extension Simulation {
 
     func managerSends(_ message: WireMessage, on id: ConnectionID) {
         guard let connection = connections[id], connection.managerOpen, connection.managerIncarnation == managerIncarnation else { return }
+        checkActsWithinLease(message)
         if sabotage.dropAcks, case .ack = message { return }
         if sabotage.dropStops, case .stopTask = message { return }
         if sabotage.dropServiceTables, case .serviceTable(let table) = message, table.index % 2 == 1 { return }

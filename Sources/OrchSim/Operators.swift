@@ -35,7 +35,7 @@ extension Simulation {
         } else {
             schedule(.operatorClient, at: now + operatorRandom.duration(.milliseconds(500)...(.seconds(5))))
         }
-        guard let manager else { return simRecord("operator: the manager is down (connection refused)") }
+        guard let manager, !leaderPaused else { return simRecord("operator: the manager is down or does not answer") }
         let request = RequestID(rawValue: clients.nextRequest)
         clients.nextRequest += 1
         if phase == .quiet {

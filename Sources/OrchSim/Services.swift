@@ -93,7 +93,7 @@ extension Simulation {
     func serviceRequest() -> TraceRecord? {
         guard phase == .faults else { return nil }
         schedule(.serviceClient, at: now + serviceRandom.duration(.milliseconds(200)...(.milliseconds(1_500))))
-        guard manager != nil else { return simRecord("service client: the manager is down (connection refused)") }
+        guard manager != nil, !leaderPaused else { return simRecord("service client: the manager is down or does not answer") }
         let request = RequestID(rawValue: clients.nextRequest)
         clients.nextRequest += 1
         let unknown = serviceClient.names.filter { serviceClient.known[$0] == nil || serviceClient.known[$0]!.removing }

@@ -62,6 +62,10 @@ public final class Simulation {
     var managerIncarnation = 0
     /// A leader deposed by a leader change that has not noticed yet (``FaultProfile/leaderChanges``).
     var deposed: DeposedManager?
+    /// The managers' lease and their lease keepers (``FaultProfile/leaderChanges``).
+    var leases: LeaseBook?
+    /// Draws the database's latencies and the lease's faults, apart for the same reason as the others.
+    var leaseRandom: SimRandom
     var managerRestartPending = false
     var store = SimStore()
     var nodes: [SimNode] = []
@@ -104,6 +108,7 @@ public final class Simulation {
         impostorRandom = root.split()
         serviceRandom = root.split()
         operatorRandom = root.split()
+        leaseRandom = root.split()
     }
 
     // MARK: - Running
@@ -130,7 +135,7 @@ public final class Simulation {
 
     /// Schedules the start: the manager, the workers, the first clients and faults.
     func begin() {
-        startManager(fresh: true)
+        if faults.leaderChanges { beginLeases() } else { startManager(fresh: true) }
         for index in nodes.indices {
             schedule(.workerRestart(node: index), at: now + random.duration(.milliseconds(1)...(.milliseconds(300))))
         }
@@ -175,6 +180,7 @@ public final class Simulation {
     /// One event: what happened, as a trace record, or nil when it was stale and changed nothing.
     /// An event of the deposed leader's is handled with it in the manager's place.
     func handle(_ event: Event) -> TraceRecord? {
+        if leases != nil, deferredForPause(event) { return nil }
         if let deposed, managerIncarnation(of: event) == deposed.incarnation {
             return asDeposed { handleEvent(event) }
         }
@@ -187,6 +193,7 @@ public final class Simulation {
         case .managerTimer(_, let incarnation), .managerInput(_, let incarnation), .commit(let incarnation, _): return incarnation
         case .pump(let id, .toManager): return connections[id]?.managerIncarnation
         case .resetNotice(let id, .manager): return connections[id]?.managerIncarnation
+        case .established(let id): return connections[id]?.managerIncarnation
         default: return nil
         }
     }
@@ -238,7 +245,13 @@ public final class Simulation {
         case .healthChange(let node, let watch): return healthChange(node, watch: watch)
         case .commit(let incarnation, let token): return commit(incarnation: incarnation, token: token)
         case .managerRestart: return restartManager()
-        case .deposedStepsDown(let incarnation): return deposedStepsDown(incarnation: incarnation)
+        case .leaseTimer(let slot, let generation, let token): return leaseTimerFired(slot, generation: generation, token: token)
+        case .leaseArrive(let slot, let generation, let id, let call): return leaseArrives(slot, generation: generation, id: id, call)
+        case .leaseAnswer(let slot, let generation, let id, let input): return leaseAnswered(slot, generation: generation, id: id, input)
+        case .leaseDeadline(let slot, let generation, let id): return leaseDeadlinePassed(slot, generation: generation, id: id)
+        case .leaseNotify(let slot, let generation):
+            guard leases?.slots[slot].generation == generation else { return nil }
+            return feedLease(slot, .released)
         case .workerRestart(let node): return restartWorker(node)
         case .heal(let node, let partition): return heal(node, partition: partition)
         case .eventsRestored(let node, let generation): return eventsRestored(node, generation: generation)
@@ -408,6 +421,7 @@ public enum Invariant: String, Sendable, Hashable, CaseIterable {
     case drainedNodeGetsNothing = "drained-node-gets-nothing"
     case impostorsRefused = "impostors-refused"
     case noStaleCommit = "no-stale-commit"
+    case actsWithinLease = "acts-within-lease"
     case oneTaskPerSlotVersion = "one-task-per-slot-version"
     case serviceReplicasKept = "service-replicas-kept"
     case terminalStatusesAcknowledged = "terminal-statuses-acknowledged"
@@ -472,6 +486,10 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
     /// Leaders deposed while still running (``FaultProfile/leaderChanges``), and their commits fenced off.
     public var leaderChanges = 0
     public var fencedCommits = 0
+    /// Leases taken (terms begun), leaders paused, managers cut off from the database.
+    public var takeovers = 0
+    public var pauses = 0
+    public var cutOffs = 0
     public var quietTime: Duration = .zero
 
     public init() {}
@@ -487,7 +505,7 @@ public struct Counters: Sendable, Hashable, CustomStringConvertible {
                     + "policies \(servicePolicies), rollbacks \(serviceRollbacks), removals \(serviceRemovals) (answered \(serviceAnswers)), "
                 : "")
             + (drains + undrains + purges > 0 ? "operator: drains \(drains), undrains \(undrains), purges \(purges), " : "")
-            + (leaderChanges > 0 ? "leader changes \(leaderChanges) (commits fenced off \(fencedCommits)), " : "")
+            + (takeovers > 0 ? "terms \(takeovers), deposed while acting \(leaderChanges) (commits fenced off \(fencedCommits)), pauses \(pauses), cut off \(cutOffs), " : "")
             + "quiet \(DurationText.format(quietTime))"
     }
 }
@@ -516,7 +534,11 @@ enum Event {
     case healthChange(node: Int, watch: Int)
     case commit(incarnation: Int, token: Int)
     case managerRestart
-    case deposedStepsDown(incarnation: Int)
+    case leaseTimer(slot: Int, generation: Int, token: Int)
+    case leaseArrive(slot: Int, generation: Int, call: Int, LeaseBook.Call)
+    case leaseAnswer(slot: Int, generation: Int, call: Int, LeaseMachine.Input)
+    case leaseDeadline(slot: Int, generation: Int, call: Int)
+    case leaseNotify(slot: Int, generation: Int)
     case workerRestart(node: Int)
     case heal(node: Int, partition: Int)
     case eventsRestored(node: Int, generation: Int)
@@ -531,8 +553,9 @@ enum Event {
 struct ManagerProcess {
     var machine: ManagerMachine
     var incarnation: Int
-    /// The lease's epoch it leads with.
+    /// The lease's epoch it leads with, and its manager's slot (several managers).
     var epoch: UInt64 = 1
+    var slot: Int?
     var timerAt: Moment?
     var timerToken: UInt64 = 0
 }
@@ -628,9 +651,9 @@ public struct FaultProfile: Sendable, Hashable {
     /// ended tasks with their history (off by default, with a stream of its own, for the
     /// same reason as ``impostors``).
     public var operators = false
-    /// Several managers on one store: now and then another takes the lease while the leader
-    /// still runs and acts, not knowing yet (off by default, for the same reason as
-    /// ``impostors``; it draws from the chaos stream only when on).
+    /// Three managers on one database, leading by the lease (`LeaseMachine`), with leaders
+    /// paused, managers cut off from the database, a slow database and its clock jumping
+    /// (off by default, for the same reason as ``impostors``).
     public var leaderChanges = false
     /// The longest a crashed or stopped worker process stays down.
     public var maximumWorkerDowntime: Duration = .seconds(45)
@@ -683,4 +706,6 @@ struct Sabotage {
     var storeForgetsDrains = false
     /// The store commits a deposed leader's batches (no fence on the epoch).
     var storeIgnoresFence = false
+    /// The managers' lease keepers act for 8 s after a renewal, past the 6 s lease.
+    var actPastTheLease = false
 }

@@ -53,8 +53,8 @@ struct LeaderBench: AsyncParsableCommand {
                     leading.append(seconds(toLeader))
                     attached.append(seconds(toWorkers))
                 }
-                rows.append([label, "\(changes)", format(median(leading), 3), format(percentile(leading, 0.99), 3),
-                             format(median(attached), 3), format(percentile(attached, 0.99), 3)])
+                rows.append([label, "\(changes)", format(median(leading), 3), format(percentile(leading, 99), 3),
+                             format(median(attached), 3), format(percentile(attached, 99), 3)])
             }
             table(["leader stopped by", "changes", "new leader p50 s", "p99 s", "workers attached p50 s", "p99 s"], rows)
             let after = try await trio.containers()

@@ -27,6 +27,20 @@ import Testing
         #expect(machine.isLeader)
     }
 
+    /// Found by the simulator (a slow database): an acquire out past the next turn made the
+    /// machine ask to be woken at that turn, passed already, and the shell spun on it.
+    @Test func anAttemptOutPastItsTurnAsksForNoWakeInThePast() {
+        var machine = LeaseMachine()
+        #expect(attempts(machine.handle(.timer, now: at(0))) == [.acquire])
+        let late = machine.handle(.timer, now: at(2.5))
+        #expect(late.isEmpty, "the acquire is still out: nothing to do, no wake in the past: \(late)")
+        let acquired = machine.handle(.acquired(epoch: 3, startedAt: at(0)), now: at(3))
+        #expect(attempts(acquired) == [.lead(epoch: 3), .renew(epoch: 3)], "its turn has passed: renewed at once")
+        // The renewal hangs: the only wake is the moment to stop acting.
+        let waiting = machine.handle(.timer, now: at(3.5))
+        #expect(waiting == [.wake(at: at(4))], "\(waiting)")
+    }
+
     @Test func aReleasedLeaseIsTriedAtOnceByAFollowerAndIgnoredByTheLeader() {
         var machine = LeaseMachine()
         _ = machine.handle(.timer, now: at(0))

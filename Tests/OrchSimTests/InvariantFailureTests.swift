@@ -117,6 +117,16 @@ struct InvariantFailureTests {
         #expect(violations.contains { $0.invariant == .noStaleCommit }, "\(violations.prefix(3).map(\.description))")
     }
 
+    @Test("acts-within-lease: lease keepers that act for 8 s after a renewal, past the 6 s lease")
+    func actingPastTheLease() {
+        let results = runSeeds(0..<40, steps: 1500) { simulation in
+            simulation.faults.leaderChanges = true
+            simulation.sabotage.actPastTheLease = true
+        }
+        let violations = results.compactMap(\.violations.first)
+        #expect(violations.contains { $0.invariant == .actsWithinLease }, "\(violations.prefix(3).map(\.description))")
+    }
+
     // MARK: - one-task-per-slot-version
 
     @Test("one-task-per-slot-version: a store that keeps every new replica twice")

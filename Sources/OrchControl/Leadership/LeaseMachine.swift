@@ -130,9 +130,12 @@ public struct LeaseMachine: Sendable {
             nextAttempt = self.now + configuration.renewEvery
             if case .leader(let epoch) = role { effects.append(.renew(epoch: epoch)) } else { effects.append(.acquire) }
         }
-        var wake = nextAttempt
-        if isLeader, let since = heldSince { wake = min(wake, since + configuration.actFor) }
-        effects.append(.wake(at: wake))
+        // While an attempt is out its answer (or the shell's deadline on it) comes as an
+        // input: only the moment to stop acting is a wake then. A wake at the next attempt's
+        // turn, passed already, would have the shell spin until the answer came.
+        var wake: Moment? = attemptOut ? nil : nextAttempt
+        if isLeader, let since = heldSince { wake = min(wake ?? since + configuration.actFor, since + configuration.actFor) }
+        if let wake { effects.append(.wake(at: wake)) }
         return effects
     }
 
