@@ -91,6 +91,14 @@ public actor Cluster {
     /// Whether this manager acts (it leads, alone or by the lease).
     var isActing: Bool { term != .following }
 
+    /// The term's generation: a stream begun in one ends when it does.
+    var termGeneration: UInt64 { generation }
+
+    /// Whether a stream begun in term `generation` goes on: the manager is not stopping and
+    /// is still in that term (a leader that steps down ends its streams; the client asks
+    /// again, and is sent to the new leader).
+    func serves(_ generation: UInt64) -> Bool { !closing && self.generation == generation && isActing }
+
     /// The lease was taken with `epoch`: its state is being loaded. Until
     /// ``lead(snapshot:epoch:)``, nothing is served.
     func takeOver(epoch: Int64) { takingOver = epoch }

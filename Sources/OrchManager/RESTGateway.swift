@@ -300,6 +300,7 @@ struct RESTGateway: Sendable {
             return try JSONBody(page).response(from: request, context: context)
         }
         let start: UInt64 = if let since { since } else { await cluster.lastEvent }
+        let generation = await cluster.termGeneration
         let body = ResponseBody { [cluster, task, node] writer in
             let encoder = JSONEncoder()
             encoder.dateEncodingStrategy = .iso8601
@@ -307,8 +308,10 @@ struct RESTGateway: Sendable {
             var last = start
             // A comment first: the stream is open, and proxies pass it on at once.
             try await writer.write(ByteBuffer(string: ": events after \(start)\n\n"))
-            while !(await cluster.closing) {
+            while await cluster.serves(generation) {
                 let page = await cluster.events(after: last, limit: 1000, task: task, node: node, service: service, wait: .seconds(15))
+                // Stepped down meanwhile: what this page says is the empty state of a follower.
+                guard await cluster.serves(generation) else { break }
                 var text = ""
                 if page.gap { text += "event: gap\ndata: {\"after\":\(last)}\n\n" }
                 for event in page.events {
