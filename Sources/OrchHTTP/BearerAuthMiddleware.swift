@@ -16,9 +16,13 @@ public struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let authenticate: Authenticate
     /// Where the people who get a 401 find a token: one sentence, in the message.
     let hint: String
+    /// The token of a request without an `Authorization` header, if it has one another way
+    /// (the web console's session).
+    let fallback: @Sendable () -> String?
 
-    public init(hint: String, authenticate: @escaping Authenticate) {
+    public init(hint: String, fallback: @escaping @Sendable () -> String? = { nil }, authenticate: @escaping Authenticate) {
         self.hint = hint
+        self.fallback = fallback
         self.authenticate = authenticate
     }
 
@@ -27,7 +31,7 @@ public struct BearerAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         guard let needed = APIRole.required(method: request.method.rawValue, path: path) else {
             return try await next(request, context)
         }
-        guard let header = request.headers[.authorization] else {
+        guard let header = request.headers[.authorization] ?? fallback().map({ "Bearer \($0)" }) else {
             throw Self.unauthorized("\(request.method) \(path) needs a token (Authorization: Bearer TOKEN); \(hint)")
         }
         let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)

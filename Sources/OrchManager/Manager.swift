@@ -171,6 +171,18 @@ public final class Manager: Service, Sendable {
         }
     }
 
+    /// The web console (`/ui`), or nil when its templates could not be read.
+    var console: Console? {
+        get async {
+            do {
+                return try await Console.load()
+            } catch {
+                logger.warning("no web console: \(error)")
+                return nil
+            }
+        }
+    }
+
     /// The join token workers need (`ORCH1-...`), 0600.
     public var joinTokenPath: String { "\(configuration.dataDirectory)/\(JoinSecret.tokenFile)" }
 
@@ -193,7 +205,7 @@ public final class Manager: Service, Sendable {
         let app = Application(
             router: RESTGateway(
                 cluster: cluster, store: store, metrics: metrics, tokens: tokens, joinSecret: joinSecret, directory: directory,
-                startedAt: startedAt, apiURL: { [weak self] in self?.apiURL }).router(),
+                startedAt: startedAt, apiURL: { [weak self] in self?.apiURL }, console: await console, secureCookies: configuration.httpTLS).router(),
             server: server,
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in

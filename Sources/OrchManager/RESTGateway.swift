@@ -23,6 +23,10 @@ struct RESTGateway: Sendable {
     let startedAt: Date
     /// Where clients reach this manager (known once it listens).
     let apiURL: @Sendable () -> String?
+    /// The web console, when its templates could be loaded.
+    var console: Console? = nil
+    /// Whether the console's cookie is marked `Secure` (the gateway serves TLS).
+    var secureCookies = false
 
     static let defaultLimit = 1000
     static let maximumLimit = 1_000_000
@@ -30,12 +34,15 @@ struct RESTGateway: Sendable {
     func router() -> Router<BasicRequestContext> {
         let router = Router()
         let routes = APIRoutes(router)
+        if let console { routes.add(middleware: ConsoleSessionMiddleware(console: console)) }
         routes.add(middleware: BearerAuthMiddleware(
-            hint: "the manager wrote its admin token to admin.token in its data directory (orchctl reads it by itself on that host; --token or ORCH_TOKEN elsewhere)"
+            hint: "the manager wrote its admin token to admin.token in its data directory (orchctl reads it by itself on that host; --token or ORCH_TOKEN elsewhere)",
+            fallback: { ConsoleSession.current?.token }
         ) { [tokens] token in
             tokens.authenticate(token).map { ($0.name, $0.role) }
         })
         routes.add(middleware: FollowerMiddleware(directory: directory, ownURL: apiURL))
+        if let console { addConsole(routes, console) }
         routes.get("healthz") { _, _ in
             let info = directory.info
             guard info.acting else {

@@ -26,6 +26,13 @@ import Testing
         ("GET", "/join-token", .admin),
         ("GET", "/tasks?state=running", .viewer),
         ("GET", "/tokens?x=1", .admin),
+        ("GET", "/ui/login", nil),
+        ("POST", "/ui/login", nil),
+        ("GET", "/ui/console.css", nil),
+        ("POST", "/ui/console.css", .viewer),
+        ("GET", "/ui", .viewer),
+        ("POST", "/ui/logout", .viewer),
+        ("GET", "/ui/login/x", .viewer),
     ] as [(String, String, APIRole?)])
     func theRoleARequestNeeds(method: String, path: String, role: APIRole?) {
         #expect(APIRole.required(method: method, path: path) == role, "\(method) \(path)")

@@ -75,10 +75,13 @@ public func http(_ method: HTTPMethod, _ url: String, headers: HTTPHeaders, body
 }
 
 /// One request that does not follow a redirect (the answer is the 3xx itself).
-public func httpOnce(_ method: HTTPMethod, _ url: String, body: String? = nil, token: TestToken = .local) async throws -> HTTPAnswer {
+public func httpOnce(
+    _ method: HTTPMethod, _ url: String, body: String? = nil, token: TestToken = .local, headers: [(String, String)] = []
+) async throws -> HTTPAnswer {
     var request = HTTPClientRequest(url: url)
     request.method = method
     if let authorization = token.authorization(for: url) { request.headers.add(name: "Authorization", value: authorization) }
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
     if let body { request.body = .bytes(ByteBuffer(string: body)) }
     let response = try await notFollowing.execute(request, timeout: .seconds(30))
     let bytes = try await response.body.collect(upTo: 16 << 20)

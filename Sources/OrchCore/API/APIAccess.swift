@@ -30,6 +30,12 @@ public enum APIRole: String, Codable, Sendable, Hashable, CaseIterable, Comparab
         let first = segments.first.map(String.init) ?? ""
         let reading = method == "GET" || method == "HEAD"
         if first == "healthz", reading, segments.count == 1 { return nil }
+        // The console's sign-in page and stylesheet; its other pages need a viewer's session.
+        if first == "ui" {
+            let second = segments.dropFirst().first.map(String.init)
+            if segments.count == 2, second == "console.css" && reading || second == "login" { return nil }
+            return .viewer
+        }
         if first == "tokens" || first == "join-token" { return .admin }
         if first == "nodes", !reading { return .admin }
         return reading ? .viewer : .operator
