@@ -402,7 +402,7 @@ struct RESTGateway: Sendable {
 
     /// The task the path names, by its id or a unique prefix; 400 `invalid_task_id` for
     /// text no task id can start with (`%00`, 1,000 characters, `é`).
-    private func resolveTask(_ context: BasicRequestContext) async throws -> TaskID {
+    func resolveTask(_ context: BasicRequestContext) async throws -> TaskID {
         let text = try context.parameters.taskID()
         do {
             return try await cluster.resolveTask(text)

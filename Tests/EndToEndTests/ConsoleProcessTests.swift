@@ -25,6 +25,42 @@ struct ConsoleProcessTests {
         return (cookie, csrf)
     }
 
+    @Test func aTaskIsListedShownStoppedAndRemovedFromItsPage() async throws {
+        try await ClusterProcesses.with { cluster in
+            let admin = try String(contentsOfFile: cluster.data + "/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let id = try await cluster.submit(#"{"name": "paged", "image": "orch-busybox:latest", "command": ["sleep", "30"]}"#)
+            let (cookie, csrf) = try await signIn(cluster.api, token: admin)
+            let list = try await httpOnce(.GET, "\(cluster.api)/ui/tasks", token: .none, headers: [("Cookie", cookie)])
+            #expect(list.status == 200 && list.body.contains("paged") && list.body.contains("/ui/tasks/\(id)"), "\(list.body.prefix(500))")
+            let page = try await httpOnce(.GET, "\(cluster.api)/ui/tasks/\(id)", token: .none, headers: [("Cookie", cookie)])
+            #expect(page.status == 200 && page.body.contains("/ui/tasks/\(id)/stop"), "an operator sees Stop: \(page.body.prefix(800))")
+            #expect(try await httpOnce(.GET, "\(cluster.api)/ui/tasks/nosuchtask", token: .none, headers: [("Cookie", cookie)]).status == 404)
+
+            let form = ("Content-Type", "application/x-www-form-urlencoded")
+            // A viewer's session sees no buttons, and its forged POST is refused for its role.
+            let made = try await http(.POST, "\(cluster.api)/tokens", body: #"{"name": "looker", "role": "viewer"}"#)
+            let viewer = try #require(try JSONSerialization.jsonObject(with: Data(made.body.utf8)) as? [String: Any])["token"] as? String
+            let (viewerCookie, viewerCSRF) = try await signIn(cluster.api, token: try #require(viewer))
+            let seen = try await httpOnce(.GET, "\(cluster.api)/ui/tasks/\(id)", token: .none, headers: [("Cookie", viewerCookie)])
+            #expect(seen.status == 200 && !seen.body.contains("/stop"), "a viewer sees no write buttons")
+            let forged = try await httpOnce(.POST, "\(cluster.api)/ui/tasks/\(id)/stop", body: "csrf=\(viewerCSRF)", token: .none,
+                                            headers: [("Cookie", viewerCookie), form])
+            #expect(forged.status == 403 && forged.body.contains("viewer"), "\(forged.status) \(forged.body)")
+            let noCSRF = try await httpOnce(.POST, "\(cluster.api)/ui/tasks/\(id)/stop", body: "", token: .none, headers: [("Cookie", cookie), form])
+            #expect(noCSRF.status == 403, "a CSRF-less POST is refused")
+            #expect((try await cluster.tasks()).first { $0["id"] as? String == id }?["desiredState"] as? String == "run", "nothing was stopped")
+
+            let stopped = try await httpOnce(.POST, "\(cluster.api)/ui/tasks/\(id)/stop", body: "csrf=\(csrf)", token: .none, headers: [("Cookie", cookie), form])
+            #expect(stopped.status == 303 && stopped.headers.first(name: "Location") == "/ui/tasks/\(id)")
+            _ = try await cluster.waitForTasks("the task ended") { $0.first { $0["id"] as? String == id }.map { ["completed", "failed"].contains($0.state) } ?? false }
+            let ended = try await httpOnce(.GET, "\(cluster.api)/ui/tasks/\(id)", token: .none, headers: [("Cookie", cookie)])
+            #expect(ended.body.contains("/ui/tasks/\(id)/rm") && !ended.body.contains("/ui/tasks/\(id)/stop"), "an ended task is removed, not stopped")
+            let removed = try await httpOnce(.POST, "\(cluster.api)/ui/tasks/\(id)/rm", body: "csrf=\(csrf)", token: .none, headers: [("Cookie", cookie), form])
+            #expect(removed.status == 303 && removed.headers.first(name: "Location") == "/ui/tasks")
+            #expect(try await http(.GET, "\(cluster.api)/tasks/\(id)").status == 404, "removed with its history")
+        }
+    }
+
     @Test func signInSessionsRolesCSRFAndSignOut() async throws {
         try await ClusterProcesses.with { cluster in
             let admin = try String(contentsOfFile: cluster.data + "/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

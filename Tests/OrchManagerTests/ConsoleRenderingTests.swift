@@ -42,6 +42,43 @@ import Testing
         #expect(!console.render("login", Console.chrome(title: "Sign in", session: nil)).contains(#"class="error""#))
     }
 
+    func task(_ name: String, state: TaskState = .running, desired: DesiredState = .run) -> TaskDTO {
+        let id = TaskID(rawValue: "0123456789abcdef-\(name.count)")
+        var spec = TaskSpec(id: id, name: name, image: "orch-busybox:latest", command: ["sleep", "<60>"])
+        spec.id = id
+        var record = TaskRecord(id: id, spec: spec, now: Date(timeIntervalSince1970: 1_800_000_000))
+        record.state = state
+        record.desiredState = desired
+        return TaskDTO(record, nodeName: "w1", events: nil, backoffUntil: nil)
+    }
+
+    @Test func theTasksPageListsEscapedRowsWithTheFilterAndTheNextPage() async throws {
+        let console = try await Console.load()
+        let html = console.render("tasks", Console.tasks([task("<b>web</b>"), task("db", state: .failed)], state: .running, next: "/ui/tasks?after=x&state=running", session: session))
+        #expect(html.contains("&lt;b&gt;web&lt;/b&gt;") && !html.contains("<b>web</b>"))
+        #expect(html.contains(#"<option value="running" selected>"#) && !html.contains(#"<option value="failed" selected>"#))
+        #expect(html.contains(#"href="/ui/tasks/0123456789abcdef-"#) && html.contains(">0123456789ab</a>"), "rows link to the task by id")
+        #expect(html.contains(#"<a href="/ui/tasks?after=x&amp;state=running">Next page</a>"#))
+        let empty = console.render("tasks", Console.tasks([], state: .failed, next: nil, session: session))
+        #expect(empty.contains("No tasks in this state.") && !empty.contains("Next page"))
+    }
+
+    @Test func aTaskPageHasStopForAnOperatorRemoveOnceEndedAndNothingForAViewer() async throws {
+        let console = try await Console.load()
+        let running = console.render("task", Console.task(task("web"), events: [], session: session))
+        #expect(running.contains(#"action="/ui/tasks/0123456789abcdef-3/stop""#) && running.contains(#"name="csrf" value="c0ffee""#))
+        #expect(!running.contains("/rm\""), "a live task is stopped, not removed")
+        #expect(running.contains("sleep &lt;60&gt;"), "the command, escaped")
+        let ended = console.render("task", Console.task(task("web", state: .completed, desired: .stop), events: [
+            TaskHistoryEntry(task: TaskID(rawValue: "x"), at: Date(timeIntervalSince1970: 1_800_000_000), state: .completed, message: "exited with code 0"),
+        ], session: session))
+        #expect(ended.contains(#"action="/ui/tasks/0123456789abcdef-3/rm""#) && !ended.contains("/stop\"") && ended.contains("exited with code 0"))
+        var viewer = session
+        viewer.role = .viewer
+        let read = console.render("task", Console.task(task("web"), events: [], session: viewer))
+        #expect(!read.contains("/stop") && !read.contains("/rm") && !read.contains(#"class="actions""#), "a viewer sees no write buttons")
+    }
+
     @Test func anEmptyClusterSaysSo() async throws {
         let console = try await Console.load()
         let html = console.render("overview", Console.overview(tasksByState: [:], nodesByState: [:], services: [], events: [], session: session))

@@ -34,6 +34,8 @@ public enum APIRole: String, Codable, Sendable, Hashable, CaseIterable, Comparab
         if first == "ui" {
             let second = segments.dropFirst().first.map(String.init)
             if segments.count == 2, second == "console.css" && reading || second == "login" { return nil }
+            // Its writes (stop, remove) are an operator's, as the API's are; signing out anyone's.
+            if !reading, !(segments.count == 2 && second == "logout") { return .operator }
             return .viewer
         }
         if first == "tokens" || first == "join-token" { return .admin }

@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Mustache
+import OrchControl
 import OrchCore
 import OrchHTTP
 import Synchronization
@@ -79,6 +80,60 @@ final class Console: Sendable {
             let subject = event.name ?? event.task.map { String($0.rawValue.prefix(12)) } ?? event.nodeName ?? event.node?.rawValue ?? "-"
             return ["at": formatter.string(from: event.at), "subject": subject, "state": event.state, "message": event.message]
         }
+        return context
+    }
+}
+
+extension Console {
+    /// A task as a row: short id, name (a replica as `service.slot`), node, ports, reason.
+    static func row(_ task: TaskDTO) -> [String: Any] {
+        [
+            "id": task.id.rawValue, "short": String(task.id.rawValue.prefix(12)), "name": shownName(task), "image": task.image,
+            "state": task.state.rawValue, "node": task.nodeName ?? task.node?.rawValue ?? "-", "ports": ports(task),
+            "restarts": task.restarts, "reason": reason(task) ?? "-",
+        ]
+    }
+
+    static func shownName(_ task: TaskDTO) -> String {
+        if let service = task.service, let slot = task.slot { return "\(service).\(slot)" }
+        return task.name ?? "-"
+    }
+
+    static func ports(_ task: TaskDTO) -> String {
+        task.ports.isEmpty ? "-" : task.ports.map { "\($0.hostIP):\($0.hostPort)->\($0.containerPort)" }.joined(separator: ", ")
+    }
+
+    static func reason(_ task: TaskDTO) -> String? {
+        task.error ?? task.exitCode.map { "exited with code \($0)" }
+    }
+
+    /// The tasks page: a page of tasks (in the state asked for, if any) and the next page's link.
+    static func tasks(_ tasks: [TaskDTO], state: TaskState?, next: String?, session: ConsoleSession?) -> [String: Any] {
+        var context = chrome(title: "Tasks", session: session)
+        context["tasks"] = tasks.map(row)
+        context["filtered"] = state != nil
+        context["states"] = TaskState.allCases.map { ["name": $0.rawValue, "selected": $0 == state] as [String: Any] }
+        if let next { context["next"] = next }
+        return context
+    }
+
+    /// A task's page: its spec, state and events; stop and remove for an operator's session.
+    static func task(_ task: TaskDTO, events: [TaskHistoryEntry], session: ConsoleSession?) -> [String: Any] {
+        var context = row(task)
+        for (key, value) in chrome(title: shownName(task) == "-" ? String(task.id.rawValue.prefix(12)) : shownName(task), session: session) {
+            context[key] = value
+        }
+        context["command"] = task.spec.command.map { $0.joined(separator: " ") } ?? "(the image's)"
+        context["desired"] = task.desiredState.rawValue
+        context["attempt"] = task.attempt
+        context["health"] = task.health.rawValue
+        if let reason = reason(task) { context["reason"] = reason } else { context.removeValue(forKey: "reason") }
+        let canWrite = (session?.role ?? .viewer) >= .operator
+        context["canWrite"] = canWrite
+        context["canStop"] = canWrite && task.desiredState == .run && !task.state.isTerminal
+        context["canRemove"] = canWrite && task.state.isTerminal
+        let formatter = ISO8601DateFormatter()
+        context["events"] = events.reversed().map { ["at": formatter.string(from: $0.at), "state": $0.state.rawValue, "message": $0.message] as [String: Any] }
         return context
     }
 }
@@ -220,6 +275,41 @@ extension RESTGateway {
             var headers: HTTPFields = [.location: "/ui/login"]
             headers[.setCookie] = "\(Console.cookie)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
             return Response(status: .seeOther, headers: headers)
+        }
+        routes.get("ui/tasks") { request, _ in
+            let query = request.uri.queryParameters
+            let state = query.get("state").flatMap { $0.isEmpty ? nil : TaskState(rawValue: $0) }
+            let after = query.get("after").map { TaskID(rawValue: $0) }
+            let table = await cluster.taskTable()
+            let (tasks, more) = table.list(state: state, node: nil, service: nil, after: after, limit: 100)
+            let next = more ? tasks.last.map { "/ui/tasks?after=\($0.id.rawValue)" + (state.map { "&state=\($0.rawValue)" } ?? "") } : nil
+            return Self.page(console.render("tasks", Console.tasks(tasks, state: state, next: next ?? nil, session: ConsoleSession.current)))
+        }
+        routes.get("ui/tasks/:taskID") { _, context in
+            let id = try await resolveTask(context)
+            guard let record = await cluster.task(id) else { throw Self.apiError(.taskNotFound(id.rawValue)) }
+            let history = try await store.history(of: id)
+            return Self.page(console.render("task", Console.task(await cluster.dto(record), events: history, session: ConsoleSession.current)))
+        }
+        for action in ["stop", "rm"] {
+            routes.post(RouterPath("ui/tasks/:taskID/\(action)")) { request, context in
+                let body = try await request.body.collect(upTo: 64 << 10)
+                guard let session = ConsoleSession.current, formFields(String(buffer: body))["csrf"] == session.csrf else {
+                    throw APIError(.forbidden, code: "csrf", message: "a change made from the console needs the session's CSRF token")
+                }
+                let id = try await resolveTask(context)
+                do {
+                    if action == "stop" {
+                        _ = try await cluster.stop(id, by: session.name)
+                    } else {
+                        _ = try await cluster.purge(id, by: session.name)
+                        return Response(status: .seeOther, headers: [.location: "/ui/tasks"])
+                    }
+                } catch let error as ClusterError {
+                    throw Self.apiError(error)
+                }
+                return Response(status: .seeOther, headers: [.location: "/ui/tasks/\(id.rawValue)"])
+            }
         }
         routes.get("ui") { _, _ in
             let (tasks, nodes) = await cluster.counts()
