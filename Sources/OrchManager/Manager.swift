@@ -171,15 +171,13 @@ public final class Manager: Service, Sendable {
         }
     }
 
-    /// The web console (`/ui`), or nil when its templates could not be read.
-    var console: Console? {
-        get async {
-            do {
-                return try await Console.load()
-            } catch {
-                logger.warning("no web console: \(error)")
-                return nil
-            }
+    /// Loads the web console (`/ui`); nil when its templates cannot be read.
+    private func loadConsole() async -> Console? {
+        do {
+            return try await Console.load()
+        } catch {
+            logger.warning("no web console: \(error)")
+            return nil
         }
     }
 
@@ -205,7 +203,7 @@ public final class Manager: Service, Sendable {
         let app = Application(
             router: RESTGateway(
                 cluster: cluster, store: store, metrics: metrics, tokens: tokens, joinSecret: joinSecret, directory: directory,
-                startedAt: startedAt, apiURL: { [weak self] in self?.apiURL }, console: await console, secureCookies: configuration.httpTLS).router(),
+                startedAt: startedAt, apiURL: { [weak self] in self?.apiURL }, console: await loadConsole(), secureCookies: configuration.httpTLS).router(),
             server: server,
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "orch-manager"),
             onServerRunning: { channel in

@@ -282,8 +282,10 @@ extension RESTGateway {
             let after = query.get("after").map { TaskID(rawValue: $0) }
             let table = await cluster.taskTable()
             let (tasks, more) = table.list(state: state, node: nil, service: nil, after: after, limit: 100)
-            let next = more ? tasks.last.map { "/ui/tasks?after=\($0.id.rawValue)" + (state.map { "&state=\($0.rawValue)" } ?? "") } : nil
-            return Self.page(console.render("tasks", Console.tasks(tasks, state: state, next: next ?? nil, session: ConsoleSession.current)))
+            let next = tasks.last.flatMap { last in
+                more ? "/ui/tasks?after=\(last.id.rawValue)" + (state.map { "&state=\($0.rawValue)" } ?? "") : nil
+            }
+            return Self.page(console.render("tasks", Console.tasks(tasks, state: state, next: next, session: ConsoleSession.current)))
         }
         routes.get("ui/tasks/:taskID") { _, context in
             let id = try await resolveTask(context)
