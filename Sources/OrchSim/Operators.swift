@@ -88,10 +88,12 @@ extension Simulation {
             clients.acknowledged[task] = nil
             clients.stopped[task] = nil
             counters.purges += 1
-        case (.purge(let task, let created, let acknowledged, let stopped), .refused(.unavailable)) where manager?.machine.task(task) == nil:
+        case (.purge(let task, let created, let acknowledged, let stopped), .refused(.unavailable))
+            where manager?.machine.task(task).map({ $0.createdAt != created }) ?? true:
             // Applied, and stored by the manager's retry unless it crashes first: that crash
-            // decides (``operatorRequestsLost()``). (Refused before it was applied, the
-            // manager still has the task: nothing changed.)
+            // decides (``operatorRequestsLost()``). The manager may already hold a later task
+            // of the same id, submitted in the same failed commit. (Refused before it was
+            // applied, the manager still has the same task: nothing changed.)
             operators.limbo.append((task, created, acknowledged, stopped))
         case (.purge(let task, _, let acknowledged, let stopped), _):
             restore(task, acknowledged: acknowledged, stopped: stopped)

@@ -135,8 +135,10 @@ struct SeedSetTests {
     /// ones, refused by the worker as stale (38); a store failure at the collection time that
     /// made the manager's timer spin (50); and the simulator's own mistakes: a late stop that
     /// ran through a second downtime (87), a purge refused before it was applied taken as
-    /// applied (215), a stop answered in the same commit as the purge after it (338).
-    @Test("Seeds of the operator", .timeLimit(.minutes(2)), arguments: [UInt64(0), 38, 50, 87, 215, 338])
+    /// applied (215), a stop answered in the same commit as the purge after it (338), a purge
+    /// refused in a failed commit with the id already given again in it, taken as not applied
+    /// (80012).
+    @Test("Seeds of the operator", .timeLimit(.minutes(2)), arguments: [UInt64(0), 38, 50, 87, 215, 338, 80012])
     func seedOfTheOperator(seed: UInt64) {
         let results = runSeeds(seed..<(seed + 1), steps: 2000) { $0.faults.operators = true }
         #expect(results.flatMap(\.violations).isEmpty, "\(results.flatMap(\.violations).map(\.description))")
